@@ -1,0 +1,172 @@
+"""The Python API: one object per database, with load, search and status.
+
+>>> import clipsql
+>>> db = clipsql.connect()                                   # doctest: +SKIP
+>>> report = db.load("~/Pictures")                           # doctest: +SKIP
+>>> hits = db.search("two dogs in the snow", limit=10)       # doctest: +SKIP
+>>> hits = db.search("a dog", where="camera_make = %s", params=["Canon"])  # doctest: +SKIP
+>>> hits = db.search(image="~/Pictures/dog.jpg")             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import config, db, loader, migrate, schema, search
+from .errors import EmptyCollectionError, ModelError, QueryError
+
+
+class Collection:
+    """An image collection in one PostgreSQL database (the embedded one by default)."""
+
+    def __init__(self, dsn: str | None = None, model: str | None = None, device: str | None = None):
+        self._dsn = db.resolve_dsn(dsn)
+        self._model_request = config.model_spec(model)
+        self._device = device
+        self._model = None
+        self.conn = self._connect()
+        db.ensure_vector(self.conn)
+        migrate.apply(self.conn)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _connect(self):
+        return db.connect(self._dsn)
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return db.redact(self._dsn)
+
+    @property
+    def model(self):
+        """The collection's :class:`~clipsql.model.ClipModel` (weights load on first encode)."""
+        if self._model is None:
+            from .model import ClipModel
+
+            spec = self._model_request
+            bound = schema.bound_model(self.conn)
+            if spec is None and bound is not None:
+                if bound["pretrained"].startswith("file:"):
+                    raise ModelError(
+                        f"this collection was embedded with a local checkpoint "
+                        f"({bound['arch']}/{bound['pretrained']}); pass the same --model "
+                        f"{bound['arch']}/PATH (or set {config.ENV_MODEL})")
+                spec = f"{bound['arch']}/{bound['pretrained']}"
+            model = ClipModel(spec, device=self._device)
+            schema.check_model(self.conn, model.identity())
+            self._model = model
+        return self._model
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- loading ---------------------------------------------------------------------------
+    def load(self, *paths, prune: bool = False, batch_size: int = 32, workers: int | None = None,
+             progress=None) -> loader.LoadReport:
+        """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`."""
+        return loader.load(self._connect, self.model, paths, prune=prune, batch_size=batch_size,
+                           workers=workers, progress=progress)
+
+    # --- embeddings ------------------------------------------------------------------------
+    def embed_text(self, text: str) -> np.ndarray:
+        """The normalised embedding of ``text`` with the collection's model."""
+        if not isinstance(text, str) or not text.strip():
+            raise QueryError("the text query is empty")
+        return self.model.encode_text([text])[0]
+
+    def embed_image(self, image) -> np.ndarray:
+        """The embedding of an image: a row id, a path already in the table, or any image file."""
+        stored = self._stored_embedding(image)
+        if stored is not None:
+            return stored
+        if isinstance(image, int):
+            raise QueryError(f"no image with id {image}")
+        from .decode import read
+        from .errors import ImageError
+
+        path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+        try:
+            decoded = read(path, self.model.preprocess)
+        except ImageError as exc:
+            raise QueryError(f"cannot use {path} as a query image: {exc}") from None
+        return self.model.encode_images(decoded.pixels.unsqueeze(0))[0]
+
+    def _stored_embedding(self, image):
+        if isinstance(image, (int, np.integer)):
+            row = self.conn.execute("SELECT embedding FROM clipsql.images WHERE id = %s",
+                                    (int(image),)).fetchone()
+        else:
+            path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+            row = self.conn.execute("SELECT embedding FROM clipsql.images WHERE path = %s",
+                                    (path,)).fetchone()
+        return None if row is None else row[0].to_numpy().astype(np.float32)
+
+    def _image_id(self, image):
+        if isinstance(image, (int, np.integer)):
+            return int(image)
+        path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+        row = self.conn.execute("SELECT id FROM clipsql.images WHERE path = %s", (path,)).fetchone()
+        return row[0] if row else None
+
+    # --- search ----------------------------------------------------------------------------
+    def search(self, text: str | None = None, *, image=None, where: str | None = None,
+               params=(), limit: int = 10, min_score: float | None = None,
+               strategy: str = "auto") -> search.Results:
+        """Rank images by a text query, an image query (path or id), or both (summed and normalised).
+
+        ``where`` is a SQL fragment over ``clipsql.images`` columns with ``%s`` placeholders
+        for ``params``; it runs read-only.
+        """
+        if text is None and image is None:
+            raise QueryError("give a text query, an image, or both")
+        if schema.bound_model(self.conn) is None:
+            raise EmptyCollectionError("the collection is empty: run `clipsql load FOLDER` first")
+        parts = []
+        if text is not None:
+            parts.append(self.embed_text(text))
+        exclude = None
+        if image is not None:
+            parts.append(self.embed_image(image))
+            exclude = self._image_id(image) if text is None else None
+        query = np.sum(parts, axis=0)
+        query = query / (np.linalg.norm(query) or 1.0)
+        return search.rank(self.conn, query, where=where, params=params, limit=limit,
+                           min_score=min_score, exclude_id=exclude, strategy=strategy)
+
+    def similar(self, image, **kwargs) -> search.Results:
+        """Images most like ``image`` (an id, a path in the table, or any file), itself excluded."""
+        return self.search(image=image, **kwargs)
+
+    # --- status ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        """Rows, failures, model, database and index, as a JSON-ready dict."""
+        c = self.conn
+        images = c.execute("SELECT count(*) FROM clipsql.images").fetchone()[0]
+        failures = dict(c.execute(
+            "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
+        size = c.execute("SELECT pg_total_relation_size('clipsql.images')").fetchone()[0]
+        return {
+            "database": self.url,
+            "server_version": c.execute("SHOW server_version").fetchone()[0],
+            "pgvector": ".".join(map(str, db.vector_version(c))),
+            "schema_version": migrate.current_version(c),
+            "model": schema.bound_model(c),
+            "images": images,
+            "failures": sum(failures.values()),
+            "failures_by_reason": failures,
+            "index": schema.INDEX_NAME if schema.has_index(c) else None,
+            "table_bytes": size,
+        }
+
+
+def connect(dsn: str | None = None, model: str | None = None, device: str | None = None) -> Collection:
+    """Open a collection: ``dsn`` or ``$CLIPSQL_DATABASE_URL``, else the embedded server."""
+    return Collection(dsn, model=model, device=device)

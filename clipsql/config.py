@@ -1,0 +1,45 @@
+"""Where settings come from: explicit arguments first, then environment variables, then defaults.
+
+>>> from clipsql import config
+>>> config.model_spec("ViT-B-16/openai")
+'ViT-B-16/openai'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
+
+ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
+ENV_MODEL = "CLIPSQL_MODEL"
+ENV_HOME = "CLIPSQL_HOME"
+ENV_DEVICE = "CLIPSQL_DEVICE"
+#: A folder of extra open_clip model configs (``NAME.json``), for custom architectures.
+ENV_MODEL_CONFIGS = "CLIPSQL_MODEL_CONFIGS"
+
+
+def home() -> Path:
+    """The folder for clipsql's own state (embedded database, thumbnails)."""
+    explicit = os.environ.get(ENV_HOME)
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    import platformdirs
+
+    return platformdirs.user_data_path("clipsql")
+
+
+def database_url(explicit: str | None = None) -> str | None:
+    """The DSN to use, or None for the embedded server."""
+    return explicit or os.environ.get(ENV_DATABASE_URL) or None
+
+
+def model_spec(explicit: str | None = None) -> str | None:
+    """The model spec the user asked for, or None when they did not ask."""
+    return explicit or os.environ.get(ENV_MODEL) or None
+
+
+def device(explicit: str | None = None) -> str:
+    """The torch device the user asked for; ``auto`` picks cuda, mps or cpu."""
+    return explicit or os.environ.get(ENV_DEVICE) or "auto"

@@ -1,0 +1,50 @@
+"""Every exception clipsql raises on purpose. Catch :class:`ClipsqlError` for all of them."""
+
+
+class ClipsqlError(Exception):
+    """Base class of all clipsql errors; the message is meant for the user."""
+
+
+class ConfigError(ClipsqlError):
+    """A setting (DSN, model spec, device, option value) is malformed."""
+
+
+class DatabaseError(ClipsqlError):
+    """The database cannot be reached or refused an operation."""
+
+
+class ExtensionMissingError(DatabaseError):
+    """The server has no usable pgvector extension."""
+
+
+class EmbeddedServerError(DatabaseError):
+    """The embedded PostgreSQL could not be started, stopped or found."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration failed; the database is left at the previous version."""
+
+
+class ModelError(ClipsqlError):
+    """An OpenCLIP model could not be loaded (unknown name, missing weights, bad checkpoint)."""
+
+
+class ModelMismatchError(ModelError):
+    """The requested model differs from the one that embedded the collection."""
+
+
+class EmptyCollectionError(ClipsqlError):
+    """The collection has no model bound yet, so there is nothing to search."""
+
+
+class QueryError(ClipsqlError):
+    """A search was malformed: bad WHERE fragment, unknown image, bad parameters."""
+
+
+class ImageError(ClipsqlError):
+    """One image could not be read; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

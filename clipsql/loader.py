@@ -1,0 +1,255 @@
+"""Load image folders into ``clipsql.images``: incremental, batched, crash-safe.
+
+Pipeline: a thread pool decodes files (Pillow releases the GIL) a bounded distance ahead,
+the calling thread runs the model on full batches, and a writer thread stores each batch
+with binary COPY plus one upsert, in one transaction per batch. A batch is either wholly in
+the table or not at all, so a killed load simply resumes: unchanged files are skipped by
+(path, size, mtime).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from . import schema
+from .decode import mtime_of, read
+from .errors import DatabaseError, ImageError
+from .walk import discover
+
+_COLUMNS = ("path", "sha256", "bytes", "mtime", "width", "height", "format", "orientation",
+            "taken_at", "camera_make", "camera_model", "latitude", "longitude", "exif", "embedding")
+_TYPES = ("text", "text", "int8", "timestamptz", "int4", "int4", "text", "int2", "timestamp",
+          "text", "text", "float8", "float8", "jsonb", "halfvec")
+_STAGING = "clipsql_staging"
+
+
+@dataclass
+class LoadReport:
+    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    index_built: bool = False
+    failures: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
+         progress=None) -> LoadReport:
+    """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection."""
+    started = time.perf_counter()
+    report = LoadReport()
+    found = discover(paths)
+    report.skipped = list(found.skipped)
+    with connect() as conn:
+        identity = model.identity()
+        schema.check_model(conn, identity)
+        known = _known_state(conn, found.roots)
+        todo = []
+        for path, st in found.files.items():
+            size_mtime = (st.st_size, mtime_of(st))
+            if known.get(path) == size_mtime:
+                report.unchanged += 1
+            else:
+                todo.append(path)
+        if todo:
+            schema.bind_model(conn, identity)
+            _run_pipeline(connect, model, todo, report, batch_size, workers, draft, progress)
+        if prune:
+            report.removed = _prune(conn, found, known)
+        report.index_built = schema.ensure_index(conn)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _under(root: str) -> str:
+    return root if root.endswith(os.sep) else root + os.sep
+
+
+def _known_state(conn, roots) -> dict:
+    """path -> (bytes, mtime) for rows and recorded failures under the roots."""
+    state = {}
+    for root in roots:
+        for table in ("images", "failures"):
+            rows = conn.execute(
+                f"SELECT path, bytes, mtime FROM clipsql.{table} "
+                "WHERE path = %s OR starts_with(path, %s)", (root, _under(root)))
+            for path, size, mtime in rows:
+                state[path] = (size, mtime)
+    return state
+
+
+def _prune(conn, found, known) -> int:
+    gone = [p for p in known if p not in found.files
+            and not any(p.startswith(_under(b)) for b in found.blind_spots)]
+    if not gone:
+        return 0
+    with conn.transaction():
+        n = conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (gone,)).rowcount
+        conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (gone,))
+    return n
+
+
+def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, progress):
+    preprocess = model.preprocess
+    draft_size = 2 * model.image_size if draft else None
+    workers = workers or max(2, min(8, os.cpu_count() or 2))
+    writer = _Writer(connect, report)
+    writer.start()
+    done = 0
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="clipsql-decode") as pool:
+            pending: deque = deque()
+            items = iter(todo)
+            batch, failed = [], []
+
+            def submit_next() -> None:
+                path = next(items, None)
+                if path is not None:
+                    pending.append((path, pool.submit(read, path, preprocess, draft_size)))
+
+            for _ in range(max(batch_size * 2, workers * 4)):
+                submit_next()
+            while pending:
+                path, future = pending.popleft()
+                submit_next()
+                try:
+                    batch.append(future.result())
+                except ImageError as exc:
+                    failed.append((path, exc.reason, exc.detail))
+                if len(batch) >= batch_size or (not pending and (batch or failed)):
+                    writer.put(_embed(model, batch), failed)
+                    done += len(batch) + len(failed)
+                    batch, failed = [], []
+                    if progress:
+                        progress(done, len(todo))
+                writer.check()
+    finally:
+        writer.close()
+
+
+def _embed(model, batch):
+    if not batch:
+        return []
+    import torch
+
+    vectors = model.encode_images(torch.stack([d.pixels for d in batch]))
+    for d, v in zip(batch, vectors):
+        d.pixels = v
+    return batch
+
+
+class _Writer(threading.Thread):
+    """Writes batches on its own connection so COPY overlaps with the next batch's inference."""
+
+    def __init__(self, connect, report):
+        super().__init__(name="clipsql-writer", daemon=True)
+        self._connect, self._report = connect, report
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+
+    def put(self, rows, failures) -> None:
+        self.check()
+        self._queue.put((rows, failures))
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self.join()
+        self.check()
+
+    def run(self) -> None:
+        try:
+            with self._connect() as conn:
+                while (item := self._queue.get()) is not None:
+                    if self._error is None:
+                        self._write(conn, *item)
+        except BaseException as exc:  # surfaced to the loading thread by check()/close()
+            self._error = _as_db_error(exc)
+            while self._queue.get() is not None:  # drain so the producer never blocks
+                pass
+
+    def _write(self, conn, rows, failures) -> None:
+        from pgvector import HalfVector
+        from psycopg.types.json import Jsonb
+
+        with conn.transaction():
+            if rows:
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ("
+                    + ", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _TYPES))
+                    + ") ON COMMIT DELETE ROWS")
+                with conn.cursor() as cur:
+                    with cur.copy(f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN "
+                                  "WITH (FORMAT BINARY)") as copy:
+                        copy.set_types(_TYPES)
+                        for d in rows:
+                            m = d.meta
+                            copy.write_row((
+                                d.path, d.sha256, d.bytes, d.mtime, d.width, d.height, d.format,
+                                m["orientation"], m["taken_at"], m["camera_make"],
+                                m["camera_model"], m["latitude"], m["longitude"],
+                                Jsonb(m["exif"]) if m["exif"] else None, HalfVector(d.pixels)))
+                cols = ", ".join(_COLUMNS)
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "path")
+                inserted = conn.execute(
+                    f"INSERT INTO clipsql.images ({cols}) SELECT {cols} FROM {_STAGING} "
+                    f"ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() "
+                    "RETURNING (xmax = 0)").fetchall()
+                conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)",
+                             ([d.path for d in rows],))
+            if failures:
+                paths = [f[0] for f in failures]
+                stats = [_stat_or_none(p) for p in paths]
+                conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (paths,))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO clipsql.failures (path, reason, detail, bytes, mtime) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
+                        "reason = EXCLUDED.reason, detail = EXCLUDED.detail, bytes = EXCLUDED.bytes,"
+                        " mtime = EXCLUDED.mtime, failed_at = now()",
+                        [(p, r, d[:1000], s[0] if s else None, s[1] if s else None)
+                         for (p, r, d), s in zip(failures, stats)])
+        # Counted only once the transaction committed.
+        if rows:
+            added = sum(1 for (new,) in inserted if new)
+            self._report.added += added
+            self._report.updated += len(inserted) - added
+        self._report.failed += len(failures)
+        self._report.failures.extend((p, f"{r}: {d}") for p, r, d in failures)
+
+
+def _stat_or_none(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, mtime_of(st)
+
+
+def _as_db_error(exc: BaseException) -> BaseException:
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseError(
+            f"lost the database during the load ({str(exc).strip().splitlines()[0]}); batches "
+            "written so far are kept, nothing half-written; run the same load again to resume")
+    if isinstance(exc, psycopg.Error):
+        return DatabaseError(f"database error while writing a batch: {exc}")
+    return exc

@@ -1,0 +1,261 @@
+"""A small wrapper around an OpenCLIP model: spec parsing, lazy loading, normalised embeddings.
+
+A spec is ``ARCH/PRETRAINED``: an open_clip architecture and either a pretrained tag
+(downloaded by open_clip on first use) or a path to a local checkpoint file.
+
+>>> spec = ModelSpec.parse("ViT-B-32/laion2b_s34b_b79k")
+>>> spec.arch, spec.pretrained
+('ViT-B-32', 'laion2b_s34b_b79k')
+>>> ModelSpec.parse("ViT-B-32//models/my.pt").pretrained
+'/models/my.pt'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .errors import ConfigError, ModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    pretrained: str | None
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSpec:
+        spec = spec.strip()
+        if not spec:
+            raise ConfigError("empty model spec; use ARCH/PRETRAINED, e.g. ViT-B-32/laion2b_s34b_b79k")
+        if spec.startswith("hf-hub:"):
+            return cls(spec, None)
+        arch, _, pretrained = spec.partition("/")
+        if not arch:
+            raise ConfigError(f"model spec {spec!r} has no architecture; use ARCH/PRETRAINED")
+        return cls(arch, pretrained or None)
+
+    @property
+    def is_file(self) -> bool:
+        return bool(self.pretrained) and (
+            os.sep in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
+        )
+
+    def __str__(self) -> str:
+        return f"{self.arch}/{self.pretrained}" if self.pretrained else self.arch
+
+
+def _register_extra_configs() -> None:
+    folder = os.environ.get(config.ENV_MODEL_CONFIGS)
+    if folder:
+        import open_clip
+
+        open_clip.add_model_config(Path(folder))
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """A cheap content fingerprint of a checkpoint: size plus hashes of its head and tail."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(4 << 20))
+        if size > 8 << 20:
+            f.seek(-(4 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class ClipModel:
+    """An OpenCLIP model loaded on first use. Outputs are L2-normalised float32 numpy arrays.
+
+    >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k")     # nothing is loaded yet
+    >>> m.dim
+    512
+    """
+
+    def __init__(self, spec: str | ModelSpec | None = None, device: str | None = None):
+        self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec or config.DEFAULT_MODEL)
+        self._device_request = config.device(device)
+        self._lock = threading.Lock()
+        self._loaded = None
+
+    # --- identity, available without loading weights -------------------------------------
+    @cached_property
+    def model_config(self) -> dict:
+        import open_clip
+
+        _register_extra_configs()
+        if self.spec.arch.startswith("hf-hub:"):
+            cfg = None
+            try:
+                from open_clip.factory import _get_hf_config
+
+                cfg = _get_hf_config(self.spec.arch[len("hf-hub:"):])["model_cfg"]
+            except Exception as exc:
+                raise ModelError(f"cannot read the config of {self.spec.arch}: {exc}") from None
+        else:
+            cfg = open_clip.get_model_config(self.spec.arch)
+        if cfg is None:
+            raise ModelError(
+                f"unknown model architecture {self.spec.arch!r}; `python -c \"import open_clip; "
+                f"print(open_clip.list_models())\"` lists them (custom configs: set "
+                f"{config.ENV_MODEL_CONFIGS} to a folder of open_clip JSON configs)"
+            )
+        return cfg
+
+    @property
+    def dim(self) -> int:
+        return int(self.model_config["embed_dim"])
+
+    @cached_property
+    def pretrained_id(self) -> str:
+        """What is recorded in the database for the weights: the tag, or the file's fingerprint."""
+        p = self.spec.pretrained
+        if p is None:
+            return "hf-hub" if self.spec.arch.startswith("hf-hub:") else "random"
+        if self.spec.is_file:
+            path = Path(p).expanduser()
+            if not path.is_file():
+                raise ModelError(f"checkpoint file {path} does not exist")
+            return f"file:{path.name}#{checkpoint_fingerprint(path)}"
+        return p
+
+    def identity(self) -> dict:
+        return {"arch": self.spec.arch, "pretrained": self.pretrained_id, "dim": self.dim}
+
+    # --- loading ---------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return self._load()[3]
+
+    @property
+    def preprocess(self):
+        return self._load()[1]
+
+    @property
+    def image_size(self) -> int:
+        size = self._load()[0].visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._load()[0].logit_scale.exp().item())
+
+    @property
+    def torch_model(self):
+        return self._load()[0]
+
+    @property
+    def tokenizer(self):
+        return self._load()[2]
+
+    def _load(self):
+        if self._loaded is not None:
+            return self._loaded
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._do_load()
+        return self._loaded
+
+    def _do_load(self):
+        import open_clip
+        import torch
+
+        self.model_config  # validates the architecture first, with a clear error
+        device = pick_device(self._device_request)
+        pretrained = self.spec.pretrained
+        if self.spec.is_file:
+            pretrained = str(Path(pretrained).expanduser())
+            self.pretrained_id  # checks the file exists
+        elif pretrained and not self.spec.arch.startswith("hf-hub:"):
+            self._check_downloadable(pretrained)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.spec.arch, pretrained=pretrained, device=device
+            )
+        except Exception as exc:
+            raise ModelError(self._load_error_message(exc)) from None
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        if device == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        return model, preprocess, tokenizer, device
+
+    def _check_downloadable(self, tag: str) -> None:
+        """Fail in seconds, not after a minute of retries, when weights are neither cached nor reachable."""
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(self.spec.arch, tag)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(self.spec.arch)
+            raise ModelError(
+                f"{self.spec.arch} has no pretrained weights named {tag!r}; known tags: "
+                f"{', '.join(tags) or 'none'}; or give a local checkpoint: {self.spec.arch}/PATH"
+            )
+        hub = (cfg.get("hf_hub") or "").rstrip("/")
+        if not hub or os.environ.get("HF_HUB_OFFLINE"):
+            return
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(hub, filename), str):
+                return
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=5).close()
+        except OSError:
+            raise ModelError(
+                f"cannot download the weights of {self.spec} (huggingface.co is unreachable and "
+                f"they are not in the local cache). Download them where you have internet, or "
+                f"point clipsql at a local checkpoint: --model {self.spec.arch}/PATH/TO/weights.bin"
+            ) from None
+
+    def _load_error_message(self, exc: Exception) -> str:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Failed to download" in text or "connection" in text.lower():
+            return (
+                f"cannot download the weights of {self.spec}: {text}. Point clipsql at a local "
+                f"checkpoint instead: --model {self.spec.arch}/PATH/TO/weights.bin"
+            )
+        return f"cannot load model {self.spec}: {text}"
+
+    # --- encoding --------------------------------------------------------------------------
+    def encode_images(self, batch) -> np.ndarray:
+        """Embed a preprocessed image tensor batch (N, 3, H, W)."""
+        import torch
+
+        model, _, _, device = self._load()
+        with torch.inference_mode():
+            out = model.encode_image(batch.to(device))
+            out = torch.nn.functional.normalize(out.float(), dim=-1)
+        return out.cpu().numpy()
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Embed a list of strings; one row per string."""
+        import torch
+
+        model, _, tokenizer, device = self._load()
+        with torch.inference_mode():
+            tokens = tokenizer(list(texts)).to(device)
+            out = model.encode_text(tokens)
+            out = torch.nn.functional.normalize(out.float(), dim=-1)
+        return out.cpu().numpy()

@@ -1,0 +1,81 @@
+"""The collection's model binding and its HNSW index.
+
+The migrations create ``clipsql.images.embedding`` as a ``halfvec`` without a dimension,
+because the dimension depends on the model. The first load binds a model: it records the
+model in ``clipsql.model`` and fixes the column to ``halfvec(dim)``. From then on every
+other model is refused with :class:`ModelMismatchError`.
+"""
+
+from __future__ import annotations
+
+from .errors import ModelMismatchError
+
+INDEX_NAME = "images_embedding_hnsw"
+#: HNSW build parameters (pgvector defaults; measured in benchmarks/search.py).
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+def bound_model(conn) -> dict | None:
+    """The model recorded for this collection, or None before the first load."""
+    row = conn.execute("SELECT arch, pretrained, dim FROM clipsql.model").fetchone()
+    return {"arch": row[0], "pretrained": row[1], "dim": row[2]} if row else None
+
+
+def describe(identity: dict) -> str:
+    return f"{identity['arch']}/{identity['pretrained']} ({identity['dim']}-d)"
+
+
+def check_model(conn, identity: dict) -> None:
+    """Raise if the collection was embedded by a different model."""
+    bound = bound_model(conn)
+    if bound is not None and bound != identity:
+        raise ModelMismatchError(
+            f"this collection was embedded with {describe(bound)}, not {describe(identity)}; "
+            "use the same --model (or leave --model unset to use the collection's), "
+            "or load into another database"
+        )
+
+
+def bind_model(conn, identity: dict) -> None:
+    """Record the model and fix the embedding column's dimension (first load only)."""
+    with conn.transaction():
+        conn.execute("LOCK TABLE clipsql.model IN EXCLUSIVE MODE")
+        bound = bound_model(conn)
+        if bound is None:
+            conn.execute(
+                "INSERT INTO clipsql.model (arch, pretrained, dim) VALUES (%s, %s, %s)",
+                (identity["arch"], identity["pretrained"], identity["dim"]),
+            )
+            conn.execute(
+                f"ALTER TABLE clipsql.images ALTER COLUMN embedding TYPE halfvec({int(identity['dim'])})"
+            )
+            # Cached query embeddings of a previous model would rank wrongly.
+            if conn.execute("SELECT to_regclass('clipsql.text_embeddings')").fetchone()[0]:
+                conn.execute("DELETE FROM clipsql.text_embeddings")
+    check_model(conn, identity)
+
+
+def has_index(conn) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM pg_indexes WHERE schemaname = 'clipsql' AND indexname = %s", (INDEX_NAME,)
+    ).fetchone() is not None
+
+
+def ensure_index(conn) -> bool:
+    """Build the HNSW cosine index if it is missing; returns True if it was built now.
+
+    Bulk loads build it after the rows are in, which is faster than maintaining it row by
+    row (see benchmarks). ``maintenance_work_mem`` is raised for the build only.
+    """
+    if has_index(conn) or bound_model(conn) is None:
+        return False
+    with conn.transaction():
+        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {INDEX_NAME} ON clipsql.images "
+            f"USING hnsw (embedding halfvec_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+        )
+    return True

@@ -1,0 +1,136 @@
+"""Loader on real PostgreSQL: incremental, every file a row or a failure, real EXIF samples."""
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import make_image
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+
+
+def count(db, table):
+    return db.conn.execute(f"SELECT count(*) FROM clipsql.{table}").fetchone()[0]
+
+
+def test_load_is_incremental(db, photo_folder):
+    first = db.load(photo_folder)
+    assert (first.added, first.updated, first.unchanged, first.failed) == (12, 0, 0, 0)
+    again = db.load(photo_folder)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 12)
+    assert count(db, "images") == 12
+    rows = db.conn.execute("SELECT count(DISTINCT path), count(*) FROM clipsql.images").fetchone()
+    assert rows == (12, 12)
+
+
+def test_changed_file_is_re_embedded_and_prune_removes_gone_files(db, photo_folder):
+    db.load(photo_folder)
+    target = next(photo_folder.rglob("img03.*"))
+    before = db.conn.execute("SELECT sha256, embedding FROM clipsql.images WHERE path = %s",
+                             (str(target),)).fetchone()
+    make_image(target, color=(1, 2, 3), pattern=9)
+    os.utime(target, (1_700_000_000, 1_700_000_000))
+    victim = next(photo_folder.rglob("img04.*"))
+    victim.unlink()
+    report = db.load(photo_folder)
+    assert (report.added, report.updated, report.unchanged, report.removed) == (0, 1, 10, 0)
+    after = db.conn.execute("SELECT sha256, embedding FROM clipsql.images WHERE path = %s",
+                            (str(target),)).fetchone()
+    assert after[0] != before[0] and after[1] != before[1]
+    assert count(db, "images") == 12  # without --prune the gone file stays
+    pruned = db.load(photo_folder, prune=True)
+    assert pruned.removed == 1 and count(db, "images") == 11
+
+
+def test_prune_only_touches_the_loaded_folder(db, tmp_path):
+    make_image(tmp_path / "one" / "a.png")
+    make_image(tmp_path / "two" / "b.png", color=(0, 0, 255))
+    db.load(tmp_path / "one", tmp_path / "two")
+    (tmp_path / "two" / "b.png").unlink()
+    assert db.load(tmp_path / "one", prune=True).removed == 0
+    assert db.load(tmp_path / "two", prune=True).removed == 1
+
+
+def test_broken_files_become_failures_and_the_rest_loads(db, tmp_path):
+    folder = tmp_path / "mixed"
+    make_image(folder / "good.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image")
+    data = (make_image(tmp_path / "src.jpg", size=(400, 300), pattern=5)).read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    report = db.load(folder)
+    assert report.added == 1 and report.failed == 3
+    reasons = dict(db.conn.execute("SELECT path, reason FROM clipsql.failures"))
+    assert reasons == {str(folder / "empty.jpg"): "empty",
+                       str(folder / "text.jpg"): "unsupported",
+                       str(folder / "truncated.jpg"): "truncated"}
+    assert db.load(folder).unchanged == 4  # known failures are not retried until they change
+    (folder / "text.jpg").unlink()
+    make_image(folder / "text.jpg", color=(9, 9, 9))
+    fixed = db.load(folder)
+    assert fixed.added == 1 and count(db, "failures") == 2
+
+
+def test_decompression_bomb_is_refused_without_decoding(db, tmp_path):
+    from PIL import Image
+
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png", optimize=True)
+    report = db.load(tmp_path)
+    assert report.failed == 1
+    assert db.conn.execute("SELECT reason FROM clipsql.failures").fetchone()[0] == "decompression_bomb"
+
+
+def test_exif_samples_every_file_is_a_row_or_a_failure(db, exif_samples, tmp_path):
+    report = db.load(exif_samples)
+    files = [p for p in exif_samples.rglob("*") if p.suffix.lower() in IMAGE_EXTS
+             and not any(part.startswith(".") for part in p.parts)]
+    assert report.added + report.failed == len(files)
+    assert count(db, "images") + count(db, "failures") == len(files)
+    assert all(reason for _, reason in report.failures)
+    again = db.load(exif_samples)
+    assert (again.added, again.updated, again.failed, again.unchanged) == (0, 0, 0, len(files))
+
+
+def test_exif_orientation_gives_displayed_width_and_height(db, exif_samples):
+    db.load(exif_samples / "jpg" / "orientation")
+    rows = db.conn.execute(
+        "SELECT path, width, height, orientation FROM clipsql.images ORDER BY path").fetchall()
+    assert len(rows) == 16
+    for path, width, height, orientation in rows:
+        name = os.path.basename(path)
+        assert orientation == int(name[-5])
+        if name.startswith("landscape"):
+            assert width > height, name
+        else:
+            assert height > width, name
+
+
+def test_gps_photos_get_coordinates_and_dates(db, exif_samples):
+    db.load(exif_samples / "jpg" / "gps")
+    rows = db.conn.execute(
+        "SELECT latitude, longitude, taken_at, camera_make FROM clipsql.images").fetchall()
+    assert len(rows) == 9
+    for lat, lon, taken, make in rows:
+        assert 43.4 < lat < 43.5 and 11.8 < lon < 11.9  # Tuscany, per the folder's README
+        assert taken.year == 2008 and make == "NIKON"
+
+
+def test_heic_and_unicode_tiff_load(db, exif_samples):
+    report = db.load(exif_samples / "heic", exif_samples / "tiff")
+    assert report.failed == 0
+    formats = {r[0] for r in db.conn.execute("SELECT DISTINCT format FROM clipsql.images")}
+    assert {"HEIF", "TIFF"} <= formats
+    assert db.conn.execute(
+        "SELECT count(*) FROM clipsql.images WHERE path LIKE '%Crémieux%'").fetchone()[0] == 1
+
+
+def test_single_file_and_symlink_loop(db, tmp_path):
+    folder = tmp_path / "loop"
+    make_image(folder / "x.png")
+    os.symlink(folder, folder / "back")
+    report = db.load(folder)
+    assert report.added == 1
+    assert any("symlink loop" in reason for _, reason in report.skipped)
+    shutil.copy(folder / "x.png", tmp_path / "single.png")
+    assert db.load(tmp_path / "single.png").added == 1
