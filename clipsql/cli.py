@@ -211,3 +211,7 @@ def db_url():
     from . import embedded
 
     click.echo(embedded.url() or embedded.start())
+
+
+# Command groups that live in their own modules register themselves on `main` when imported.
+# (Imported last: they import `main`, `_common` and `_friendly` from here.)

@@ -106,7 +106,7 @@ def test_filter_keeping_one_percent_of_100k_rows_returns_full_top_k(dsn):
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         db.conn.execute(
             "INSERT INTO clipsql.images (path, sha256, bytes, mtime, width, height, format, camera_make, embedding) "
-            "SELECT '/gen/' || i, '', 0, now(), 1, 1, 'JPEG', CASE WHEN i % 100 = 0 THEN 'Rare' ELSE 'Common' END, "
+            "SELECT '/gen/' || i, '', 0, now(), 1, 1, 'JPEG', CASE WHEN i %% 100 = 0 THEN 'Rare' ELSE 'Common' END, "
             "(%s::real[])[i * %s + 1 : (i + 1) * %s]::vector::halfvec FROM generate_series(0, %s - 1) i",
             (vecs.astype(np.float32).ravel().tolist(), dim, dim, n))
         schema.ensure_index(db.conn)
