@@ -34,6 +34,14 @@ def _friendly(f):
             return f(*args, **kwargs)
         except ClipsqlError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # Safety net: a driver error the library did not translate is still one line.
+            import psycopg
+
+            if isinstance(exc, psycopg.Error):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise click.ClickException(f"database error: {first}") from None
+            raise
     return wrapper
 
 
@@ -215,3 +223,6 @@ def db_url():
 
 # Command groups that live in their own modules register themselves on `main` when imported.
 # (Imported last: they import `main`, `_common` and `_friendly` from here.)
+from . import cli_web  # noqa: E402,F401
+from . import cli_query  # noqa: E402,F401
+from . import cli_labels  # noqa: E402,F401

@@ -66,7 +66,7 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
             else:
                 todo.append(path)
         if todo:
-            schema.bind_model(conn, identity)
+            schema.bind_model(conn, identity, model.spec.resolved())
             _run_pipeline(connect, model, todo, report, batch_size, workers, draft, progress)
         if prune:
             report.removed = _prune(conn, found, known)

@@ -49,6 +49,12 @@ class ModelSpec:
             os.sep in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
         )
 
+    def resolved(self) -> str:
+        """The spec with a checkpoint path made absolute, as recorded in the database."""
+        if self.is_file:
+            return f"{self.arch}/{Path(self.pretrained).expanduser().resolve()}"
+        return str(self)
+
     def __str__(self) -> str:
         return f"{self.arch}/{self.pretrained}" if self.pretrained else self.arch
 

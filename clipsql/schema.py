@@ -22,6 +22,12 @@ def bound_model(conn) -> dict | None:
     return {"arch": row[0], "pretrained": row[1], "dim": row[2]} if row else None
 
 
+def bound_spec(conn) -> str | None:
+    """The model spec the collection was loaded with (checkpoint paths absolute)."""
+    row = conn.execute("SELECT spec FROM clipsql.model").fetchone()
+    return row[0] if row else None
+
+
 def describe(identity: dict) -> str:
     return f"{identity['arch']}/{identity['pretrained']} ({identity['dim']}-d)"
 
@@ -37,15 +43,16 @@ def check_model(conn, identity: dict) -> None:
         )
 
 
-def bind_model(conn, identity: dict) -> None:
+def bind_model(conn, identity: dict, spec: str | None = None) -> None:
     """Record the model and fix the embedding column's dimension (first load only)."""
     with conn.transaction():
         conn.execute("LOCK TABLE clipsql.model IN EXCLUSIVE MODE")
         bound = bound_model(conn)
         if bound is None:
             conn.execute(
-                "INSERT INTO clipsql.model (arch, pretrained, dim) VALUES (%s, %s, %s)",
-                (identity["arch"], identity["pretrained"], identity["dim"]),
+                "INSERT INTO clipsql.model (arch, pretrained, dim, spec) VALUES (%s, %s, %s, %s)",
+                (identity["arch"], identity["pretrained"], identity["dim"],
+                 spec or f"{identity['arch']}/{identity['pretrained']}"),
             )
             conn.execute(
                 f"ALTER TABLE clipsql.images ALTER COLUMN embedding TYPE halfvec({int(identity['dim'])})"

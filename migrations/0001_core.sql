@@ -12,6 +12,7 @@ CREATE TABLE clipsql.model (
     arch        text NOT NULL,
     pretrained  text NOT NULL,          -- a pretrained tag, or 'file:<name>#<fingerprint>'
     dim         integer NOT NULL CHECK (dim > 0),
+    spec        text NOT NULL,          -- as given, checkpoint paths made absolute
     bound_at    timestamptz NOT NULL DEFAULT now()
 );
 
