@@ -259,9 +259,15 @@ class ClipModel:
         """Embed a list of strings; one row per string."""
         import torch
 
+        from .textfast import encode_trimmed
+
         model, _, tokenizer, device = self._load()
         with torch.inference_mode():
             tokens = tokenizer(list(texts)).to(device)
-            out = model.encode_text(tokens)
+            out = encode_trimmed(model, tokens)
+            #: "trimmed" or "full": which path the last call took (tests check the fallback).
+            self.last_text_path = "full" if out is None else "trimmed"
+            if out is None:
+                out = model.encode_text(tokens)
             out = torch.nn.functional.normalize(out.float(), dim=-1)
         return out.cpu().numpy()
