@@ -45,15 +45,14 @@ class Collection:
         if self._model is None:
             from .model import ClipModel
 
-            spec = self._model_request
+            spec = self._model_request or schema.bound_spec(self.conn)
             bound = schema.bound_model(self.conn)
-            if spec is None and bound is not None:
-                if bound["pretrained"].startswith("file:"):
+            if self._model_request is None and bound and bound["pretrained"].startswith("file:"):
+                path = spec.partition("/")[2]
+                if not os.path.isfile(path):
                     raise ModelError(
-                        f"this collection was embedded with a local checkpoint "
-                        f"({bound['arch']}/{bound['pretrained']}); pass the same --model "
-                        f"{bound['arch']}/PATH (or set {config.ENV_MODEL})")
-                spec = f"{bound['arch']}/{bound['pretrained']}"
+                        f"this collection was embedded with the checkpoint {path}, which is gone; "
+                        f"pass --model {bound['arch']}/PATH to a copy (or set {config.ENV_MODEL})")
             model = ClipModel(spec, device=self._device)
             schema.check_model(self.conn, model.identity())
             self._model = model
@@ -77,10 +76,15 @@ class Collection:
 
     # --- embeddings ------------------------------------------------------------------------
     def embed_text(self, text: str) -> np.ndarray:
-        """The normalised embedding of ``text`` with the collection's model."""
-        if not isinstance(text, str) or not text.strip():
-            raise QueryError("the text query is empty")
-        return self.model.encode_text([text])[0]
+        """The normalised embedding of ``text`` with the collection's model.
+
+        Cached in memory and in ``clipsql.text_embeddings`` (see :mod:`clipsql.textcache`),
+        so ``clipsql.text_embedding(text)`` finds it from SQL afterwards.
+        """
+        from . import textcache
+
+        textcache.check_text(text)  # before loading the model
+        return textcache.embed(self.conn, self.model, text)
 
     def embed_image(self, image) -> np.ndarray:
         """The embedding of an image: a row id, a path already in the table, or any image file."""
@@ -165,6 +169,61 @@ class Collection:
             "index": schema.INDEX_NAME if schema.has_index(c) else None,
             "table_bytes": size,
         }
+
+    # --- zero-shot labels and duplicates (clipsql/labels.py, zeroshot.py, duplicates.py) ---
+    def add_labels(self, labels, label_set: str = "default", templates=None):
+        """Add labels to a named set (created if new), embedded through the prompt templates.
+
+        >>> db.add_labels(["cat", "dog", "car"], templates=["a photo of a {}."])  # doctest: +SKIP
+        """
+        from . import labels as lb
+
+        return lb.add(self.conn, self.model, labels, label_set, templates)
+
+    def remove_labels(self, labels=None, label_set: str = "default") -> int:
+        """Remove labels from a set, or the whole set when ``labels`` is None."""
+        from . import labels as lb
+
+        return lb.remove(self.conn, label_set, labels)
+
+    def label_sets(self) -> list:
+        """Every label set: name, labels, templates, model, version, stored result rows."""
+        from . import labels as lb
+
+        return lb.sets(self.conn)
+
+    def classify(self, labels_or_set="default", *, where=None, params=(), top=1, store=False,
+                 templates=None):
+        """Zero-shot classify images by a set name or a list of labels; a Classification.
+
+        >>> for r in db.classify(["cat", "dog"], where="format = %s", params=["PNG"]):  # doctest: +SKIP
+        ...     print(r.path, r.labels)
+        """
+        from . import labels as lb, zeroshot
+
+        return zeroshot.classify(self.conn, lb.resolve(self.conn, self.model, labels_or_set, templates),
+                                 where=where, params=params, top=top, store=store)
+
+    def label_search(self, label: str, label_set: str = "default", **kwargs) -> search.Results:
+        """Images closest to a stored label's embedding (``where``, ``limit``... as in search)."""
+        from . import labels as lb
+
+        return search.rank(self.conn, lb.vector(self.conn, self.model, label, label_set), **kwargs)
+
+    def flag(self, label_set: str, threshold: float = 0.8, *, neutral=None, where=None, params=()):
+        """Images whose probability for any label of ``label_set`` reaches ``threshold``,
+        scored together with a neutral background class (``zeroshot.NEUTRAL_PROMPTS``)."""
+        from . import labels as lb, zeroshot
+
+        return zeroshot.flag(self.conn, lb.resolve(self.conn, self.model, label_set), threshold,
+                             neutral=zeroshot.neutral_embedding(self.model, neutral or zeroshot.NEUTRAL_PROMPTS),
+                             where=where, params=params)
+
+    def duplicates(self, threshold: float = 0.97, k: int = 10) -> list:
+        """Groups of exact (same sha256) and near-duplicate images (HNSW k-nearest, union-find)."""
+        from . import duplicates
+
+        return duplicates.find(self.conn, threshold, k)
 
 
 def connect(dsn: str | None = None, model: str | None = None, device: str | None = None) -> Collection:
