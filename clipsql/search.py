@@ -100,7 +100,9 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
     filter_params = params + ([exclude_id] if exclude_id is not None else [])
     filter_params += [q, 1 - float(min_score)] if min_score is not None else []
     try:
-        with conn.transaction():
+        # Rolled back, never committed: a fragment such as set_config(..., false) must not
+        # leave session settings behind for later queries on this connection.
+        with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             if strategy == "auto":

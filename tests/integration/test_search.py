@@ -61,6 +61,13 @@ def test_hostile_where_fragments_cannot_write(db, photo_folder, hostile):
     assert db.search("x", limit=3)  # the connection is still usable
 
 
+def test_where_fragment_cannot_change_session_settings(db, photo_folder):
+    db.load(photo_folder)
+    db.search("x", where="set_config('search_path', 'pg_catalog', false) IS NOT NULL")
+    assert db.conn.execute("SHOW search_path").fetchone()[0] != "pg_catalog"
+    assert len(db.search("x", limit=3)) == 3
+
+
 def test_where_fragment_that_writes_is_refused(db, photo_folder):
     db.load(photo_folder)
     with pytest.raises(QueryError, match="read-only"):

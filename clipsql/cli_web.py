@@ -1,0 +1,25 @@
+"""``clipsql serve``: the web UI and JSON API on http://127.0.0.1:8000 (see clipsql.web)."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import _common, _friendly, main
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but a loopback address exposes your photos "
+                   "to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@_common
+@_friendly
+def serve(host, port, dsn, model, device):
+    """Search the collection in a web browser (JSON API: /openapi.json, browsable at /docs)."""
+    from .web import is_loopback, serve as run_server
+
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
+                   f"{port} can search and view the collection's images", err=True)
+    run_server(host, port, dsn=dsn, model=model, device=device,
+               announce=lambda url: click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True))

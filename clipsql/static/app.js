@@ -1,0 +1,227 @@
+// clipsql web UI: a little vanilla JS over the JSON API (/openapi.json describes it).
+// Untrusted text (file names, paths, errors) only ever goes in via textContent.
+"use strict";
+
+const PAGE = 40;
+const $ = (id) => document.getElementById(id);
+const FILTERS = ["date_from", "date_to", "camera", "gps", "label", "where"];
+// The query being shown: text, a stored image (id), or an uploaded file; plus the next offset.
+let state = { q: "", imageId: null, imageName: "", file: null, offset: 0, rank: 0 };
+
+function params(extra) {
+  const p = new URLSearchParams();
+  if (state.q) p.set("q", state.q);
+  if (state.imageId !== null) p.set("image_id", state.imageId);
+  for (const name of FILTERS) {
+    const value = $(name).value.trim();
+    if (value) p.set(name, value);
+  }
+  for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
+  return p;
+}
+
+function remember() {
+  // The page URL mirrors the query, so a reload or a shared link shows the same results.
+  const p = state.file ? new URLSearchParams() : params();
+  history.replaceState(null, "", p.toString() ? "?" + p : location.pathname);
+}
+
+async function fetchPage(offset) {
+  const p = params({ offset, limit: PAGE });
+  let response;
+  if (state.file) {
+    const body = new FormData();
+    body.append("file", state.file);
+    response = await fetch("/api/search/image?" + p, { method: "POST", body });
+  } else {
+    response = await fetch("/api/search?" + p);
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : data.detail;
+    throw new Error(detail || `${response.status} ${response.statusText}`);
+  }
+  return data;
+}
+
+function setStatus(text, isError) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", !!isError);
+}
+
+async function run(append) {
+  if (!state.q && state.imageId === null && !state.file) {
+    $("grid").replaceChildren();
+    $("more").hidden = true;
+    return intro();
+  }
+  if (!append) {
+    state.offset = 0;
+    state.rank = 0;
+  }
+  remember();
+  showQuery();
+  $("intro").hidden = true;
+  setStatus("Searching…");
+  document.body.classList.add("busy");
+  try {
+    const data = await fetchPage(state.offset);
+    if (!append) $("grid").replaceChildren();
+    for (const hit of data.results) $("grid").append(card(hit, ++state.rank));
+    state.offset += data.results.length;
+    $("more").hidden = !data.more;
+    const n = state.rank;
+    setStatus(n ? `${n} result${n === 1 ? "" : "s"}${data.more ? " so far" : ""}, best first · ` +
+                  `${Math.round(data.elapsed_ms)} ms` : "No images match these filters.");
+  } catch (err) {
+    if (!append) $("grid").replaceChildren();
+    $("more").hidden = true;
+    setStatus(err.message, true);
+  } finally {
+    document.body.classList.remove("busy");
+  }
+}
+
+function el(tag, props, ...children) {
+  const node = Object.assign(document.createElement(tag), props || {});
+  node.append(...children);
+  return node;
+}
+
+function card(hit, rank) {
+  const img = el("img", { src: hit.thumbnail_url, alt: hit.name, loading: "lazy", decoding: "async" });
+  const open = el("a", { href: hit.image_url, className: "thumb", title: describe(hit) }, img);
+  open.addEventListener("click", (event) => {
+    if (event.ctrlKey || event.metaKey || event.shiftKey) return; // a new tab, as usual
+    event.preventDefault();
+    view(hit);
+  });
+  const like = el("button", { type: "button", className: "like", textContent: "More like this" });
+  like.addEventListener("click", () => moreLike(hit));
+  const score = el("span", { className: "score", title: "cosine similarity" },
+                   el("b", { textContent: "#" + rank }), " " + hit.score.toFixed(3));
+  return el("figure", { className: "card" }, open, score,
+            el("figcaption", {}, el("span", { className: "name", textContent: hit.name, title: hit.path }),
+               el("span", { className: "meta", textContent: summary(hit) }), like));
+}
+
+function summary(hit) {
+  // One short line under the name: when and with what, else the size.
+  const parts = [];
+  if (hit.taken_at) parts.push(hit.taken_at.slice(0, 10));
+  if (hit.camera_make) parts.push(hit.camera_make);
+  return parts.length ? parts.join(" · ") : `${hit.width}×${hit.height}`;
+}
+
+function describe(hit) {
+  const lines = [hit.path, `${hit.width}×${hit.height} ${hit.format}`];
+  if (hit.taken_at) lines.push("taken " + hit.taken_at.replace("T", " ").slice(0, 16));
+  const camera = [hit.camera_make, hit.camera_model].filter(Boolean).join(" ");
+  if (camera) lines.push(camera);
+  if (hit.latitude !== null && hit.longitude !== null) lines.push(`GPS ${hit.latitude.toFixed(4)}, ${hit.longitude.toFixed(4)}`);
+  return lines.join("\n");
+}
+
+function moreLike(hit) {
+  $("viewer").open && $("viewer").close();
+  Object.assign(state, { q: "", imageId: hit.id, imageName: hit.name, thumb: hit.thumbnail_url, file: null });
+  $("q").value = "";
+  run(false);
+  window.scrollTo({ top: 0 });
+}
+
+function view(hit) {
+  $("viewer-img").src = hit.image_url;
+  $("viewer-img").alt = hit.name;
+  $("viewer-caption").textContent = describe(hit).split("\n").slice(1).join(" · ") + " · " + hit.name;
+  $("viewer-open").href = hit.image_url;
+  $("viewer-like").onclick = () => moreLike(hit);
+  $("viewer").showModal();
+}
+
+function showQuery() {
+  const byImage = state.imageId !== null || state.file;
+  $("query").hidden = !byImage;
+  if (!byImage) return;
+  $("query-thumb").hidden = !state.thumb;
+  if (state.thumb) $("query-thumb").src = state.thumb;
+  $("query-text").textContent = "Images like " + (state.imageName || "#" + state.imageId);
+}
+
+async function intro() {
+  $("query").hidden = true;
+  try {
+    const facets = await (await fetch("/api/facets")).json();
+    $("intro").hidden = !facets.images;
+    setStatus(facets.images ? `${facets.images} images in the collection. Describe what you are looking for.`
+                            : "The collection is empty: run `clipsql load FOLDER`, then reload this page.");
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+async function loadFacets() {
+  const facets = await (await fetch("/api/facets")).json();
+  for (const c of facets.cameras || []) {
+    $("camera").append(el("option", { value: c.camera_make, textContent: `${c.camera_make} (${c.images})` }));
+  }
+  if (facets.labels && facets.labels.length) {
+    for (const l of facets.labels) $("label").append(el("option", { value: l.label, textContent: `${l.label} (${l.images})` }));
+    $("label-filter").hidden = false;
+  }
+  if (facets.taken_at && facets.taken_at.min) {
+    for (const id of ["date_from", "date_to"]) Object.assign($(id), { min: facets.taken_at.min, max: facets.taken_at.max });
+  }
+}
+
+function restore() {
+  const p = new URLSearchParams(location.search);
+  state.q = p.get("q") || "";
+  $("q").value = state.q;
+  if (p.get("image_id")) Object.assign(state, { imageId: Number(p.get("image_id")), imageName: "", thumb: "/thumbs/" + p.get("image_id") });
+  for (const name of FILTERS) {
+    if (!p.get(name)) continue;
+    const input = $(name);
+    if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === p.get(name))) {
+      input.append(el("option", { value: p.get(name), textContent: p.get(name) }));
+    }
+    input.value = p.get(name);
+    if (name === "where") $("sql").open = true;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    Object.assign(state, { q: $("q").value.trim(), imageId: null, file: null, thumb: null });
+    run(false);
+  });
+  $("upload").addEventListener("change", () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    Object.assign(state, { q: "", imageId: null, file, imageName: file.name, thumb: URL.createObjectURL(file) });
+    $("q").value = "";
+    $("upload").value = "";
+    run(false);
+  });
+  $("filters").addEventListener("change", () => run(false));
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); run(false); });
+  $("where").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); run(false); }
+  });
+  $("more").addEventListener("click", () => run(true));
+  $("clear-query").addEventListener("click", () => {
+    Object.assign(state, { imageId: null, file: null, thumb: null });
+    run(false);
+    $("q").focus();
+  });
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("click", (event) => { if (event.target === $("viewer")) $("viewer").close(); });
+  try {
+    await loadFacets();
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+  restore();
+  run(false);
+});

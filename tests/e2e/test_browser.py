@@ -1,0 +1,244 @@
+"""The web UI in a real browser: Debian's headless Chromium driven by Playwright, against
+``clipsql serve``'s app on loopback, on a fresh database loaded with the tiny model.
+
+Needs the ``chromium`` apt package (``/usr/bin/chromium``, or set ``CLIPSQL_CHROMIUM``) and the
+``playwright`` Python package (no Playwright browser download). Without them these tests skip
+with a loud reason (or fail, with ``CLIPSQL_REQUIRE_BROWSER=1`` as CI sets); CI installs both.
+
+``CLIPSQL_UPDATE_SCREENSHOT=1 pytest tests/e2e/test_browser.py -k screenshot`` rewrites
+``docs/screenshot.png`` (from the real sample photos when ``../shared`` is present).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXIF_SAMPLES, ROOT, make_image
+
+CHROMIUM = os.environ.get("CLIPSQL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOUD = ("!!! BROWSER TESTS NOT RUN: {} -- install Debian's Chromium (apt-get install -y "
+        "chromium) and the test extras (pip install -e '.[test]'); CI must have both !!!")
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+# Thumbnails load lazily: every one on screen must have arrived and decoded.
+ON_SCREEN_LOADED = """() => {
+  const imgs = [...document.querySelectorAll('#grid img')]
+    .filter(i => i.getBoundingClientRect().top < window.innerHeight);
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def _unavailable(why):
+    # CI sets CLIPSQL_REQUIRE_BROWSER=1: there a missing browser is a failure, not a skip.
+    if os.environ.get("CLIPSQL_REQUIRE_BROWSER"):
+        pytest.fail(LOUD.format(why))
+    pytest.skip(LOUD.format(why))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        _unavailable(f"no Chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    with sync_playwright() as p:
+        # Playwright gives each launch a fresh temporary profile (--user-data-dir).
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+class UI:
+    """A served collection, the library's view of it, and a fresh page that records errors."""
+
+    def __init__(self, lib, url, page):
+        self.lib, self.url, self.page = lib, url, page
+        self.errors = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+
+    def search(self, text):
+        self.page.fill("#q", text)
+        self.page.press("#q", "Enter")
+        self.wait_idle()
+
+    def wait_idle(self):
+        self.page.wait_for_function(
+            "() => !document.body.classList.contains('busy') && "
+            "!/Searching/.test(document.getElementById('status').textContent)")
+
+    def shown(self):
+        """(path, score text) of every card, in grid order."""
+        return [(c.locator(".name").get_attribute("title"),
+                 c.locator(".score").inner_text().split()[-1])
+                for c in self.page.locator("#grid .card").all()]
+
+    def expected(self, hits):
+        return [(h.path, f"{h.score:.3f}") for h in hits]
+
+    def same_ranking(self, hits, shown=None):
+        """The grid shows ``hits`` in order; images with equal scores may come in either order
+        (near-duplicate synthetic images tie at half precision)."""
+        shown = self.shown() if shown is None else shown
+        want = self.expected(hits)
+        if [s for _, s in shown] != [s for _, s in want]:
+            return False
+        groups = {}
+        for (got_path, score), (want_path, _) in zip(shown, want):
+            groups.setdefault(score, [set(), set()])
+            groups[score][0].add(got_path)
+            groups[score][1].add(want_path)
+        return all(got == wanted for got, wanted in groups.values())
+
+    def wait_thumbnails(self):
+        self.page.wait_for_function(ON_SCREEN_LOADED, timeout=15000)
+
+
+@pytest.fixture
+def serve(browser, dsn, tiny_model, tmp_path):
+    """serve(folder) -> UI on a fresh database loaded from ``folder``."""
+    import clipsql
+    from clipsql.web import create_app, serve_in_thread
+
+    opened = []
+
+    def start(folder, viewport=(1000, 700)):
+        lib = clipsql.connect(dsn, model=tiny_model)
+        lib.load(folder)
+        app = create_app(dsn, model=tiny_model, thumbnails_dir=tmp_path / "thumbs")
+        server = serve_in_thread(app)
+        url = server.__enter__()
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        opened.append((lib, server, page))
+        ui = UI(lib, url, page)
+        page.goto(url)
+        return ui
+
+    yield start
+    for lib, server, page in opened:
+        page.close()
+        server.__exit__(None, None, None)
+        lib.close()
+
+
+def test_search_see_thumbnails_then_more_like_this(serve, photo_folder):
+    ui = serve(photo_folder)
+    page = ui.page
+    page.wait_for_function("() => /12 images in the collection/.test("
+                           "document.getElementById('status').textContent)")
+    ui.search("a red square")
+    assert ui.same_ranking(ui.lib.search("a red square", limit=40))
+    ui.wait_thumbnails()
+    assert page.locator("#more").is_hidden()
+    assert "q=a+red+square" in page.url  # the address bar keeps the query (reload, share)
+
+    first_path = ui.shown()[0][0]
+    first_id = ui.lib.conn.execute("SELECT id FROM clipsql.images WHERE path = %s",
+                                   (first_path,)).fetchone()[0]
+    before = ui.shown()
+    page.locator("#grid .card").first.locator("button.like").click()
+    ui.wait_idle()
+    after = ui.shown()
+    assert after != before and first_path not in [p for p, _ in after]
+    similar = ui.lib.similar(first_id, limit=40)
+    assert len(after) == 11 and ui.same_ranking(similar, after)
+    assert page.locator("#query").is_visible()
+    assert Path(first_path).name in page.locator("#query-text").inner_text()
+    ui.wait_thumbnails()
+
+    page.reload()  # the same results come back from the address bar
+    ui.wait_idle()
+    assert ui.same_ranking(similar)
+    assert ui.errors == []
+
+
+def test_open_full_image_filters_and_sql_box(serve, photo_folder):
+    ui = serve(photo_folder)
+    page = ui.page
+    ui.search("stripes")
+    page.locator("#grid .card .thumb").first.click()
+    page.wait_for_function("() => { const i = document.getElementById('viewer-img'); "
+                           "return document.getElementById('viewer').open && i.complete "
+                           "&& i.naturalWidth > 0; }")
+    like_path = ui.shown()[0][0]
+    page.click("#viewer-like")  # "more like this" from the open image
+    ui.wait_idle()
+    assert like_path not in [p for p, _ in ui.shown()] and not page.locator("#viewer").is_visible()
+
+    ui.search("stripes")
+    page.click("#sql summary")
+    page.fill("#where", "format = 'PNG'")
+    page.press("#where", "Enter")
+    ui.wait_idle()
+    assert ui.same_ranking(ui.lib.search("stripes", where="format = 'PNG'", limit=40))
+    assert len(ui.shown()) == 2
+
+    page.fill("#where", "true; DELETE FROM clipsql.images")
+    page.press("#where", "Enter")
+    ui.wait_idle()
+    assert page.locator("#status.error").is_visible() and ui.shown() == []
+    assert ui.lib.conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0] == 12
+
+    page.fill("#where", "")
+    page.select_option("#gps", "true")  # no synthetic image has GPS
+    ui.wait_idle()
+    assert ui.shown() == [] and "No images match" in page.inner_text("#status")
+    ui.errors = [e for e in ui.errors if "400" not in e]  # the refused WHERE logs its 400
+    assert ui.errors == []
+
+
+def test_upload_a_photo_and_load_more(serve, photo_folder, tmp_path):
+    for i in range(40):  # 52 images: more than one page of 40
+        make_image(photo_folder / "more" / f"extra{i:02d}.png", color=(i * 6, 255 - i * 6, 90),
+                   pattern=i % 9)
+    ui = serve(photo_folder)
+    page = ui.page
+    query = make_image(tmp_path / "query.jpg", color=(230, 30, 30), pattern=2)
+    page.set_input_files("#upload", str(query))
+    ui.wait_idle()
+    expected = ui.lib.search(image=str(query), limit=52)
+    shown = ui.shown()
+    assert [sc for _, sc in shown] == [sc for _, sc in ui.expected(expected[:40])]
+    assert set(shown) <= set(ui.expected(expected))  # ties may straddle the page boundary
+    assert "query.jpg" in page.inner_text("#query-text")
+    page.click("#more")
+    ui.wait_idle()
+    shown = ui.shown()
+    assert len(shown) == 52 and page.locator("#more").is_hidden()
+    assert len({p for p, _ in shown}) == 52  # the second page continues, no repeats
+    assert ui.same_ranking(expected, shown), (shown, ui.expected(expected))
+    ui.wait_thumbnails()
+    assert ui.errors == []
+
+
+def test_screenshot(serve, photo_folder):
+    """The README's screenshot: real sample photos when ../shared is there."""
+    folder = EXIF_SAMPLES / "jpg" if EXIF_SAMPLES.is_dir() else photo_folder
+    ui = serve(folder, viewport=(1000, 700))
+    ui.search("a church on a hill")
+    ui.wait_thumbnails()
+    page = ui.page
+    if EXIF_SAMPLES.is_dir():
+        cameras = page.locator("#camera option").all_inner_texts()
+        assert any(re.match(r"NIKON \(\d+\)", c) for c in cameras), cameras
+    ui.page.mouse.move(0, 0)
+    shot = page.screenshot(type="png")
+    assert ui.errors == []
+    if os.environ.get("CLIPSQL_UPDATE_SCREENSHOT"):
+        from io import BytesIO
+
+        from PIL import Image
+
+        # A 256-colour palette keeps the committed PNG small (about 100-200 KB).
+        img = Image.open(BytesIO(shot)).convert("RGB")
+        img = img.quantize(256, method=Image.Quantize.MEDIANCUT)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        img.save(SCREENSHOT, optimize=True)
+        assert SCREENSHOT.stat().st_size < 200_000
