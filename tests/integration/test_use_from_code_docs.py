@@ -1,4 +1,4 @@
-"""Every example of docs/use-from-code.md ("Use it from your code") runs, in order, on a real
+"""Every example of the README's "Use it from your code" section runs, in order, on a real
 shop database: python blocks in one namespace, sql blocks through psycopg, console blocks
 through the CLI."""
 
@@ -13,12 +13,15 @@ import clipsql.sqlalchemy as cs
 from clipsql.cli import main
 from tests.integration.gallery_app import build_shop, brute_force
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "use-from-code.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
+START, END = "<!-- use-from-code:start -->", "<!-- use-from-code:end -->"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
 def blocks():
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(DOC.read_text(encoding="utf-8"))]
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index(START):text.index(END)]
+    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(section)]
 
 
 def sql_statements(sql: str):
