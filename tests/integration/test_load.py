@@ -134,3 +134,13 @@ def test_single_file_and_symlink_loop(db, tmp_path):
     assert any("symlink loop" in reason for _, reason in report.skipped)
     shutil.copy(folder / "x.png", tmp_path / "single.png")
     assert db.load(tmp_path / "single.png").added == 1
+
+
+def test_file_name_that_is_not_utf8_is_skipped_with_a_reason(db, tmp_path):
+    make_image(tmp_path / "ok.png")
+    bad = os.fsencode(str(tmp_path)) + b"/caf\xe9.png"
+    shutil.copy(tmp_path / "ok.png", bad)
+    report = db.load(tmp_path)
+    assert report.added == 1
+    assert [reason for _, reason in report.skipped] == ["file name is not valid UTF-8"]
+    assert "caf\\xe9.png" in report.skipped[0][0]
