@@ -224,8 +224,5 @@ def db_url():
 # Command groups that live in their own modules register themselves on `main` when imported.
 # (Imported last: they import `main`, `_common` and `_friendly` from here.)
 from . import cli_web  # noqa: E402,F401
-from . import cli_web  # noqa: E402,F401
 from . import cli_query  # noqa: E402,F401
 from . import cli_labels  # noqa: E402,F401
-from . import cli_web  # noqa: E402,F401
-from . import cli_query  # noqa: E402,F401

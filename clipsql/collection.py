@@ -199,7 +199,8 @@ class Collection:
         >>> for r in db.classify(["cat", "dog"], where="format = %s", params=["PNG"]):  # doctest: +SKIP
         ...     print(r.path, r.labels)
         """
-        from . import labels as lb, zeroshot
+        from . import labels as lb
+        from . import zeroshot
 
         return zeroshot.classify(self.conn, lb.resolve(self.conn, self.model, labels_or_set, templates),
                                  where=where, params=params, top=top, store=store)
@@ -213,7 +214,8 @@ class Collection:
     def flag(self, label_set: str, threshold: float = 0.8, *, neutral=None, where=None, params=()):
         """Images whose probability for any label of ``label_set`` reaches ``threshold``,
         scored together with a neutral background class (``zeroshot.NEUTRAL_PROMPTS``)."""
-        from . import labels as lb, zeroshot
+        from . import labels as lb
+        from . import zeroshot
 
         return zeroshot.flag(self.conn, lb.resolve(self.conn, self.model, label_set), threshold,
                              neutral=zeroshot.neutral_embedding(self.model, neutral or zeroshot.NEUTRAL_PROMPTS),

@@ -48,3 +48,7 @@ class ImageError(ClipsqlError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class LabelError(QueryError):
+    """A label set or label is unknown, empty or malformed, or changed during a classify."""
