@@ -158,3 +158,22 @@ def photo_folder(tmp_path):
         sub = root / ("a" if i % 2 else "b") / ("deep" if i % 3 == 0 else "")
         make_image(sub / f"img{i:02d}.{exts[i % len(exts)]}", color=color, pattern=i)
     return root
+
+
+def insert_vectors(conn, vectors, path_sql: str = "'/gen/' || i", **column_sql) -> None:
+    """Insert unit vectors as image rows without files (after ``schema.bind_model``).
+
+    Row ``i`` (from 0) gets the path ``path_sql`` and, for each keyword, that column set to
+    the given SQL expression of ``i`` (double any ``%`` in it).
+    """
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    cols = {"sha256": "md5(i::text)", **column_sql}
+    conn.execute(
+        f"INSERT INTO clipsql.images (path, bytes, mtime, width, height, format, "
+        f"{', '.join(cols)}, embedding) SELECT {path_sql}, 0, now(), 1, 1, 'JPEG', "
+        f"{', '.join(cols.values())}, "
+        "(%s::real[])[i * %s + 1 : (i + 1) * %s]::vector::halfvec FROM generate_series(0, %s - 1) i",
+        (vectors.ravel().tolist(), dim, dim, n))

@@ -2,23 +2,9 @@
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from clipsql.cli import main
-
-
-@pytest.fixture
-def run(dsn, tiny_model):
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(main, [*args], env={"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model},
-                               catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output + (result.stderr or "")
-        return result
-    return invoke
 
 
 def test_load_search_similar_status_json(run, photo_folder):

@@ -3,24 +3,8 @@
 import json
 import shutil
 
-import pytest
-from click.testing import CliRunner
 
-from clipsql.cli import main
 from tests.integration.test_duplicates import TINY_THRESHOLD, make_copies, scene
-
-
-@pytest.fixture
-def run(dsn, tiny_model):
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(main, [*args], env={"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model},
-                               catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output + (result.stderr or "")
-        return result
-    return invoke
 
 
 def test_labels_classify_store_search_flag_json(run, tmp_path):

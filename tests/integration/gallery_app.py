@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.conftest import insert_vectors
+
 PRODUCTS_DDL = """
 CREATE TABLE products (
     id          serial PRIMARY KEY,
@@ -71,11 +73,7 @@ def generate_collection(db, n: int, seed: int = 0) -> np.ndarray:
     centers = rng.normal(size=(40, dim))
     vecs = centers[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, dim))
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    db.conn.execute(
-        "INSERT INTO clipsql.images (path, sha256, bytes, mtime, width, height, format, embedding) "
-        "SELECT '/gen/' || lpad(i::text, 6, '0') || '.jpg', '', 0, now(), 1, 1, 'JPEG', "
-        "(%s::real[])[i * %s + 1 : (i + 1) * %s]::vector::halfvec FROM generate_series(0, %s - 1) i",
-        (vecs.astype(np.float32).ravel().tolist(), dim, dim, n))
+    insert_vectors(db.conn, vecs, path_sql="'/gen/' || lpad(i::text, 6, '0') || '.jpg'", sha256="''")
     schema.ensure_index(db.conn)
     return vecs
 

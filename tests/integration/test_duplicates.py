@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from clipsql import duplicates, schema
 from clipsql.errors import EmptyCollectionError, QueryError
+from tests.conftest import insert_vectors
 
 # Measured with the tests' random-weights tiny model on the scenes below (seeds 0-7):
 # copies of one scene have cosine similarity >= 0.9975 with each other, distinct scenes at
@@ -118,11 +119,7 @@ def test_planted_pairs_among_generated_vectors_via_the_index(dsn):
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     with clipsql.connect(dsn) as db:
         schema.bind_model(db.conn, {"arch": "synthetic", "pretrained": "none", "dim": dim})
-        db.conn.execute(
-            "INSERT INTO clipsql.images (path, sha256, bytes, mtime, width, height, format, embedding) "
-            "SELECT '/gen/' || i, md5(i::text), 0, now(), 1, 1, 'JPEG', "
-            "(%s::real[])[i * %s + 1 : (i + 1) * %s]::vector::halfvec FROM generate_series(0, %s - 1) i",
-            (vecs.astype(np.float32).ravel().tolist(), dim, dim, n))
+        insert_vectors(db.conn, vecs)
         schema.ensure_index(db.conn)
         db.conn.execute("ANALYZE clipsql.images")
         plan = "\n".join(r[0] for r in db.conn.execute(

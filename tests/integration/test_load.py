@@ -3,7 +3,6 @@
 import os
 import shutil
 
-import pytest
 
 from tests.conftest import make_image
 

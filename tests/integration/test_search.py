@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from tests.conftest import insert_vectors
+
 from clipsql.errors import EmptyCollectionError, ModelMismatchError, QueryError
 
 
@@ -111,11 +113,8 @@ def test_filter_keeping_one_percent_of_100k_rows_returns_full_top_k(dsn):
         centers = rng.normal(size=(50, dim))
         vecs = centers[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim))
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        db.conn.execute(
-            "INSERT INTO clipsql.images (path, sha256, bytes, mtime, width, height, format, camera_make, embedding) "
-            "SELECT '/gen/' || i, '', 0, now(), 1, 1, 'JPEG', CASE WHEN i %% 100 = 0 THEN 'Rare' ELSE 'Common' END, "
-            "(%s::real[])[i * %s + 1 : (i + 1) * %s]::vector::halfvec FROM generate_series(0, %s - 1) i",
-            (vecs.astype(np.float32).ravel().tolist(), dim, dim, n))
+        insert_vectors(db.conn, vecs,
+                       camera_make="CASE WHEN i %% 100 = 0 THEN 'Rare' ELSE 'Common' END")
         schema.ensure_index(db.conn)
         db.conn.execute("ANALYZE clipsql.images")
         query = vecs[7] + 0.1 * rng.normal(size=dim)
