@@ -12,11 +12,11 @@ __version__ = "0.1.0"
 __all__ = ["connect", "Collection", "ClipsqlError", "__version__"]
 
 
-def connect(dsn=None, model=None, device=None):
+def connect(dsn=None, model=None, device=None, precision=None):
     """Open a collection (see :func:`clipsql.collection.connect`)."""
     from .collection import connect as _connect
 
-    return _connect(dsn, model=model, device=device)
+    return _connect(dsn, model=model, device=device, precision=precision)
 
 
 def __getattr__(name):

@@ -45,10 +45,10 @@ def _friendly(f):
     return wrapper
 
 
-def _open(dsn, model, device):
+def _open(dsn, model, device, precision=None):
     from .collection import connect
 
-    return connect(dsn, model=model, device=device)
+    return connect(dsn, model=model, device=device, precision=precision)
 
 
 def _echo_json(data) -> None:
@@ -77,12 +77,15 @@ def main():
 @click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoding threads (default: cores).")
+@click.option("--precision", envvar="CLIPSQL_PRECISION", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "fp16", "bf16", "int8"]),
+              help="auto: fp16 on CUDA, fp32 on CPU; int8: faster CPU inference (dynamic quantisation).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary only.")
 @_common
 @_friendly
-def load(paths, prune, batch_size, workers, as_json, dsn, model, device):
+def load(paths, prune, batch_size, workers, precision, as_json, dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
-    with _open(dsn, model, device) as db:
+    with _open(dsn, model, device, precision) as db:
         show_bar = not as_json and sys.stderr.isatty()
         bar = click.progressbar(length=0, label="embedding", file=sys.stderr) if show_bar else None
 
@@ -226,3 +229,4 @@ def db_url():
 from . import cli_web  # noqa: E402,F401
 from . import cli_query  # noqa: E402,F401
 from . import cli_labels  # noqa: E402,F401
+from . import cli_import  # noqa: E402,F401

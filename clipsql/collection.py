@@ -21,10 +21,12 @@ from .errors import EmptyCollectionError, ModelError, QueryError
 class Collection:
     """An image collection in one PostgreSQL database (the embedded one by default)."""
 
-    def __init__(self, dsn: str | None = None, model: str | None = None, device: str | None = None):
+    def __init__(self, dsn: str | None = None, model: str | None = None, device: str | None = None,
+                 precision: str | None = None):
         self._dsn = db.resolve_dsn(dsn)
         self._model_request = config.model_spec(model)
         self._device = device
+        self._precision = precision
         self._model = None
         self.conn = self._connect()
         db.ensure_vector(self.conn)
@@ -53,7 +55,7 @@ class Collection:
                     raise ModelError(
                         f"this collection was embedded with the checkpoint {path}, which is gone; "
                         f"pass --model {bound['arch']}/PATH to a copy (or set {config.ENV_MODEL})")
-            model = ClipModel(spec, device=self._device)
+            model = ClipModel(spec, device=self._device, precision=self._precision)
             schema.check_model(self.conn, model.identity())
             self._model = model
         return self._model
@@ -227,7 +229,25 @@ class Collection:
 
         return duplicates.find(self.conn, threshold, k)
 
+    # --- precomputed embeddings (clipsql/importer.py) --------------------------------------
+    def add_embeddings(self, keys, vectors, metadata=None, *, batch_size: int = 20_000,
+                       build_index: bool = True):
+        """Import precomputed embeddings of the collection's model under ``keys`` (paths, ids,
+        URLs), with optional ``metadata`` (column -> values); returns an ImportReport.
 
-def connect(dsn: str | None = None, model: str | None = None, device: str | None = None) -> Collection:
-    """Open a collection: ``dsn`` or ``$CLIPSQL_DATABASE_URL``, else the embedded server."""
-    return Collection(dsn, model=model, device=device)
+        >>> db.add_embeddings(["photo-1", "photo-2"], np.eye(2, 512))  # doctest: +SKIP
+        """
+        from . import importer
+
+        return importer.add_embeddings(self.conn, self.model, keys, vectors, metadata,
+                                       batch_size=batch_size, build_index=build_index)
+
+
+def connect(dsn: str | None = None, model: str | None = None, device: str | None = None,
+            precision: str | None = None) -> Collection:
+    """Open a collection: ``dsn`` or ``$CLIPSQL_DATABASE_URL``, else the embedded server.
+
+    ``precision``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``/``bf16`` (GPU) or
+    ``int8`` (CPU, dynamic quantisation; faster, embeddings within cosine 0.999 of fp32).
+    """
+    return Collection(dsn, model=model, device=device, precision=precision)

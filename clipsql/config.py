@@ -16,6 +16,7 @@ ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
 ENV_MODEL = "CLIPSQL_MODEL"
 ENV_HOME = "CLIPSQL_HOME"
 ENV_DEVICE = "CLIPSQL_DEVICE"
+ENV_PRECISION = "CLIPSQL_PRECISION"
 #: A folder of extra open_clip model configs (``NAME.json``), for custom architectures.
 ENV_MODEL_CONFIGS = "CLIPSQL_MODEL_CONFIGS"
 
@@ -43,3 +44,8 @@ def model_spec(explicit: str | None = None) -> str | None:
 def device(explicit: str | None = None) -> str:
     """The torch device the user asked for; ``auto`` picks cuda, mps or cpu."""
     return explicit or os.environ.get(ENV_DEVICE) or "auto"
+
+
+def precision(explicit: str | None = None) -> str:
+    """Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU)."""
+    return explicit or os.environ.get(ENV_PRECISION) or "auto"

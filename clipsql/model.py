@@ -79,6 +79,32 @@ def checkpoint_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+#: auto: fp16 on CUDA, fp32 elsewhere. int8: dynamic quantisation of the Linear layers (CPU).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    if requested == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    if requested == "int8" and device != "cpu":
+        raise ConfigError("--precision int8 is for CPU inference; on a GPU use fp16 or bf16")
+    if requested == "fp16" and device == "cpu":
+        raise ConfigError("--precision fp16 is for GPUs; on a CPU use fp32 or int8")
+    return requested
+
+
+def _quantize_int8(model):
+    """Dynamic int8 quantisation of every nn.Linear (weights int8, activations quantised on
+    the fly); attention projections inside nn.MultiheadAttention stay fp32."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # the torch.ao API is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 
@@ -99,9 +125,14 @@ class ClipModel:
     512
     """
 
-    def __init__(self, spec: str | ModelSpec | None = None, device: str | None = None):
+    def __init__(self, spec: str | ModelSpec | None = None, device: str | None = None,
+                 precision: str | None = None):
         self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec or config.DEFAULT_MODEL)
         self._device_request = config.device(device)
+        self._precision_request = config.precision(precision)
+        if self._precision_request not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"not {self._precision_request!r}")
         self._lock = threading.Lock()
         self._loaded = None
 
@@ -195,13 +226,18 @@ class ClipModel:
             self.pretrained_id  # checks the file exists
         elif pretrained and not self.spec.arch.startswith("hf-hub:"):
             self._check_downloadable(pretrained)
+        precision = resolve_precision(self._precision_request, device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                self.spec.arch, pretrained=pretrained, device=device
+                self.spec.arch, pretrained=pretrained, device=device,
+                precision=precision if precision in ("fp16", "bf16") else "fp32",
             )
         except Exception as exc:
             raise ModelError(self._load_error_message(exc)) from None
         model.eval()
+        if precision == "int8":
+            model = _quantize_int8(model)
+        self.precision = precision
         tokenizer = open_clip.get_tokenizer(self.spec.arch)
         if device == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -251,7 +287,9 @@ class ClipModel:
 
         model, _, _, device = self._load()
         with torch.inference_mode():
-            out = model.encode_image(batch.to(device))
+            dtype = next(model.visual.parameters()).dtype
+            dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
+            out = model.encode_image(batch.to(device, dtype=dtype))
             out = torch.nn.functional.normalize(out.float(), dim=-1)
         return out.cpu().numpy()
 

@@ -14,6 +14,7 @@ INDEX_NAME = "images_embedding_hnsw"
 #: HNSW build parameters (pgvector defaults; measured in benchmarks/search.py).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+INDEX_LOCK_KEY = 0x636C697073716C + 1  # next to migrate.LOCK_KEY
 
 
 def bound_model(conn) -> dict | None:
@@ -78,6 +79,11 @@ def ensure_index(conn) -> bool:
     if has_index(conn) or bound_model(conn) is None:
         return False
     with conn.transaction():
+        # CREATE INDEX IF NOT EXISTS is not safe against a concurrent identical CREATE (two
+        # loaders finishing together): serialise builders and check again under the lock.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK_KEY,))
+        if has_index(conn):
+            return False
         conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
         conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
         conn.execute(

@@ -1,0 +1,45 @@
+"""Opt-in int8 CPU inference: embeddings stay close to fp32 on real photos."""
+
+import numpy as np
+import pytest
+
+import clipsql
+from clipsql.errors import ConfigError
+from clipsql.model import ClipModel, resolve_precision
+
+
+def test_precision_choices():
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda") == "fp16"
+    with pytest.raises(ConfigError, match="CPU"):
+        resolve_precision("int8", "cuda")
+    with pytest.raises(ConfigError, match="GPU"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        ClipModel("ViT-B-32", precision="int4")
+
+
+def test_int8_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_samples, pg_admin_url):
+    import psycopg
+
+    folder = exif_samples / "jpg" / "gps"
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(folder)
+        fp32 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/") + "_int8"
+    other = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with clipsql.connect(other, model=tiny_model, precision="int8") as db:
+            assert db.load(folder).added == 9 and db.model.precision == "int8"
+            int8 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cos = [float(np.dot(fp32[p].to_numpy(), int8[p].to_numpy())
+                 / np.linalg.norm(fp32[p].to_numpy()) / np.linalg.norm(int8[p].to_numpy())) for p in fp32]
+    assert len(cos) == 9 and min(cos) >= 0.99, cos
