@@ -98,3 +98,77 @@ def test_database_going_away_mid_load_is_a_clear_error_and_a_rerun_resumes(tmp_p
         assert counts(url) == (60, 60)
     finally:
         server.cleanup()
+
+
+def test_files_changing_or_vanishing_during_a_load(db, tmp_path):
+    """A file rewritten after it was read is caught up by the next load; one deleted before it
+    is read ends as a 'vanished' failure; the load itself finishes."""
+    folder = many_images(tmp_path / "photos", 40)
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    changed, doomed = files[5], files[-1]
+    acted = []
+
+    def progress(done, total):
+        if not acted:  # after the first batch: files[5] was already read, files[-1] not yet
+            acted.append(done)
+            make_image(folder / changed, color=(1, 2, 3), pattern=3)
+            os.utime(changed, (1_700_000_000, 1_700_000_000))
+            os.unlink(doomed)
+
+    report = db.load(folder, batch_size=4, progress=progress)
+    assert acted and report.added == 39 and report.failed == 1
+    assert db.conn.execute("SELECT reason FROM clipsql.failures WHERE path = %s",
+                           (doomed,)).fetchone()[0] == "vanished"
+    again = db.load(folder, prune=True)
+    assert again.updated == 1 and again.removed == 0
+    import hashlib
+
+    sha = hashlib.sha256(open(changed, "rb").read()).hexdigest()
+    assert db.conn.execute("SELECT sha256 FROM clipsql.images WHERE path = %s",
+                           (changed,)).fetchone()[0] == sha
+    assert db.conn.execute("SELECT count(*) FROM clipsql.failures").fetchone()[0] == 0
+
+
+def test_unreadable_folder_is_skipped_with_a_reason_and_marked_blind(tmp_path):
+    """Real permission failure, also under root: the walk runs without the DAC capabilities."""
+    import json
+    import shutil as sh
+
+    if sh.which("setpriv") is None and os.geteuid() == 0:
+        pytest.skip("needs setpriv (util-linux) to drop root's DAC capabilities")
+    root = tmp_path / "photos"
+    make_image(root / "open" / "a.png")
+    make_image(root / "locked" / "b.png")
+    os.chmod(root / "locked", 0)
+    code = ("import json, sys; from clipsql.walk import discover; f = discover([sys.argv[1]]); "
+            "print(json.dumps({'files': sorted(f.files), 'skipped': f.skipped, 'blind': f.blind_spots}))")
+    cmd = [sys.executable, "-c", code, str(root)]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+               "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    finally:
+        os.chmod(root / "locked", 0o755)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["files"] == [str(root / "open" / "a.png")]
+    assert found["skipped"] == [[str(root / "locked"), "cannot list folder: Permission denied"]]
+    assert found["blind"] == [str(root / "locked")]
+
+
+def test_prune_spares_rows_under_folders_that_could_not_be_listed(db, tmp_path):
+    from clipsql import loader
+    from clipsql.walk import discover
+
+    make_image(tmp_path / "open" / "a.png")
+    make_image(tmp_path / "locked" / "b.png", color=(0, 0, 200))
+    db.load(tmp_path)
+    (tmp_path / "open" / "a.png").unlink()
+    found = discover([tmp_path])
+    del found.files[str(tmp_path / "locked" / "b.png")]   # as if the folder could not be listed
+    found.blind_spots.append(str(tmp_path / "locked"))
+    known = loader._known_state(db.conn, found.roots)
+    assert loader._prune(db.conn, found, known) == 1
+    left = [r[0] for r in db.conn.execute("SELECT path FROM clipsql.images")]
+    assert left == [str(tmp_path / "locked" / "b.png")]
