@@ -134,8 +134,8 @@ def main() -> None:
     ap.add_argument("--model", help="model spec (default: ViT-B-32 with random weights)")
     ap.add_argument("--db", help="admin URL of a server to create databases on (default: temporary embedded)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
-                    help="for all three contenders (int8: dynamic quantisation, CPU)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                    help="for all three contenders (CPU: bf16 or int8)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="clipsql-bench-"))

@@ -79,7 +79,8 @@ def main():
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoding threads (default: cores).")
 @click.option("--precision", envvar="CLIPSQL_PRECISION", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "fp16", "bf16", "int8"]),
-              help="auto: fp16 on CUDA, fp32 on CPU; int8: faster CPU inference (dynamic quantisation).")
+              help="auto: fp16 on CUDA, fp32 on CPU. Faster on CPU: bf16 (CPUs with AVX512-BF16/AMX) or "
+                   "int8 (dynamic quantisation); see benchmarks/precision.py.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary only.")
 @_common
 @_friendly

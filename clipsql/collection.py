@@ -86,6 +86,12 @@ class Collection:
         from . import textcache
 
         textcache.check_text(text)  # before loading the model
+        if self._model is None and self._model_request is None:
+            # The collection's own model and a text embedded before (the table only holds
+            # the bound model's vectors): no model, not even open_clip, is loaded.
+            row = self.conn.execute(textcache._SELECT, (text,)).fetchone()
+            if row is not None:
+                return row[0].to_numpy().astype(np.float32)
         return textcache.embed(self.conn, self.model, text)
 
     def embed_image(self, image) -> np.ndarray:
@@ -247,7 +253,8 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
             precision: str | None = None) -> Collection:
     """Open a collection: ``dsn`` or ``$CLIPSQL_DATABASE_URL``, else the embedded server.
 
-    ``precision``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``/``bf16`` (GPU) or
-    ``int8`` (CPU, dynamic quantisation; faster, embeddings within cosine 0.999 of fp32).
+    ``precision``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (GPU), ``bf16``
+    (GPU, or CPUs with AVX512-BF16/AMX) or ``int8`` (CPU, dynamic quantisation); the faster
+    modes keep embeddings within cosine 0.999 of fp32 (benchmarks/precision.py).
     """
     return Collection(dsn, model=model, device=device, precision=precision)

@@ -67,6 +67,36 @@ def _register_extra_configs() -> None:
         open_clip.add_model_config(Path(folder))
 
 
+def _config_without_open_clip(arch: str) -> dict | None:
+    """The architecture's JSON config read straight from disk, or None to ask open_clip.
+
+    Importing open_clip costs seconds (torch, torchvision); a search whose text embedding is
+    cached, or a status call, only needs the config's ``embed_dim``. Once open_clip is
+    imported its own registry is used (it also knows configs added at run time).
+    """
+    import importlib.util
+    import json
+    import sys
+
+    if "open_clip" in sys.modules or arch.startswith("hf-hub:") or "/" in arch or os.sep in arch:
+        return None
+    folders = [os.environ.get(config.ENV_MODEL_CONFIGS)]
+    spec = importlib.util.find_spec("open_clip")
+    if spec and spec.submodule_search_locations:
+        folders += [os.path.join(p, "model_configs") for p in spec.submodule_search_locations]
+    for folder in filter(None, folders):
+        path = Path(folder) / f"{arch}.json"
+        if path.is_file():
+            try:
+                cfg = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            # open_clip's own rule for what counts as a model config
+            if all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                return cfg
+    return None
+
+
 def checkpoint_fingerprint(path: Path) -> str:
     """A cheap content fingerprint of a checkpoint: size plus hashes of its head and tail."""
     size = path.stat().st_size
@@ -79,7 +109,8 @@ def checkpoint_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-#: auto: fp16 on CUDA, fp32 elsewhere. int8: dynamic quantisation of the Linear layers (CPU).
+#: auto: fp16 on CUDA, fp32 elsewhere. bf16: also fast on CPUs with AVX512-BF16/AMX.
+#: int8: dynamic quantisation of the Linear layers (CPU).
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
@@ -139,6 +170,9 @@ class ClipModel:
     # --- identity, available without loading weights -------------------------------------
     @cached_property
     def model_config(self) -> dict:
+        cfg = _config_without_open_clip(self.spec.arch)
+        if cfg is not None:
+            return cfg
         import open_clip
 
         _register_extra_configs()
@@ -219,6 +253,7 @@ class ClipModel:
         import torch
 
         self.model_config  # validates the architecture first, with a clear error
+        _register_extra_configs()  # the config may have been read without open_clip
         device = pick_device(self._device_request)
         pretrained = self.spec.pretrained
         if self.spec.is_file:
@@ -287,8 +322,7 @@ class ClipModel:
 
         model, _, _, device = self._load()
         with torch.inference_mode():
-            dtype = next(model.visual.parameters()).dtype
-            dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
             out = model.encode_image(batch.to(device, dtype=dtype))
             out = torch.nn.functional.normalize(out.float(), dim=-1)
         return out.cpu().numpy()

@@ -1,4 +1,4 @@
-"""Opt-in int8 CPU inference: embeddings stay close to fp32 on real photos."""
+"""Opt-in faster CPU inference (int8, bf16): embeddings stay close to fp32 on real photos."""
 
 import numpy as np
 import pytest
@@ -19,7 +19,9 @@ def test_precision_choices():
         ClipModel("ViT-B-32", precision="int4")
 
 
-def test_int8_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_samples, pg_admin_url):
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_low_precision_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_samples, pg_admin_url,
+                                                        precision):
     import psycopg
 
     folder = exif_samples / "jpg" / "gps"
@@ -29,13 +31,13 @@ def test_int8_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_samples, pg
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(dsn)
-    name = parts.path.lstrip("/") + "_int8"
+    name = parts.path.lstrip("/") + "_" + precision
     other = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        with clipsql.connect(other, model=tiny_model, precision="int8") as db:
-            assert db.load(folder).added == 9 and db.model.precision == "int8"
+        with clipsql.connect(other, model=tiny_model, precision=precision) as db:
+            assert db.load(folder).added == 9 and db.model.precision == precision
             int8 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
