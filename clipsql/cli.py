@@ -230,3 +230,4 @@ def db_url():
 from . import cli_web  # noqa: E402,F401
 from . import cli_query  # noqa: E402,F401
 from . import cli_labels  # noqa: E402,F401
+from . import cli_import  # noqa: E402,F401

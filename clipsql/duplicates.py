@@ -19,7 +19,8 @@ DEFAULT_THRESHOLD = 0.97
 DEFAULT_K = 10
 #: One representative per sha256 asks the index for its k (+ its own copies) nearest rows.
 NEIGHBOURS_SQL = (
-    "WITH reps AS (SELECT min(id) AS id, count(*) AS copies FROM clipsql.images GROUP BY sha256) "
+    "WITH reps AS (SELECT min(id) AS id, count(*) AS copies FROM clipsql.images "
+    "GROUP BY coalesce(sha256, id::text)) "  # imported rows (no file, no hash) stand alone
     "SELECT r.id, n.id, n.sim FROM reps r JOIN clipsql.images a ON a.id = r.id "
     "CROSS JOIN LATERAL (SELECT b.id, 1 - (b.embedding <=> a.embedding) AS sim "
     "  FROM clipsql.images b ORDER BY b.embedding <=> a.embedding LIMIT %s + r.copies) n "
@@ -98,7 +99,7 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
-            exact = conn.execute("SELECT array_agg(id ORDER BY id) FROM clipsql.images "
+            exact = conn.execute("SELECT array_agg(id ORDER BY id) FROM clipsql.images WHERE sha256 IS NOT NULL "
                                  "GROUP BY sha256 HAVING count(*) > 1").fetchall()
             for (ids,) in exact:
                 for other in ids[1:]:

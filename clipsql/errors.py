@@ -52,3 +52,7 @@ class ImageError(ClipsqlError):
 
 class LabelError(QueryError):
     """A label set or label is unknown, empty or malformed, or changed during a classify."""
+
+
+class EmbeddingImportError(ClipsqlError):
+    """Precomputed embeddings that cannot be imported: shape, dimension, values, keys or metadata."""

@@ -4,12 +4,20 @@ The filter is a user-written ``WHERE`` fragment with ``%s`` placeholders and bou
 parameters. It runs in a read-only transaction with a statement timeout, so it can filter
 and join but never write.
 
-Plan choice (measured in ``benchmarks/search.py``): with no filter, or a filter the planner
-expects to keep many rows, the HNSW index answers, with pgvector 0.8's iterative scan so that
-filtered-out rows do not starve the result. When the planner expects few rows (under
-``EXACT_ROWS``), an exact scan over just those rows is both faster and exactly right. If an
-index scan still comes back short of ``limit``, the exact scan runs as a fallback, so the
-full top-k is always returned.
+Plan choice per query (measured in ``benchmarks/search.py``; README "Search performance"):
+
+* No filter: the HNSW index (``hnsw.ef_search = EF_SEARCH``).
+* A filter: the planner's row estimate ``r`` for it (``EXPLAIN``, no execution) is weighed
+  against the table's size ``N``. An iterative HNSW scan (pgvector 0.8) visits about
+  ``ef_search / selectivity = ef_search * N / r`` rows to find ``limit`` that pass; an exact
+  scan reads the ``r`` rows the filter keeps (through the filter's own indexes) and sorts
+  them. The exact scan is chosen when ``r < sqrt(EXACT_FACTOR * ef_search * N)`` (28k rows
+  at 1M, 8.9k at 100k: a bias towards exact, which never loses recall, where the costs are
+  close; iterative-scan recall falls as the filter gets more selective). ``EXACT_ROWS_MIN``
+  rows or fewer always go exact. Filtered index scans use ``EF_SEARCH_FILTERED``.
+* An index scan that comes back short of ``limit`` (the filter is more selective than
+  estimated and ``hnsw.max_scan_tuples`` ran out) is completed by the exact scan, so the full
+  top-k is always returned.
 """
 
 from __future__ import annotations
@@ -21,9 +29,15 @@ from datetime import datetime
 from .db import vector_version
 from .errors import QueryError
 
-#: Filters expected to keep at most this many rows are ranked exactly (brute force).
-EXACT_ROWS = 20_000
-EF_SEARCH = 100
+#: Filters the planner expects to keep at most this many rows are always ranked exactly.
+EXACT_ROWS_MIN = 2_000
+#: Exact when estimated rows < sqrt(EXACT_FACTOR * ef_search * table rows) (see module docs).
+EXACT_FACTOR = 4.0
+#: HNSW candidate list: unfiltered queries, and filtered ones (iterative scan).
+EF_SEARCH = 200
+EF_SEARCH_FILTERED = 200
+#: pgvector 0.8 iterative scan: "strict_order", or "relaxed_order" (re-sorted here).
+ITERATIVE_SCAN = "strict_order"
 MAX_SCAN_TUPLES = 50_000
 STATEMENT_TIMEOUT_MS = 30_000
 
@@ -38,12 +52,12 @@ class Hit:
     id: int
     path: str
     score: float
-    sha256: str
-    bytes: int
-    mtime: datetime
-    width: int
-    height: int
-    format: str
+    sha256: str | None  # None (and the five below) for rows imported without a file
+    bytes: int | None
+    mtime: datetime | None
+    width: int | None
+    height: int | None
+    format: str | None
     orientation: int | None
     taken_at: datetime | None
     camera_make: str | None
@@ -57,7 +71,13 @@ class Hit:
 
 
 class Results(list):
-    """A list of :class:`Hit`, best first, that renders as a thumbnail grid in Jupyter."""
+    """A list of :class:`Hit`, best first, that renders as a thumbnail grid in Jupyter.
+
+    ``strategy`` says how it was ranked: ``index``, ``exact``, or ``index+exact`` (an index
+    scan that came back short, completed by an exact scan).
+    """
+
+    strategy: str | None = None
 
     def to_json(self) -> str:
         return json.dumps([h.to_dict() for h in self], ensure_ascii=False)
@@ -106,35 +126,57 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             if strategy == "auto":
-                strategy = "index" if not conditions else _choose(conn, where_sql, filter_params)
+                strategy = "index" if not conditions else _choose(conn, where_sql, filter_params,
+                                                                  limit)
             rows = _run(conn, q, where_sql, filter_params, limit, strategy)
             if strategy == "index" and len(rows) < limit and conditions:
                 rows = _run(conn, q, where_sql, filter_params, limit, "exact")
+                strategy = "index+exact"
     except psycopg.Error as exc:
         raise QueryError(_describe(exc, where)) from None
     except (IndexError, TypeError) as exc:  # placeholder / parameter count mismatch
         raise QueryError(f"the WHERE fragment and its parameters do not match: {exc}") from None
-    return Results(Hit(*r) for r in rows)
+    results = Results(Hit(*r) for r in rows)
+    results.strategy = strategy
+    return results
 
 
-def _choose(conn, where_sql, params) -> str:
+def exact_threshold(table_rows: float, limit: int = 10) -> float:
+    """Estimated filtered rows below which the exact scan is chosen (see module docs)."""
+    ef = max(EF_SEARCH_FILTERED, limit)
+    return max(EXACT_ROWS_MIN, (EXACT_FACTOR * ef * max(table_rows, 0.0)) ** 0.5)
+
+
+def _choose(conn, where_sql, params, limit) -> str:
     plan = conn.execute(
         f"EXPLAIN (FORMAT JSON) SELECT 1 FROM clipsql.images {where_sql}", params).fetchone()[0]
     estimated = plan[0]["Plan"]["Plan Rows"]
-    return "exact" if estimated <= EXACT_ROWS else "index"
+    if estimated <= EXACT_ROWS_MIN:
+        return "exact"
+    # The planner's own table size (pg_class.reltuples, kept by autovacuum/ANALYZE).
+    total = conn.execute("SELECT greatest(reltuples, 0) FROM pg_class "
+                         "WHERE oid = 'clipsql.images'::regclass").fetchone()[0]
+    return "exact" if estimated < exact_threshold(total, limit) else "index"
 
 
 def _run(conn, q, where_sql, params, limit, strategy):
+    relaxed = False
     if strategy == "index":
-        conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, limit))}")
-        if vector_version(conn) >= (0, 8):
-            conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        ef = EF_SEARCH_FILTERED if where_sql else EF_SEARCH
+        conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(ef, limit))}")
+        if where_sql and vector_version(conn) >= (0, 8):
+            relaxed = ITERATIVE_SCAN == "relaxed_order"
+            conn.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
             conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
         order = "embedding <=> %s"
     else:
         # An expression the HNSW operator class cannot serve: forces an exact sort.
         order = "(embedding <=> %s) + 0, id"
     sql = f"SELECT {_SELECT} FROM clipsql.images {where_sql} ORDER BY {order} LIMIT %s"
+    if relaxed:  # relaxed_order yields rows nearly sorted: take a few more, sort, cut
+        sql = (f"WITH found AS MATERIALIZED ({sql}) SELECT * FROM found "
+               "ORDER BY score DESC, id LIMIT %s")
+        return conn.execute(sql, [q, *params, q, 4 * limit, limit]).fetchall()
     return conn.execute(sql, [q, *params, q, limit]).fetchall()
 
 

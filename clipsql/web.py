@@ -146,6 +146,8 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
         row = backend.row(_row_id(image_id))
         if row is None:
             raise HTTPException(404, "no such image")
+        if row.sha256 is None:  # imported embeddings (clipsql import-embeddings) have no file
+            raise HTTPException(404, "this row was imported without an image file")
         return row
 
     def _cached(request: Request, etag: str, version: str | None, sha: str):

@@ -20,17 +20,18 @@ or a read-only SQL `where` fragment over `clipsql.images` columns. Results are t
 """
 
 
-class Hit(BaseModel):
+class _Row(BaseModel):
+    """The columns of a clipsql.images row; the file facts are null for imported embeddings."""
+
     id: int
     path: str
     name: str = Field(description="the file name")
-    score: float = Field(description="cosine similarity to the query, higher is better")
-    sha256: str
-    bytes: int
-    mtime: str
-    width: int
-    height: int
-    format: str
+    sha256: str | None
+    bytes: int | None
+    mtime: str | None
+    width: int | None
+    height: int | None
+    format: str | None
     orientation: int | None
     taken_at: str | None = Field(description="EXIF DateTimeOriginal, camera local time")
     camera_make: str | None
@@ -42,6 +43,10 @@ class Hit(BaseModel):
     image_url: str
 
 
+class Hit(_Row):
+    score: float = Field(description="cosine similarity to the query, higher is better")
+
+
 class SearchOut(BaseModel):
     results: list[Hit]
     offset: int
@@ -50,26 +55,8 @@ class SearchOut(BaseModel):
     elapsed_ms: float
 
 
-class ImageOut(BaseModel):
-    id: int
-    path: str
-    name: str
-    sha256: str
-    bytes: int
-    mtime: str
-    width: int
-    height: int
-    format: str
-    orientation: int | None
-    taken_at: str | None
-    camera_make: str | None
-    camera_model: str | None
-    latitude: float | None
-    longitude: float | None
-    added_at: str
+class ImageOut(_Row):
     exif: dict | None
-    thumbnail_url: str
-    image_url: str
 
 
 class Label(BaseModel):
@@ -100,8 +87,8 @@ class FacetsOut(BaseModel):
     labels: list[Label] | None = Field(description="null when the collection has no labels")
 
 
-def _urls(row_id: int, sha256: str) -> dict:
-    version = sha256[:16]
+def _urls(row_id: int, sha256: str | None) -> dict:
+    version = (sha256 or "")[:16]
     return {"thumbnail_url": f"/thumbs/{row_id}?v={version}",
             "image_url": f"/images/{row_id}?v={version}"}
 

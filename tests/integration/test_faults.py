@@ -105,11 +105,13 @@ def test_files_changing_or_vanishing_during_a_load(db, tmp_path):
     is read ends as a 'vanished' failure; the load itself finishes."""
     folder = many_images(tmp_path / "photos", 40)
     files = sorted(str(p) for p in folder.rglob("*.png"))
-    changed, doomed = files[5], files[-1]
+    # files[0] is in the first batch, already embedded when progress first fires; files[-1]
+    # is far beyond the decode look-ahead (a few batches), so it is not read yet.
+    changed, doomed = files[0], files[-1]
     acted = []
 
     def progress(done, total):
-        if not acted:  # after the first batch: files[5] was already read, files[-1] not yet
+        if not acted:
             acted.append(done)
             make_image(folder / changed, color=(1, 2, 3), pattern=3)
             os.utime(changed, (1_700_000_000, 1_700_000_000))

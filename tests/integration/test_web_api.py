@@ -422,3 +422,22 @@ def test_clipsql_serve_command(dsn, tiny_model, photo_folder):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"open http://localhost:{port}/" in err
+
+
+def test_imported_rows_without_files_get_404_not_500(tmp_path, dsn, tiny_model):
+    """Rows from import-embeddings have no file and no hash: their image URLs are 404s."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    import clipsql
+    from clipsql.web import create_app
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.add_embeddings(["unsplash:abc"], np.ones((1, db.model.dim), dtype=np.float32))
+        row_id = db.conn.execute("SELECT id FROM clipsql.images").fetchone()[0]
+    client = TestClient(create_app(dsn=dsn, model=tiny_model), base_url="http://localhost")
+    with client:
+        for url in (f"/thumbs/{row_id}", f"/images/{row_id}"):
+            assert client.get(url).status_code == 404
+        hits = client.get("/api/search", params={"q": "anything"}).json()["results"]
+        assert [h["id"] for h in hits] == [row_id]

@@ -51,3 +51,58 @@ def test_models_without_causal_mask_fall_back(model_configs, tmp_path):
     out = model.encode_text(QUERIES[:3])
     assert model.last_text_path == "full"
     assert np.abs(out - reference(model, QUERIES[:3])).max() <= 1e-6
+
+
+def generated_queries(n, seed=0):
+    import random
+
+    words = ("dog cat red blue old young photo of a the with in on at near under two snow beach "
+             "city night street car bicycle mountain lake café naïve 1999 #tag U.S.A. don't ❤️").split()
+    rnd = random.Random(seed)
+    return [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 12))) for _ in range(n)]
+
+
+def test_packed_blocks_equal_encode_text_over_many_queries(vitb32):
+    from clipsql import textfast
+
+    m = vitb32.torch_model
+    if textfast.packed_blocks(m) is None:
+        pytest.skip("this torch build has no oneDNN: the packed path cannot run here")
+    queries = generated_queries(120)
+    tokens = vitb32.tokenizer(queries)
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(m.encode_text(tokens), dim=-1)
+        packed = torch.nn.functional.normalize(textfast.encode_trimmed(m, tokens), dim=-1)
+        plain = torch.nn.functional.normalize(textfast.encode_trimmed(m, tokens, packed=False), dim=-1)
+    assert (packed - ref).abs().max().item() <= 1e-4
+    assert (plain - ref).abs().max().item() <= 1e-4
+    for q in queries[:20]:  # the way searches call it: one short query, one thread
+        assert np.abs(vitb32.encode_text([q]) - reference(vitb32, [q])).max() <= 1e-4
+
+
+def test_short_queries_run_single_threaded_and_restore_the_thread_count(vitb32, monkeypatch):
+    from clipsql import textfast
+
+    if textfast.packed_blocks(vitb32.torch_model) is None:
+        pytest.skip("no oneDNN")
+    seen = []
+    real = textfast._block
+    monkeypatch.setattr(textfast, "_block", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    torch.set_num_threads(2)
+    vitb32.encode_text(["two dogs in snow"])
+    assert set(seen) == {1} and torch.get_num_threads() == 2
+    seen.clear()
+    vitb32.encode_text(generated_queries(64))  # a large batch keeps every thread
+    assert set(seen) == {2}
+
+
+def test_unusual_blocks_keep_the_trimmed_path_through_open_clip(vitb32, monkeypatch):
+    from clipsql import textfast
+
+    calls = []
+    monkeypatch.setattr(textfast, "_block", lambda *a: calls.append(1))
+    monkeypatch.setattr(textfast, "_PACKED", textfast.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(textfast, "_pack_block", lambda block: None)  # e.g. a layer-scaled block
+    out = vitb32.encode_text(QUERIES[:3])
+    assert vitb32.last_text_path == "trimmed" and not calls
+    assert np.abs(out - reference(vitb32, QUERIES[:3])).max() <= 1e-4
