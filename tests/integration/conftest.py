@@ -8,3 +8,19 @@ def db(dsn, tiny_model):
 
     with clipsql.connect(dsn, model=tiny_model) as collection:
         yield collection
+
+
+@pytest.fixture
+def encodes(monkeypatch):
+    """Counts real text-encoder calls (the model still runs)."""
+    from clipsql.model import ClipModel
+
+    calls = []
+    original = ClipModel.encode_text
+
+    def counting(self, texts):
+        calls.append(list(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(ClipModel, "encode_text", counting)
+    return calls

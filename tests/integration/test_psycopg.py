@@ -9,7 +9,6 @@ from pgvector import HalfVector
 
 import clipsql.psycopg
 from clipsql.errors import ModelError, ModelMismatchError, QueryError
-from clipsql.model import ClipModel
 from tests.integration.gallery_app import (SHOP_SQL, analyze, brute_force, build_shop,
                                            generate_collection, plan_text)
 
@@ -18,20 +17,6 @@ from tests.integration.gallery_app import (SHOP_SQL, analyze, brute_force, build
 def shop(db, tmp_path):
     build_shop(db, tmp_path / "shop")
     return db
-
-
-@pytest.fixture
-def encodes(monkeypatch):
-    """Counts real text-encoder calls (the model still runs)."""
-    calls = []
-    original = ClipModel.encode_text
-
-    def counting(self, texts):
-        calls.append(list(texts))
-        return original(self, texts)
-
-    monkeypatch.setattr(ClipModel, "encode_text", counting)
-    return calls
 
 
 def test_sync_join_filter_rank_matches_brute_force(shop, dsn, tiny_model, encodes):

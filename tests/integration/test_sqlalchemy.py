@@ -10,7 +10,6 @@ from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, foreign, mapped_co
                             selectinload)
 
 import clipsql.sqlalchemy as cs
-from clipsql.model import ClipModel
 from clipsql.sqlalchemy import Image, clip_image, clip_text
 from tests.integration.gallery_app import analyze, brute_force, generate_collection, make_photos
 
@@ -75,19 +74,6 @@ def shop(db, engine, tmp_path):
         session.add(Product(name="no photo", price=1.0, photo_path="/nowhere/missing.jpg"))
         session.commit()
     return db
-
-
-@pytest.fixture
-def encodes(monkeypatch):
-    calls = []
-    original = ClipModel.encode_text
-
-    def counting(self, texts):
-        calls.append(list(texts))
-        return original(self, texts)
-
-    monkeypatch.setattr(ClipModel, "encode_text", counting)
-    return calls
 
 
 def shop_query(query_text="a red bicycle", max_price=50, k=10):
