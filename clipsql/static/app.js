@@ -191,6 +191,10 @@ function restore() {
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
+  // A search started while the facets still load must not be overwritten by restore() below.
+  let userActed = false;
+  for (const type of ["submit", "change"]) document.addEventListener(type, () => { userActed = true; }, true);
+  document.addEventListener("keydown", (event) => { if (event.key === "Enter") userActed = true; }, true);
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
     Object.assign(state, { q: $("q").value.trim(), imageId: null, file: null, thumb: null });
@@ -222,6 +226,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   } catch (err) {
     setStatus(err.message, true);
   }
-  restore();
-  run(false);
+  if (!userActed) {
+    restore();
+    await run(false);
+  }
+  document.body.dataset.ready = "1";
 });

@@ -119,6 +119,7 @@ def serve(browser, dsn, tiny_model, tmp_path):
         opened.append((lib, server, page))
         ui = UI(lib, url, page)
         page.goto(url)
+        page.wait_for_function("() => document.body.dataset.ready === '1'")
         return ui
 
     yield start
