@@ -49,6 +49,7 @@ class Decoded:
     format: str
     meta: dict
     pixels: object  # the preprocessed tensor (3, S, S)
+    embedding: object = None  # filled in by the loader after inference
 
 
 def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:

@@ -148,7 +148,7 @@ def _embed(model, batch):
 
     vectors = model.encode_images(torch.stack([d.pixels for d in batch]))
     for d, v in zip(batch, vectors):
-        d.pixels = v
+        d.embedding, d.pixels = v, None  # the tensor is no longer needed: free it early
     return batch
 
 
@@ -205,7 +205,7 @@ class _Writer(threading.Thread):
                                 d.path, d.sha256, d.bytes, d.mtime, d.width, d.height, d.format,
                                 m["orientation"], m["taken_at"], m["camera_make"],
                                 m["camera_model"], m["latitude"], m["longitude"],
-                                Jsonb(m["exif"]) if m["exif"] else None, HalfVector(d.pixels)))
+                                Jsonb(m["exif"]) if m["exif"] else None, HalfVector(d.embedding)))
                 cols = ", ".join(_COLUMNS)
                 updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "path")
                 inserted = conn.execute(

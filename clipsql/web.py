@@ -158,18 +158,21 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
             return headers, Response(status_code=304, headers=headers)
         return headers, None
 
+    def _jpeg(row, size: int, request: Request, v: str | None):
+        """A cached JPEG rendition of ``row`` at ``size`` px, or 304 when the client has it."""
+        headers, not_modified = _cached(request, f'"{row.sha256[:32]}-{size}"', v, row.sha256)
+        if not_modified:
+            return not_modified
+        path = thumbs.get(row.id, row.sha256, row.path, size)
+        if path is None:
+            raise HTTPException(404, "the image file cannot be read any more")
+        return FileResponse(path, media_type="image/jpeg", headers=headers)
+
     @app.get("/thumbs/{image_id}", response_class=Response, tags=["images"],
              responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(image_id: str, request: Request, v: str | None = None):
         """A JPEG thumbnail (320 px), made once and cached on disk."""
-        row = _row(image_id)
-        headers, not_modified = _cached(request, f'"{row.sha256[:32]}-{THUMB_SIZE}"', v, row.sha256)
-        if not_modified:
-            return not_modified
-        path = thumbs.get(row.id, row.sha256, row.path, THUMB_SIZE)
-        if path is None:
-            raise HTTPException(404, "the image file cannot be read any more")
-        return FileResponse(path, media_type="image/jpeg", headers=headers)
+        return _jpeg(_row(image_id), THUMB_SIZE, request, v)
 
     @app.get("/images/{image_id}", response_class=Response, tags=["images"],
              responses={200: {"content": {"image/*": {}}}})
@@ -178,14 +181,7 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
         row = _row(image_id)
         media = BROWSER_FORMATS.get(row.format)
         if media is None:
-            headers, not_modified = _cached(request, f'"{row.sha256[:32]}-{PREVIEW_SIZE}"', v,
-                                            row.sha256)
-            if not_modified:
-                return not_modified
-            path = thumbs.get(row.id, row.sha256, row.path, PREVIEW_SIZE)
-            if path is None:
-                raise HTTPException(404, "the image file cannot be read any more")
-            return FileResponse(path, media_type="image/jpeg", headers=headers)
+            return _jpeg(row, PREVIEW_SIZE, request, v)
         if not os.path.isfile(row.path):
             raise HTTPException(404, "the image file cannot be read any more")
         # The file's own ETag (size and mtime), so an edit since loading is never hidden.

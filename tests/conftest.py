@@ -8,6 +8,7 @@ database tests there instead of on the embedded server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -71,17 +72,26 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str, prefix: str = "clipsql_test"):
+    """Create an empty database, yield its URL, drop it afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def dsn(pg_admin_url):
     """A URL of a brand-new, empty database, dropped after the test."""
-    import psycopg
-
-    name = f"clipsql_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(pg_admin_url, name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -22,26 +22,16 @@ def test_precision_choices():
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_low_precision_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_samples, pg_admin_url,
                                                         precision):
-    import psycopg
+    from tests.conftest import fresh_database
 
     folder = exif_samples / "jpg" / "gps"
     with clipsql.connect(dsn, model=tiny_model) as db:
         db.load(folder)
         fp32 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    name = parts.path.lstrip("/") + "_" + precision
-    other = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database(pg_admin_url) as other:
         with clipsql.connect(other, model=tiny_model, precision=precision) as db:
             assert db.load(folder).added == 9 and db.model.precision == precision
-            int8 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    cos = [float(np.dot(fp32[p].to_numpy(), int8[p].to_numpy())
-                 / np.linalg.norm(fp32[p].to_numpy()) / np.linalg.norm(int8[p].to_numpy())) for p in fp32]
+            low = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
+    cos = [float(np.dot(fp32[p].to_numpy(), low[p].to_numpy())
+                 / np.linalg.norm(fp32[p].to_numpy()) / np.linalg.norm(low[p].to_numpy())) for p in fp32]
     assert len(cos) == 9 and min(cos) >= 0.99, cos

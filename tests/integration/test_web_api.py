@@ -7,14 +7,13 @@ import io
 import socket
 import statistics
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import _with_database, make_image
+from tests.conftest import fresh_database, make_image
 
 COLORS = [(220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 30), (20, 220, 220),
           (200, 20, 200), (250, 250, 250), (10, 10, 10), (130, 70, 20), (90, 90, 90),
@@ -24,14 +23,8 @@ EXTS = ["jpg", "png", "webp", "bmp", "gif", "tiff"]
 
 @pytest.fixture(scope="module")
 def module_dsn(pg_admin_url):
-    import psycopg
-
-    name = f"clipsql_web_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(pg_admin_url, name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_admin_url, "clipsql_web") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
