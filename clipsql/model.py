@@ -328,16 +328,31 @@ class ClipModel:
         return out.cpu().numpy()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """Embed a list of strings; one row per string."""
+        """Embed a list of strings; one row per string.
+
+        Before the model is loaded, an exported text tower (:mod:`clipsql.texttower`) answers
+        without torch; after the first full-model call the tower is exported for next time.
+        """
+        from . import texttower
+
+        texts = list(texts)
+        if self._loaded is None and (tower := texttower.for_model(self)) is not None:
+            #: "exported", "trimmed" or "full": which path the last call took (tests check it).
+            self.last_text_path = "exported"
+            return tower.encode(texts)
+        out = self._encode_text_torch(texts)
+        texttower.export_once(self)
+        return out
+
+    def _encode_text_torch(self, texts: list[str]) -> np.ndarray:
         import torch
 
         from .textfast import encode_trimmed
 
         model, _, tokenizer, device = self._load()
         with torch.inference_mode():
-            tokens = tokenizer(list(texts)).to(device)
+            tokens = tokenizer(texts).to(device)
             out = encode_trimmed(model, tokens)
-            #: "trimmed" or "full": which path the last call took (tests check the fallback).
             self.last_text_path = "full" if out is None else "trimmed"
             if out is None:
                 out = model.encode_text(tokens)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from .errors import ModelMismatchError
 
 INDEX_NAME = "images_embedding_hnsw"
-#: HNSW build parameters (pgvector defaults; measured in benchmarks/search.py).
+#: HNSW build parameters. m is pgvector's default; ef_construction 128 instead of its 64:
+#: at 1M rows recall@10 0.996 instead of 0.94-0.98 at ef_search 200, for a 1.6x longer build
+#: (benchmarks/search.py --ef-construction).
 HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION = 128
 #: Upper bound of the memory the index build may take (see build_memory_mb).
 BUILD_MEMORY_MAX_MB = 3072
 INDEX_LOCK_KEY = 0x636C697073716C + 1  # next to migrate.LOCK_KEY

@@ -36,7 +36,8 @@ EXACT_FACTOR = 4.0
 #: HNSW candidate list: unfiltered queries, and filtered ones (iterative scan).
 EF_SEARCH = 200
 EF_SEARCH_FILTERED = 200
-#: pgvector 0.8 iterative scan: "strict_order", or "relaxed_order" (re-sorted here).
+#: pgvector 0.8 iterative scan: "strict_order", or "relaxed_order" (re-sorted here). With the
+#: index built at ef_construction 128, strict_order gave the same recall in less time at 1M.
 ITERATIVE_SCAN = "strict_order"
 MAX_SCAN_TUPLES = 50_000
 STATEMENT_TIMEOUT_MS = 30_000

@@ -44,3 +44,15 @@ def test_model_identity_needs_no_open_clip_import():
               "print(json.dumps({'id': m.identity(), 'heavy': 'open_clip' in sys.modules}))")
     assert out == {"id": {"arch": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "dim": 512},
                    "heavy": False}
+
+
+def test_new_text_query_with_an_exported_tower_loads_no_model(db, dsn, tmp_path):
+    """Once a process has embedded text with the full model (exporting the text tower), a
+    new process answers a text it has never seen without importing torch or open_clip."""
+    db.add_embeddings([f"k{i}" for i in range(30)], np.random.default_rng(1).normal(size=(30, 32)))
+    db.embed_text("exporting query")  # full model: exports the tower into CLIPSQL_HOME
+    expected = [h.id for h in db.search("a text never seen before", limit=3)]
+    db.conn.execute("DELETE FROM clipsql.text_embeddings")
+    out = run(PROBE.format(text="a text never seen before"), CLIPSQL_DATABASE_URL=dsn)
+    assert out["heavy"] == []
+    assert out["text"] == expected

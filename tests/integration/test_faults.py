@@ -174,3 +174,41 @@ def test_prune_spares_rows_under_folders_that_could_not_be_listed(db, tmp_path):
     assert loader._prune(db.conn, found, known) == 1
     left = [r[0] for r in db.conn.execute("SELECT path FROM clipsql.images")]
     assert left == [str(tmp_path / "locked" / "b.png")]
+
+
+def test_memory_stays_bounded_whatever_the_folder_size(db, tmp_path, monkeypatch):
+    """Decoded images in memory at once are capped by the look-ahead and the writer queue, not
+    by the folder: 150 files (with a bomb and broken files among them) in batches of 4."""
+    import weakref
+
+    from PIL import Image
+
+    from clipsql import loader
+
+    folder = many_images(tmp_path / "photos", 150)
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png", optimize=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    alive, peak = [0], [0]
+    lock = threading.Lock()
+
+    def gone():
+        with lock:
+            alive[0] -= 1
+
+    def counting_read(*args, **kwargs):
+        decoded = real_read(*args, **kwargs)
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        weakref.finalize(decoded, gone)
+        return decoded
+
+    real_read = loader.read
+    monkeypatch.setattr(loader, "read", counting_read)
+    report = db.load(folder, batch_size=4, workers=2)
+    assert report.added == 150 and report.failed == 3
+    # look-ahead max(2 x batch, 4 x workers) = 8, the batch being embedded, two batches queued
+    # for the writer and one being written: 8 + 4 + 8 + 4 = 24.
+    assert 0 < peak[0] <= 24, peak[0]
+    assert alive[0] == 0
