@@ -76,7 +76,9 @@ def main():
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--workers", type=click.IntRange(1, 64), help="Decoding threads (default: cores).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
+@click.option("--processes", is_flag=True,
+              help="Decode in worker processes instead of threads (GPU loads on many cores).")
 @click.option("--precision", envvar="CLIPSQL_PRECISION", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "fp16", "bf16", "int8"]),
               help="auto: fp16 on CUDA, fp32 on CPU. Faster on CPU: bf16 (CPUs with AVX512-BF16/AMX) or "
@@ -84,7 +86,7 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary only.")
 @_common
 @_friendly
-def load(paths, prune, batch_size, workers, precision, as_json, dsn, model, device):
+def load(paths, prune, batch_size, workers, processes, precision, as_json, dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
     with _open(dsn, model, device, precision) as db:
         show_bar = not as_json and sys.stderr.isatty()
@@ -96,7 +98,7 @@ def load(paths, prune, batch_size, workers, precision, as_json, dsn, model, devi
                 bar.update(done - bar.pos)
 
         report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
-                         progress=progress)
+                         processes=processes, progress=progress)
         if bar is not None:
             bar.render_finish()
     if as_json:

@@ -71,10 +71,13 @@ class Collection:
 
     # --- loading ---------------------------------------------------------------------------
     def load(self, *paths, prune: bool = False, batch_size: int = 32, workers: int | None = None,
-             progress=None) -> loader.LoadReport:
-        """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`."""
+             processes: bool = False, progress=None) -> loader.LoadReport:
+        """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
+
+        ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
+        """
         return loader.load(self._connect, self.model, paths, prune=prune, batch_size=batch_size,
-                           workers=workers, progress=progress)
+                           workers=workers, processes=processes, progress=progress)
 
     # --- embeddings ------------------------------------------------------------------------
     def embed_text(self, text: str) -> np.ndarray:

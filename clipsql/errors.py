@@ -49,6 +49,13 @@ class ImageError(ClipsqlError):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self):  # raised in decoder processes, re-raised in the loader
+        return (ImageError, (self.reason, self.detail))
+
+
+class LoadError(ClipsqlError):
+    """A load stopped for a reason that is not one file's fault (e.g. a decoder process died)."""
+
 
 class LabelError(QueryError):
     """A label set or label is unknown, empty or malformed, or changed during a classify."""

@@ -1,6 +1,6 @@
 """Load image folders into ``clipsql.images``: incremental, batched, crash-safe.
 
-Pipeline: a thread pool decodes files (Pillow releases the GIL) a bounded distance ahead,
+Pipeline: a pool of threads or processes decodes files a bounded distance ahead,
 the calling thread runs the model on full batches, and a writer thread stores each batch
 with binary COPY plus one upsert, in one transaction per batch. A batch is either wholly in
 the table or not at all, so a killed load simply resumes: unchanged files are skipped by
@@ -14,11 +14,11 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import schema
-from .decode import mtime_of, read
+from .decode import mtime_of
+from .decoders import Decoders
 from .errors import DatabaseError, ImageError
 from .walk import discover
 
@@ -48,8 +48,12 @@ class LoadReport:
 
 
 def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
-         progress=None) -> LoadReport:
-    """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection."""
+         processes=False, progress=None) -> LoadReport:
+    """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
+
+    ``workers`` decoders (default: the number of cores, 2 to 8) run as threads, or as
+    processes with ``processes=True`` (see :mod:`clipsql.decoders`).
+    """
     started = time.perf_counter()
     report = LoadReport()
     found = discover(paths)
@@ -67,7 +71,8 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
                 todo.append(path)
         if todo:
             schema.bind_model(conn, identity, model.spec.resolved())
-            _run_pipeline(connect, model, todo, report, batch_size, workers, draft, progress)
+            _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes,
+                          progress)
         if prune:
             report.removed = _prune(conn, found, known)
         report.index_built = schema.ensure_index(conn)
@@ -103,7 +108,7 @@ def _prune(conn, found, known) -> int:
     return n
 
 
-def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, progress):
+def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes, progress):
     preprocess = model.preprocess
     draft_size = 2 * model.image_size if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
@@ -111,7 +116,7 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, prog
     writer.start()
     done = 0
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="clipsql-decode") as pool:
+        with Decoders(preprocess, draft_size, workers, processes) as pool:
             pending: deque = deque()
             items = iter(todo)
             batch, failed = [], []
@@ -119,7 +124,7 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, prog
             def submit_next() -> None:
                 path = next(items, None)
                 if path is not None:
-                    pending.append((path, pool.submit(read, path, preprocess, draft_size)))
+                    pending.append((path, pool.submit(path)))
 
             for _ in range(max(batch_size * 2, workers * 4)):
                 submit_next()
@@ -127,7 +132,7 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, prog
                 path, future = pending.popleft()
                 submit_next()
                 try:
-                    batch.append(future.result())
+                    batch.append(pool.result(future))
                 except ImageError as exc:
                     failed.append((path, exc.reason, exc.detail))
                 if len(batch) >= batch_size or (not pending and (batch or failed)):

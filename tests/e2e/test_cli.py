@@ -27,7 +27,7 @@ def test_load_search_similar_status_json(run, photo_folder):
 
 def test_human_output(run, photo_folder, tmp_path):
     (photo_folder / "broken.jpg").write_text("not a jpeg")
-    out = run("load", str(photo_folder)).output
+    out = run("load", str(photo_folder), "--processes", "--workers", "2").output
     assert "added 12" in out and "failed 1" in out and "broken.jpg" in out
     lines = run("search", "red", "--limit", "3").stdout.strip().splitlines()
     assert len(lines) == 3 and all(str(photo_folder) in line for line in lines)

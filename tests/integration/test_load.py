@@ -143,3 +143,35 @@ def test_file_name_that_is_not_utf8_is_skipped_with_a_reason(db, tmp_path):
     assert report.added == 1
     assert [reason for _, reason in report.skipped] == ["file name is not valid UTF-8"]
     assert "caf\\xe9.png" in report.skipped[0][0]
+
+
+def test_decoding_in_processes_gives_the_same_rows_and_failures(pg_admin_url, tiny_model,
+                                                               photo_folder):
+    """processes=True (spawned decoder processes) stores exactly what the thread pool stores,
+    and a broken file still ends as a failure with its reason (ImageError crosses processes)."""
+    import numpy as np
+    import psycopg
+
+    import clipsql
+    from tests.conftest import fresh_database
+
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (photo_folder / "empty.png").write_bytes(b"")
+    query = ("SELECT path, sha256, width, height, taken_at, embedding::text FROM clipsql.images "
+             "ORDER BY path")
+    rows = {}
+    for processes in (False, True):
+        with fresh_database(pg_admin_url) as url:
+            with clipsql.connect(url, model=tiny_model) as db:
+                report = db.load(photo_folder, batch_size=5, workers=2, processes=processes)
+                assert (report.added, report.failed) == (12, 2)
+                failures = db.conn.execute(
+                    "SELECT reason FROM clipsql.failures ORDER BY path").fetchall()
+                assert [r for (r,) in failures] == ["truncated", "empty"]
+            with psycopg.connect(url) as conn:
+                rows[processes] = conn.execute(query).fetchall()
+    threads, procs = rows[False], rows[True]
+    assert [r[:5] for r in threads] == [r[:5] for r in procs]
+    a = np.array([np.fromstring(r[5][1:-1], sep=",") for r in threads])
+    b = np.array([np.fromstring(r[5][1:-1], sep=",") for r in procs])
+    assert np.abs(a - b).max() <= 1e-3
