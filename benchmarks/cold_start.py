@@ -7,7 +7,8 @@ CLIPSQL_HOME (embedded PostgreSQL, kept running with `clipsql db start` as a use
 be), then times new `python -m clipsql ...` processes (warm disk cache: each kind runs once
 untimed first). "new text, full model" deletes the exported text tower before each run, so
 it measures torch + open_clip + building the model; "new text, exported tower" is the
-default path from the second text query on. Prints medians and the ratio of the two.
+default path from the second text query on. Prints medians and the ratio of the two. Last,
+the same query with the embedded server stopped: the command starts it and stops it again.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def main() -> None:
         measure("new text, exported tower", lambda i: [*cli, "search", f"exported tower {i}"])
         print(f"new text: exported tower is {rows['new text, full model (no export)'] / rows['new text, exported tower']:.1f}x faster "
               f"than loading the model ({sys.version.split()[0]}, {os.cpu_count()} cores)")
+        subprocess.run([*cli, "db", "stop"], env=env, check=True, capture_output=True)
+        measure("same, server not running (start + stop)",
+                lambda i: [*cli, "search", f"server stopped {i}"])
     finally:
         subprocess.run([*cli, "db", "stop"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -76,8 +76,14 @@ class Collection:
 
         ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
         """
-        return loader.load(self._connect, self.model, paths, prune=prune, batch_size=batch_size,
-                           workers=workers, processes=processes, progress=progress)
+        from . import texttower
+
+        report = loader.load(self._connect, self.model, paths, prune=prune,
+                             batch_size=batch_size, workers=workers, processes=processes,
+                             progress=progress)
+        if self.model.loaded:  # so the first text search of a new process needs no model
+            texttower.export_once(self.model)
+        return report
 
     # --- embeddings ------------------------------------------------------------------------
     def embed_text(self, text: str) -> np.ndarray:

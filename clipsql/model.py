@@ -216,6 +216,11 @@ class ClipModel:
 
     # --- loading ---------------------------------------------------------------------------
     @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (nothing loads them but first use)."""
+        return self._loaded is not None
+
+    @property
     def device(self) -> str:
         return self._load()[3]
 

@@ -56,3 +56,16 @@ def test_new_text_query_with_an_exported_tower_loads_no_model(db, dsn, tmp_path)
     out = run(PROBE.format(text="a text never seen before"), CLIPSQL_DATABASE_URL=dsn)
     assert out["heavy"] == []
     assert out["text"] == expected
+
+
+def test_a_load_exports_the_text_tower_for_the_first_search(dsn, tiny_model, photo_folder,
+                                                            tmp_path, monkeypatch):
+    import clipsql
+
+    monkeypatch.setenv("CLIPSQL_HOME", str(tmp_path / "home"))
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+    assert len(list((tmp_path / "home" / "cache" / "text").iterdir())) == 1
+    out = run(PROBE.format(text="first text ever"), CLIPSQL_DATABASE_URL=dsn,
+              CLIPSQL_HOME=str(tmp_path / "home"))
+    assert out["heavy"] == [] and len(out["text"]) == 3
