@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config
+from .device import PRECISIONS, pick_device, quantize_int8, resolve_precision
 from .errors import ConfigError, ModelError
 
 
@@ -107,45 +108,6 @@ def checkpoint_fingerprint(path: Path) -> str:
             f.seek(-(4 << 20), os.SEEK_END)
             h.update(f.read())
     return h.hexdigest()[:16]
-
-
-#: auto: fp16 on CUDA, fp32 elsewhere. bf16: also fast on CPUs with AVX512-BF16/AMX.
-#: int8: dynamic quantisation of the Linear layers (CPU).
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    if requested == "auto":
-        return "fp16" if device.startswith("cuda") else "fp32"
-    if requested == "int8" and device != "cpu":
-        raise ConfigError("--precision int8 is for CPU inference; on a GPU use fp16 or bf16")
-    if requested == "fp16" and device == "cpu":
-        raise ConfigError("--precision fp16 is for GPUs; on a CPU use fp32 or int8")
-    return requested
-
-
-def _quantize_int8(model):
-    """Dynamic int8 quantisation of every nn.Linear (weights int8, activations quantised on
-    the fly); attention projections inside nn.MultiheadAttention stay fp32."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():  # the torch.ao API is deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def pick_device(requested: str = "auto") -> str:
-    import torch
-
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 class ClipModel:
@@ -276,7 +238,7 @@ class ClipModel:
             raise ModelError(self._load_error_message(exc)) from None
         model.eval()
         if precision == "int8":
-            model = _quantize_int8(model)
+            model = quantize_int8(model)
         self.precision = precision
         tokenizer = open_clip.get_tokenizer(self.spec.arch)
         if device == "cpu":

@@ -5,7 +5,8 @@ import pytest
 
 import clipsql
 from clipsql.errors import ConfigError
-from clipsql.model import ClipModel, resolve_precision
+from clipsql.device import resolve_precision
+from clipsql.model import ClipModel
 
 
 def test_precision_choices():
