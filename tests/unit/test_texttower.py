@@ -120,3 +120,13 @@ def test_the_exported_path_imports_neither_torch_nor_open_clip(tiny_model, home)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**__import__("os").environ, "CLIPSQL_HOME": str(home)})
     assert json.loads(proc.stdout.splitlines()[-1]) == {"path": "exported", "dim": 32, "heavy": []}
+
+
+def test_a_home_that_cannot_be_written_only_skips_the_export(tiny_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the home folder should be")
+    monkeypatch.setenv("CLIPSQL_HOME", str(blocker))
+    model = ClipModel(tiny_model)
+    out = model.encode_text(["a dog"])
+    assert model.last_text_path == "trimmed" and out.shape == (1, 32)
+    assert ClipModel(tiny_model).encode_text(["a dog"]).shape == (1, 32)  # no export: full model
