@@ -1,0 +1,48 @@
+"""The benchmarks run (tiny sizes, no timing asserted): a broken benchmark is a broken figure."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def bench(name, *args, tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_search_benchmark(tmp_path):
+    out = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
+                tmp_path=tmp_path)
+    assert "filter keeps" in out and "0.1%" in out and "text query end to end" in out
+    again = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
+                  "--ef-construction", "32", tmp_path=tmp_path)  # reuses the rows, rebuilds
+    assert "ef_construction=32" in again
+
+
+def test_index_build_and_storage_benchmarks(tmp_path):
+    assert "faster" in bench("index_build.py", "--rows", "500", tmp_path=tmp_path)
+    assert "halfvec" in bench("storage.py", "--rows", "1000", "--queries", "5", tmp_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_text_benchmark(tmp_path):
+    out = bench("text.py", "--repeats", "1", "--check", "5", tmp_path=tmp_path)
+    assert "clipsql (trimmed + packed)" in out and "exported numpy tower" in out
+
+
+@pytest.mark.slow
+def test_load_benchmark(tmp_path):
+    from tests.conftest import make_image
+
+    for i in range(6):
+        make_image(tmp_path / "photos" / f"{i}.jpg", color=(40 * i, 90, 200 - 30 * i), size=(640, 480),
+                   pattern=i)
+    out = bench("load.py", "--folder", str(tmp_path / "photos"), "--batch-size", "4",
+                tmp_path=tmp_path)
+    assert "ratio clipsql / model-only" in out and "clipsql / naive" in out
