@@ -95,6 +95,16 @@ def fill(db, gen, n, rng, chunk=100_000):
     return np.concatenate(vecs), np.concatenate(days)
 
 
+def build_index(conn):
+    """Build clipsql's HNSW index the way a load does; (maintenance_work_mem MB, seconds)."""
+    from clipsql import schema
+
+    mb = schema.build_memory_mb(conn)
+    t = time.perf_counter()
+    schema.ensure_index(conn)
+    return mb, time.perf_counter() - t
+
+
 def naive(conn, q, where, params):
     from pgvector import HalfVector
 
@@ -178,20 +188,14 @@ def main() -> None:
                                f"'clipsql.{schema.INDEX_NAME}'::regclass").fetchone()[0]
         if f"ef_construction={schema.HNSW_EF_CONSTRUCTION}" not in opts:
             db.conn.execute(f"DROP INDEX clipsql.{schema.INDEX_NAME}")
-            build_mb = schema.build_memory_mb(db.conn)
-            t = time.perf_counter()
-            schema.ensure_index(db.conn)
-            build_s = time.perf_counter() - t
+            build_mb, build_s = build_index(db.conn)
     else:
         db.conn.execute("TRUNCATE clipsql.images RESTART IDENTITY CASCADE")
         t = time.perf_counter()
         vecs, days = fill(db, gen, args.rows, rng)
         load_s = time.perf_counter() - t
         db.conn.execute("VACUUM ANALYZE clipsql.images")
-        build_mb = schema.build_memory_mb(db.conn)
-        t = time.perf_counter()
-        schema.ensure_index(db.conn)
-        build_s = time.perf_counter() - t
+        build_mb, build_s = build_index(db.conn)
         db.conn.execute("ANALYZE clipsql.images")
         if args.keep:
             np.savez(saved, vecs=vecs, days=days)

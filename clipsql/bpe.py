@@ -36,12 +36,16 @@ def merges_file() -> Path | None:
     return None
 
 
+#: Bytes that stand for themselves (printable Latin-1), in vocabulary order; the other bytes
+#: (controls, space, ...) follow them in the vocabulary and map to code points from 256 on.
+_PRINTABLE = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+_BYTE_ORDER = _PRINTABLE + [b for b in range(256) if b not in set(_PRINTABLE)]
+
+
 def _byte_symbols() -> list[str]:
-    """One printable character per byte value: printable Latin-1 bytes stand for themselves,
-    the others (controls, space, ...) are moved to code points from 256 on, in byte order."""
-    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    kept = set(keep)
+    """One printable character per byte value (indexed by byte)."""
     moved = iter(range(256, 512))
+    kept = set(_PRINTABLE)
     return [chr(b) if b in kept else chr(next(moved)) for b in range(256)]
 
 
@@ -52,13 +56,10 @@ class Tokenizer:
         import regex
 
         self.context_length = context_length
-        symbols = _byte_symbols()
-        self._byte_symbol = symbols
+        self._byte_symbol = symbols = _byte_symbols()
         # Vocabulary order matters (it is the id): bytes in printable-first order, the same
         # with the end-of-word mark, one entry per merge, then the two special tokens.
-        order = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-        order += [b for b in range(256) if b not in set(order)]
-        vocab = [symbols[b] for b in order]
+        vocab = [symbols[b] for b in _BYTE_ORDER]
         vocab += [s + "</w>" for s in vocab]
         vocab += ["".join(m) for m in merges] + [SOT, EOT]
         self.ids = {s: i for i, s in enumerate(vocab)}
@@ -92,13 +93,12 @@ class Tokenizer:
     def _merge(self, word: str) -> list[str]:
         """Apply the merges to one pre-split word, lowest rank first, as CLIP's BPE does."""
         parts = [*word[:-1], word[-1] + "</w>"]
+        none = len(self.rank)  # ranks past every merge: pairs that are never merged
         while len(parts) > 1:
-            ranked = [(self.rank.get(p), i) for i, p in enumerate(zip(parts, parts[1:]))]
-            best = min((r for r, _ in ranked if r is not None), default=None)
-            if best is None:
+            pair = min(zip(parts, parts[1:]), key=lambda p: self.rank.get(p, none))
+            if pair not in self.rank:
                 break
-            first, second = (pair := next(p for p in zip(parts, parts[1:])
-                                          if self.rank.get(p) == best))
+            first, second = pair
             merged, i = [], 0
             while i < len(parts):  # every non-overlapping occurrence, left to right
                 if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:

@@ -119,16 +119,26 @@ def packed_blocks(model):
     return blocks
 
 
-def _pack_block(block):
+def plain_block(block) -> bool:
+    """Whether ``block`` is open_clip's ResidualAttentionBlock in its plain self-attention form
+    (one fused qkv projection, batch first, c_fc/gelu/c_proj MLP): the layout that the packed
+    blocks here and the numpy export (:mod:`clipsql.texttower`) reproduce."""
     import torch
     from open_clip.transformer import ResidualAttentionBlock
 
     attn = block.attn
+    return (type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
+            and isinstance(attn, torch.nn.MultiheadAttention) and attn._qkv_same_embed_dim
+            and attn.batch_first and attn.bias_k is None
+            and list(dict(block.mlp.named_children())) == ["c_fc", "gelu", "c_proj"])
+
+
+def _pack_block(block):
+    import torch
+
+    attn = block.attn
     fc = dict(block.mlp.named_children())
-    if (type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv")
-            or not isinstance(attn, torch.nn.MultiheadAttention) or not attn._qkv_same_embed_dim
-            or not attn.batch_first or list(fc) != ["c_fc", "gelu", "c_proj"]
-            or attn.bias_k is not None or attn.dropout or not torch.backends.mkldnn.is_available()):
+    if not plain_block(block) or attn.dropout or not torch.backends.mkldnn.is_available():
         return None
     linears = [(attn.in_proj_weight, attn.in_proj_bias), (attn.out_proj.weight, attn.out_proj.bias),
                (fc["c_fc"].weight, fc["c_fc"].bias), (fc["c_proj"].weight, fc["c_proj"].bias)]

@@ -108,6 +108,8 @@ class TextTower:
         self._w = {name: weights[o:o + int(np.prod(shape))].reshape(shape)
                    for name, (o, shape) in meta["tensors"].items()}
         self._act = _ACTIVATIONS[meta["activation"]]
+        proj = self._w.get("text_projection")
+        self.dim = proj.shape[1] if proj is not None else self._w["ln_final.w"].shape[0]
 
     @classmethod
     def open(cls, folder: Path) -> TextTower | None:
@@ -133,8 +135,7 @@ class TextTower:
     def encode(self, texts: list[str]) -> np.ndarray:
         rows = self.tokenizer(list(texts))
         if not rows:
-            return np.zeros((0, self._w["ln_final.w"].shape[0] if "text_projection" not in self._w
-                             else self._w["text_projection"].shape[1]), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         length = max(len(r) for r in rows)
         ids = np.zeros((len(rows), length), np.int64)
         for i, r in enumerate(rows):
@@ -179,9 +180,9 @@ def exportable(model, tokenizer) -> dict | None:
     """The layer description of ``model``'s text tower if it can be exported, else None."""
     import torch
     from open_clip.tokenizer import SimpleTokenizer
-    from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
+    from open_clip.transformer import LayerScale, QuickGELU
 
-    from .textfast import trimmable
+    from .textfast import plain_block, trimmable
 
     if (not trimmable(model) or type(tokenizer) is not SimpleTokenizer
             or tokenizer.clean_fn.__name__ != "_clean_lower" or tokenizer.reduction_fn is not None
@@ -190,15 +191,11 @@ def exportable(model, tokenizer) -> dict | None:
     blocks = list(model.transformer.resblocks)
     acts = set()
     for b in blocks:
-        attn, mlp = b.attn, dict(b.mlp.named_children())
-        if (type(b) is not ResidualAttentionBlock or hasattr(b, "ln_1_kv")
-                or not isinstance(attn, torch.nn.MultiheadAttention) or not attn._qkv_same_embed_dim
-                or not attn.batch_first or attn.bias_k is not None or attn.in_proj_bias is None
-                or list(mlp) != ["c_fc", "gelu", "c_proj"]
+        if (not plain_block(b) or b.attn.in_proj_bias is None
                 or not all(isinstance(n, torch.nn.LayerNorm) for n in (b.ln_1, b.ln_2))
                 or not all(isinstance(s, (torch.nn.Identity, LayerScale)) for s in (b.ls_1, b.ls_2))):
             return None
-        act = mlp["gelu"]
+        act = b.mlp.gelu
         if type(act) is QuickGELU:
             acts.add("quick_gelu")
         elif type(act) is torch.nn.GELU:
@@ -206,9 +203,8 @@ def exportable(model, tokenizer) -> dict | None:
         else:
             return None
     eps = {b.ln_1.eps for b in blocks} | {b.ln_2.eps for b in blocks}
-    params = [p for p in model.parameters()]
     if (len(acts) != 1 or len(eps) != 1 or not isinstance(model.ln_final, torch.nn.LayerNorm)
-            or any(p.dtype != torch.float32 for p in params)):
+            or any(p.dtype != torch.float32 for p in model.parameters())):
         return None
     return {"activation": acts.pop(), "eps": eps.pop(), "final_eps": model.ln_final.eps,
             "heads": blocks[0].attn.num_heads, "layers": len(blocks),
