@@ -257,7 +257,8 @@ def main() -> None:
               f"{r_naive / n:12.3f} {statistics.median(lat_naive):7.1f} {full_naive / n:6.0%}")
     if args.sweep:
         sweep(db.conn, search, qs, truths)
-    db.embed_text("warm up")  # loads the model; writes the text-tower export if missing
+    db.model.torch_model  # loads the weights, so the first path below runs the torch model
+    db.embed_text("warm up")  # also writes the text-tower export if missing
     fresh = clipsql.connect(server.get_uri(), model=spec)  # has not loaded the model
     for name, conn in (("model loaded", db), ("model not loaded, as in a new process", fresh)):
         conn.embed_text(f"warm up ({name})")  # opens the tower / packs the weights

@@ -31,6 +31,9 @@ def test_search_benchmark(tmp_path):
     again = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
                   "--ef-construction", "32", tmp_path=tmp_path)  # reuses the rows, rebuilds
     assert "ef_construction=32" in again
+    for run in (out, again):  # the second run finds the export: the first path must still be torch
+        assert "model loaded (text path: trimmed)" in run
+        assert "as in a new process (text path: exported)" in run
 
 
 def test_index_build_and_storage_benchmarks(tmp_path):
