@@ -98,9 +98,9 @@ class Collection:
         if self._model is None and self._model_request is None:
             # The collection's own model and a text embedded before (the table only holds
             # the bound model's vectors): no model, not even open_clip, is loaded.
-            row = self.conn.execute(textcache._SELECT, (text,)).fetchone()
-            if row is not None:
-                return row[0].to_numpy().astype(np.float32)
+            vec = textcache.stored(self.conn, text)
+            if vec is not None:
+                return vec
         return textcache.embed(self.conn, self.model, text)
 
     def embed_image(self, image) -> np.ndarray:

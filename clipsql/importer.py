@@ -27,9 +27,8 @@ from datetime import date, datetime
 
 import numpy as np
 
-from . import schema
+from . import schema, staging
 from .errors import EmbeddingImportError
-from .loader import _COLUMNS, _STAGING, _TYPES
 
 #: Metadata columns an import may set, with the Python type each value is turned into.
 METADATA = {"taken_at": "timestamp", "camera_make": "text", "camera_model": "text",
@@ -77,21 +76,17 @@ def add_embeddings(conn, model, keys, vectors, metadata=None, *, batch_size: int
 def _check_keys(keys) -> list:
     if isinstance(keys, (str, bytes)):
         raise EmbeddingImportError("keys must be a sequence of strings (one per vector), not one string")
-    out = []
+    out, seen = [], set()
     for i, k in enumerate(keys):
         if isinstance(k, (np.integer, int)) and not isinstance(k, bool):
             k = str(k)
         if not isinstance(k, str) or not k.strip() or "\x00" in k:
             raise EmbeddingImportError(f"key #{i} is not a usable key: {k!r}")
-        out.append(k.strip())
-    if len(set(out)) != len(out):
-        seen, dup = set(), None
-        for k in out:
-            if k in seen:
-                dup = k
-                break
-            seen.add(k)
-        raise EmbeddingImportError(f"key {dup!r} appears more than once")
+        k = k.strip()
+        if k in seen:
+            raise EmbeddingImportError(f"key {k!r} appears more than once")
+        seen.add(k)
+        out.append(k)
     if not out:
         raise EmbeddingImportError("nothing to import: no keys")
     return out
@@ -175,32 +170,18 @@ def _convert(column, kind, value, i):
 
 
 def _write(conn, keys, vectors, meta) -> tuple[int, int]:
-    """One batch in one transaction: COPY into the staging table, then one upsert."""
+    """One batch in one transaction; a re-import replaces the vector and the given metadata,
+    file facts of a loaded row stay."""
     import psycopg
     from pgvector import HalfVector
 
-    columns = ["path", *meta, "embedding"]
-    types = [dict(zip(_COLUMNS, _TYPES))[c] for c in columns]
-    cols = ", ".join(columns)
-    # A re-import replaces the vector and the given metadata; file facts of a loaded row stay.
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "path")
+    values = list(meta.values())
+    rows = ((key, *(v[i] for v in values), HalfVector(vec))
+            for i, (key, vec) in enumerate(zip(keys, vectors)))
     try:
         with conn.transaction():
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ("
-                         + ", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _TYPES))
-                         + ") ON COMMIT DELETE ROWS")
-            values = list(meta.values())
-            with conn.cursor() as cur, \
-                    cur.copy(f"COPY {_STAGING} ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(types)
-                for i, (key, vec) in enumerate(zip(keys, vectors)):
-                    copy.write_row((key, *(v[i] for v in values), HalfVector(vec)))
-            inserted = conn.execute(
-                f"INSERT INTO clipsql.images ({cols}) SELECT {cols} FROM {_STAGING} "
-                f"ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() "
-                "RETURNING (xmax = 0)").fetchall()
+            return staging.upsert(conn, ["path", *meta, "embedding"], rows)
     except psycopg.Error as exc:
         from .errors import DatabaseError
 
         raise DatabaseError(f"cannot store imported embeddings: {exc.diag.message_primary or exc}") from None
-    return sum(1 for (new,) in inserted if new), len(inserted)

@@ -16,17 +16,12 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from . import schema
+from . import schema, staging
 from .decode import mtime_of
 from .decoders import Decoders
 from .errors import DatabaseError, ImageError
 from .walk import discover
 
-_COLUMNS = ("path", "sha256", "bytes", "mtime", "width", "height", "format", "orientation",
-            "taken_at", "camera_make", "camera_model", "latitude", "longitude", "exif", "embedding")
-_TYPES = ("text", "text", "int8", "timestamptz", "int4", "int4", "text", "int2", "timestamp",
-          "text", "text", "float8", "float8", "jsonb", "halfvec")
-_STAGING = "clipsql_staging"
 
 
 @dataclass
@@ -196,27 +191,12 @@ class _Writer(threading.Thread):
 
         with conn.transaction():
             if rows:
-                conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ("
-                    + ", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _TYPES))
-                    + ") ON COMMIT DELETE ROWS")
-                with conn.cursor() as cur:
-                    with cur.copy(f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN "
-                                  "WITH (FORMAT BINARY)") as copy:
-                        copy.set_types(_TYPES)
-                        for d in rows:
-                            m = d.meta
-                            copy.write_row((
-                                d.path, d.sha256, d.bytes, d.mtime, d.width, d.height, d.format,
-                                m["orientation"], m["taken_at"], m["camera_make"],
-                                m["camera_model"], m["latitude"], m["longitude"],
-                                Jsonb(m["exif"]) if m["exif"] else None, HalfVector(d.embedding)))
-                cols = ", ".join(_COLUMNS)
-                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "path")
-                inserted = conn.execute(
-                    f"INSERT INTO clipsql.images ({cols}) SELECT {cols} FROM {_STAGING} "
-                    f"ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() "
-                    "RETURNING (xmax = 0)").fetchall()
+                added, written = staging.upsert(conn, staging.COLUMNS, (
+                    (d.path, d.sha256, d.bytes, d.mtime, d.width, d.height, d.format,
+                     d.meta["orientation"], d.meta["taken_at"], d.meta["camera_make"],
+                     d.meta["camera_model"], d.meta["latitude"], d.meta["longitude"],
+                     Jsonb(d.meta["exif"]) if d.meta["exif"] else None, HalfVector(d.embedding))
+                    for d in rows))
                 conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)",
                              ([d.path for d in rows],))
             if failures:
@@ -233,9 +213,8 @@ class _Writer(threading.Thread):
                          for (p, r, d), s in zip(failures, stats)])
         # Counted only once the transaction committed.
         if rows:
-            added = sum(1 for (new,) in inserted if new)
             self._report.added += added
-            self._report.updated += len(inserted) - added
+            self._report.updated += written - added
         self._report.failed += len(failures)
         self._report.failures.extend((p, f"{r}: {d}") for p, r, d in failures)
 

@@ -100,6 +100,16 @@ def _savepoint_failed(exc) -> bool:
                             psycopg.errors.InsufficientPrivilege))
 
 
+def _vector(value) -> np.ndarray:
+    return value.to_numpy().astype(np.float32)
+
+
+def stored(conn, text: str) -> np.ndarray | None:
+    """The vector kept for ``text`` in ``clipsql.text_embeddings`` (the bound model's), or None."""
+    row = conn.execute(_SELECT, (text,)).fetchone()
+    return None if row is None else _vector(row[0])
+
+
 def embed(conn, model, text: str) -> np.ndarray:
     """The embedding of ``text`` by ``model``: from memory, from the table, or computed and stored.
 
@@ -116,10 +126,8 @@ def embed(conn, model, text: str) -> np.ndarray:
         return vec
     if not _is_bound(conn.execute(_BOUND).fetchone(), model):
         return model.encode_text([text])[0]
-    row = conn.execute(_SELECT, (text,)).fetchone()
-    if row is not None:
-        vec = row[0].to_numpy().astype(np.float32)
-    else:
+    vec = stored(conn, text)
+    if vec is None:
         vec = model.encode_text([text])[0]
         try:
             with conn.transaction():
@@ -145,7 +153,7 @@ async def embed_async(conn, model, text: str) -> np.ndarray:
         return (await asyncio.to_thread(model.encode_text, [text]))[0]
     row = await (await conn.execute(_SELECT, (text,))).fetchone()
     if row is not None:
-        vec = row[0].to_numpy().astype(np.float32)
+        vec = _vector(row[0])
     else:
         vec = (await asyncio.to_thread(model.encode_text, [text]))[0]
         try:
@@ -178,7 +186,7 @@ def save(conn, model, texts) -> list[dict]:
 
     out = []
     for text in texts:
-        known = conn.execute(_SELECT, (text,)).fetchone() is not None
+        known = stored(conn, text) is not None
         vec = embed(conn, model, text)
         if not known:  # also when the vector came from memory but the row was deleted since
             try:
