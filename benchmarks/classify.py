@@ -54,7 +54,8 @@ def main() -> None:
     from pgvector import HalfVector
 
     import clipsql
-    from clipsql import labels, schema, zeroshot
+    from clipsql.database import binding
+    from clipsql.query import labels, zeroshot
 
     server = None
     admin = args.db
@@ -67,7 +68,7 @@ def main() -> None:
     try:
         with clipsql.connect(fresh_database(admin)) as db:
             conn = db.conn
-            schema.bind_model(conn, {"arch": "synthetic", "pretrained": "none", "dim": args.dim})
+            binding.bind_model(conn, {"arch": "synthetic", "pretrained": "none", "dim": args.dim})
             timed("insert generated embeddings (COPY)", lambda: insert_rows(conn, 0, args.rows, args.dim, rng),
                   args.rows)
             conn.execute("VACUUM ANALYZE clipsql.images")

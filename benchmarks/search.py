@@ -97,11 +97,11 @@ def fill(db, gen, n, rng, chunk=100_000):
 
 def build_index(conn):
     """Build clipsql's HNSW index the way a load does; (maintenance_work_mem MB, seconds)."""
-    from clipsql import schema
+    from clipsql.database import hnsw
 
-    mb = schema.build_memory_mb(conn)
+    mb = hnsw.build_memory_mb(conn)
     t = time.perf_counter()
-    schema.ensure_index(conn)
+    hnsw.ensure_index(conn)
     return mb, time.perf_counter() - t
 
 
@@ -119,14 +119,16 @@ def naive(conn, q, where, params):
 
 def sweep(conn, search, qs, truths):
     """Recall / p50 of other settings, forced through rank(strategy=...) on the same rows."""
-    saved = (search.EF_SEARCH, search.EF_SEARCH_FILTERED, search.ITERATIVE_SCAN)
+    from clipsql.query import settings
+
+    saved = (settings.EF_SEARCH, settings.EF_SEARCH_FILTERED, settings.ITERATIVE_SCAN)
     configs = [("index", ef, "strict_order") for ef in (40, 100, 200, 300, 400)]
     configs += [("index", ef, "relaxed_order") for ef in (40, 100, 200)]
     print("sweep (forced strategy)      | " + " | ".join(f"{k:>13}" for k in truths))
     for strategy, ef, mode in [*configs, ("exact", None, None)]:
         if ef:
-            search.EF_SEARCH = search.EF_SEARCH_FILTERED = ef
-            search.ITERATIVE_SCAN = mode
+            settings.EF_SEARCH = settings.EF_SEARCH_FILTERED = ef
+            settings.ITERATIVE_SCAN = mode
         cells = []
         for label, cut in SELECTIVITY_DAYS.items():
             where = "taken_at >= %s" if cut else None
@@ -143,7 +145,7 @@ def sweep(conn, search, qs, truths):
             cells.append(f"{rec / len(qs):.3f} {statistics.median(lat):5.1f}ms")
         name = f"{strategy} ef {ef} {mode}" if ef else strategy
         print(f"{name:<28} | " + " | ".join(cells))
-    search.EF_SEARCH, search.EF_SEARCH_FILTERED, search.ITERATIVE_SCAN = saved
+    settings.EF_SEARCH, settings.EF_SEARCH_FILTERED, settings.ITERATIVE_SCAN = saved
 
 
 def main() -> None:
@@ -164,7 +166,8 @@ def main() -> None:
     import torch
 
     import clipsql
-    from clipsql import schema, search
+    from clipsql.database import hnsw
+    from clipsql.query import search
 
     tmp = args.keep or scratch_dir("clipsql-search-")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -181,15 +184,15 @@ def main() -> None:
     gen = (Realistic if args.generator == "realistic" else Isotropic)(512)
     build_mb = load_s = build_s = float("nan")
     if args.ef_construction:
-        schema.HNSW_EF_CONSTRUCTION = args.ef_construction
+        hnsw.HNSW_EF_CONSTRUCTION = args.ef_construction
     if saved.exists():  # --keep: the rows and the index of an earlier run
         db.conn.execute("DELETE FROM clipsql.text_embeddings")  # time the text model again
         data = np.load(saved)
         vecs, days = data["vecs"], data["days"]
         opts = db.conn.execute("SELECT reloptions FROM pg_class WHERE oid = "
-                               f"'clipsql.{schema.INDEX_NAME}'::regclass").fetchone()[0]
-        if f"ef_construction={schema.HNSW_EF_CONSTRUCTION}" not in opts:
-            db.conn.execute(f"DROP INDEX clipsql.{schema.INDEX_NAME}")
+                               f"'clipsql.{hnsw.INDEX_NAME}'::regclass").fetchone()[0]
+        if f"ef_construction={hnsw.HNSW_EF_CONSTRUCTION}" not in opts:
+            db.conn.execute(f"DROP INDEX clipsql.{hnsw.INDEX_NAME}")
             build_mb, build_s = build_index(db.conn)
     else:
         db.conn.execute("TRUNCATE clipsql.images RESTART IDENTITY CASCADE")
@@ -204,8 +207,8 @@ def main() -> None:
     heap = db.conn.execute("SELECT pg_table_size('clipsql.images')").fetchone()[0]
     hnsw = db.conn.execute("SELECT pg_relation_size('clipsql.images_embedding_hnsw')").fetchone()[0]
     print(f"{args.rows:,} rows x 512-d halfvec ({args.generator} generator): import "
-          f"{load_s:.0f} s, HNSW build {build_s:.0f} s (m={schema.HNSW_M}, ef_construction="
-          f"{schema.HNSW_EF_CONSTRUCTION}, maintenance_work_mem {build_mb} MB), heap {heap / 2**20:.0f} MiB, HNSW {hnsw / 2**20:.0f} MiB "
+          f"{load_s:.0f} s, HNSW build {build_s:.0f} s (m={hnsw.HNSW_M}, ef_construction="
+          f"{hnsw.HNSW_EF_CONSTRUCTION}, maintenance_work_mem {build_mb} MB), heap {heap / 2**20:.0f} MiB, HNSW {hnsw / 2**20:.0f} MiB "
           f"({(heap + hnsw) / 2**20 / args.rows * 1e6:.0f} MiB per million rows)")
     ids = np.arange(1, args.rows + 1)
     rng = np.random.default_rng(1)  # queries: the same whether rows are new or kept

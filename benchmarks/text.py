@@ -8,7 +8,7 @@ padded tokens), the trimmed tower through open_clip's own transformer (real toke
 and clipsql's default (trimmed, blocks on prepacked oneDNN weights, one thread for a short
 query). Then the largest difference of clipsql's normalised embeddings from open_clip's over
 ``--check`` generated queries of 3 to 12 words. Last, the exported numpy text tower that a
-new process uses before (instead of) loading the model (``clipsql/texttower.py``).
+new process uses before (instead of) loading the model (``clipsql/models/text_numpy.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ QUERIES = [
     "children building a sandcastle on a sunny beach", "the Eiffel tower at night in the rain",
     "a cat sleeping on a laptop keyboard next to coffee",
 ]
-WORDS = ("dog cat red blue old young photo of a the with in on at near under two three snow "
-         "beach city night street car bicycle mountain lake forest child woman man café naïve "
-         "sunset rain portrait screenshot invoice 1999 #tag U.S.A. don't ❤️ emoji's").split()
+WORDS = ["dog", "cat", "red", "blue", "old", "young", "photo", "of", "a", "the", "with", "in", "on", "at", "near", "under", "two", "three", "snow", "beach", "city", "night", "street", "car", "bicycle", "mountain", "lake", "forest", "child", "woman", "man", "café", "naïve", "sunset", "rain", "portrait", "screenshot", "invoice", "1999", "#tag", "U.S.A.", "don't", "❤️", "emoji's"]
 
 
 def random_queries(n, seed=0):
@@ -54,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from clipsql.model import ClipModel
-    from clipsql.textfast import encode_trimmed
+    from clipsql.models.openclip import ClipModel
+    from clipsql.models.text_torch import encode_trimmed
 
     torch.manual_seed(0)
     model = ClipModel(args.model)
@@ -88,7 +86,7 @@ def main() -> None:
           f"path {path}")
     print(f"max |diff| of normalised embeddings over {args.check} queries of 3-12 words: {diff:.1e}")
 
-    from clipsql import texttower
+    from clipsql.models import text_numpy as texttower
 
     folder = scratch_dir("clipsql-text-") / "tower"
     if not texttower.export(m, tok, lambda texts: model.encode_text(texts), folder):

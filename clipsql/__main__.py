@@ -1,5 +1,5 @@
 """``python -m clipsql`` runs the command line."""
 
-from .cli import main
+from clipsql.cli import main
 
 main()

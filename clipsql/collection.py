@@ -1,4 +1,4 @@
-"""The Python API: one object per database, with load, search and status.
+"""The Python API: one object per database, with load, search, labels and status.
 
 >>> import clipsql
 >>> db = clipsql.connect()                                   # doctest: +SKIP
@@ -11,158 +11,179 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import config, db, loader, migrate, schema, search
-from .errors import EmptyCollectionError, ModelError, QueryError
+from clipsql.collection_labels import LabelsMixin
+from clipsql.database import binding, hnsw, images, migrations
+from clipsql.database import connection as dbconn
+from clipsql.errors import ImageError, QueryError
+from clipsql.ingest import importer, loader
+from clipsql.query import search, text_cache
+
+if TYPE_CHECKING:
+    from clipsql.models.openclip import ClipModel
+
+#: An image given as a query: a row id, or a path (in the table, or any image file).
+ImageRef = int | str | os.PathLike
 
 
-class Collection:
+class Collection(LabelsMixin):
     """An image collection in one PostgreSQL database (the embedded one by default)."""
 
-    def __init__(self, dsn: str | None = None, model: str | None = None, device: str | None = None,
-                 precision: str | None = None):
-        self._dsn = db.resolve_dsn(dsn)
+    def __init__(self, dsn: str | None = None, model: str | None = None,
+                 device: str | None = None, precision: str | None = None):
+        from clipsql import config
+
+        self._dsn = dbconn.resolve_dsn(dsn)
         self._model_request = config.model_spec(model)
         self._device = device
         self._precision = precision
-        self._model = None
-        self.conn = self._connect()
-        db.ensure_vector(self.conn)
-        migrate.apply(self.conn)
+        self._model: ClipModel | None = None
+        self.conn = dbconn.connect(self._dsn)
+        dbconn.ensure_vector(self.conn)
+        migrations.apply(self.conn)
 
     # --- plumbing --------------------------------------------------------------------------
-    def _connect(self):
-        return db.connect(self._dsn)
-
     @property
     def url(self) -> str:
         """The database URL with any password hidden."""
-        return db.redact(self._dsn)
+        return dbconn.redact(self._dsn)
 
     @property
-    def model(self):
-        """The collection's :class:`~clipsql.model.ClipModel` (weights load on first encode)."""
+    def model(self) -> ClipModel:
+        """The collection's model (its weights load on first encode)."""
         if self._model is None:
-            from .model import ClipModel
+            from clipsql.models.openclip import ClipModel
 
-            spec = self._model_request or schema.bound_spec(self.conn)
-            bound = schema.bound_model(self.conn)
-            if self._model_request is None and bound and bound["pretrained"].startswith("file:"):
-                path = spec.partition("/")[2]
-                if not os.path.isfile(path):
-                    raise ModelError(
-                        f"this collection was embedded with the checkpoint {path}, which is gone; "
-                        f"pass --model {bound['arch']}/PATH to a copy (or set {config.ENV_MODEL})")
+            bound = binding.bound_from_row(self.conn.execute(binding.BOUND_SQL).fetchone())
+            spec = self._model_request or (binding.usable_spec(bound) if bound else None)
             model = ClipModel(spec, device=self._device, precision=self._precision)
-            schema.check_model(self.conn, model.identity())
+            binding.check_model(self.conn, model.identity())
             self._model = model
         return self._model
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Collection:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     # --- loading ---------------------------------------------------------------------------
-    def load(self, *paths, prune: bool = False, batch_size: int = 32, workers: int | None = None,
-             processes: bool = False, progress=None) -> loader.LoadReport:
+    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = 32,
+             workers: int | None = None, processes: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> loader.LoadReport:
         """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
 
         ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
         """
-        from . import texttower
-
-        report = loader.load(self._connect, self.model, paths, prune=prune,
-                             batch_size=batch_size, workers=workers, processes=processes,
-                             progress=progress)
+        report = loader.load(lambda: dbconn.connect(self._dsn), self.model, paths,
+                             prune=prune, batch_size=batch_size, workers=workers,
+                             processes=processes, progress=progress)
         if self.model.loaded:  # so the first text search of a new process needs no model
-            texttower.export_once(self.model)
+            self.model.export_text_tower()
         return report
+
+    def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,
+                       batch_size: int = importer.BATCH,
+                       build_index: bool = True) -> importer.ImportReport:
+        """Import precomputed embeddings of the collection's model under ``keys`` (paths, ids,
+        URLs), with optional ``metadata`` (column -> values).
+
+        >>> db.add_embeddings(["photo-1", "photo-2"], np.eye(2, 512))  # doctest: +SKIP
+        """
+        return importer.add_embeddings(self.conn, self.model, keys, vectors, metadata,
+                                       batch_size=batch_size, build_index=build_index)
+
+    def import_files(self, features: str, ids_path: str, *, id_column: str | None = None,
+                     metadata_path: str | None = None, ignore_extra: bool = False,
+                     prefix: str = "") -> importer.ImportReport:
+        """:meth:`add_embeddings` from files: a ``.npy`` of vectors, a CSV of keys and an
+        optional CSV of metadata (see :func:`clipsql.ingest.importer.read_files`)."""
+        keys, vectors, meta = importer.read_files(
+            features, ids_path, id_column=id_column, metadata_path=metadata_path,
+            ignore_extra=ignore_extra, prefix=prefix)
+        return self.add_embeddings(keys, vectors, meta)
 
     # --- embeddings ------------------------------------------------------------------------
     def embed_text(self, text: str) -> np.ndarray:
         """The normalised embedding of ``text`` with the collection's model.
 
-        Cached in memory and in ``clipsql.text_embeddings`` (see :mod:`clipsql.textcache`),
-        so ``clipsql.text_embedding(text)`` finds it from SQL afterwards.
+        Cached in memory and in ``clipsql.text_embeddings`` (see
+        :mod:`clipsql.query.text_cache`), so ``clipsql.text_embedding(text)`` finds it from
+        SQL afterwards.
         """
-        from . import textcache
-
-        textcache.check_text(text)  # before loading the model
+        text_cache.check_text(text)  # before loading the model
         if self._model is None and self._model_request is None:
             # The collection's own model and a text embedded before (the table only holds
             # the bound model's vectors): no model, not even open_clip, is loaded.
-            vec = textcache.stored(self.conn, text)
+            vec = text_cache.stored(self.conn, text)
             if vec is not None:
                 return vec
-        return textcache.embed(self.conn, self.model, text)
+        return text_cache.embed(self.conn, self.model, text)
 
-    def embed_image(self, image) -> np.ndarray:
+    def store_texts(self, texts: Sequence[str]) -> list[dict]:
+        """Embed and store texts so that plain SQL can search with
+        ``clipsql.text_embedding(text)``; one ``{"query", "dim", "new"}`` per text."""
+        return text_cache.save(self.conn, self.model, texts)
+
+    def embed_image(self, image: ImageRef) -> np.ndarray:
         """The embedding of an image: a row id, a path already in the table, or any image file."""
-        stored = self._stored_embedding(image)
+        stored = self._stored(image, "embedding")
         if stored is not None:
-            return stored
+            return stored.to_numpy().astype(np.float32)
         if isinstance(image, int):
             raise QueryError(f"no image with id {image}")
-        from .decode import read
-        from .errors import ImageError
+        from clipsql.ingest.decode import read
 
-        path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+        path = _abspath(image)
         try:
             decoded = read(path, self.model.preprocess)
         except ImageError as exc:
             raise QueryError(f"cannot use {path} as a query image: {exc}") from None
         return self.model.encode_images(decoded.pixels.unsqueeze(0))[0]
 
-    def _stored_embedding(self, image):
+    def _stored(self, image: ImageRef, column: str):
+        """One column of the row an image reference names, or None."""
         if isinstance(image, (int, np.integer)):
-            row = self.conn.execute("SELECT embedding FROM clipsql.images WHERE id = %s",
-                                    (int(image),)).fetchone()
+            key, value = "id", int(image)
         else:
-            path = os.path.abspath(os.path.expanduser(os.fspath(image)))
-            row = self.conn.execute("SELECT embedding FROM clipsql.images WHERE path = %s",
-                                    (path,)).fetchone()
-        return None if row is None else row[0].to_numpy().astype(np.float32)
-
-    def _image_id(self, image):
-        if isinstance(image, (int, np.integer)):
-            return int(image)
-        path = os.path.abspath(os.path.expanduser(os.fspath(image)))
-        row = self.conn.execute("SELECT id FROM clipsql.images WHERE path = %s", (path,)).fetchone()
-        return row[0] if row else None
+            key, value = "path", _abspath(image)
+        row = self.conn.execute(f"SELECT {column} FROM {images.TABLE} WHERE {key} = %s",
+                                (value,)).fetchone()
+        return None if row is None else row[0]
 
     # --- search ----------------------------------------------------------------------------
-    def search(self, text: str | None = None, *, image=None, where: str | None = None,
-               params=(), limit: int = 10, min_score: float | None = None,
-               strategy: str = "auto") -> search.Results:
-        """Rank images by a text query, an image query (path or id), or both (summed and normalised).
+    def search(self, text: str | None = None, *, image: ImageRef | None = None,
+               where: str | None = None, params: Sequence = (), limit: int = 10,
+               min_score: float | None = None, strategy: str = "auto") -> search.Results:
+        """Rank images by a text query, an image query (path or id), or both (summed and
+        normalised).
 
         ``where`` is a SQL fragment over ``clipsql.images`` columns with ``%s`` placeholders
-        for ``params``; it runs read-only.
+        for ``params``; it runs read-only (:mod:`clipsql.database.user_sql`).
         """
         if text is None and image is None:
             raise QueryError("give a text query, an image, or both")
-        if schema.bound_model(self.conn) is None:
-            raise EmptyCollectionError("the collection is empty: run `clipsql load FOLDER` first")
+        binding.require_model(self.conn)
         parts = []
         if text is not None:
             parts.append(self.embed_text(text))
         exclude = None
         if image is not None:
             parts.append(self.embed_image(image))
-            exclude = self._image_id(image) if text is None else None
+            exclude = self._stored(image, "id") if text is None else None
         query = np.sum(parts, axis=0)
         query = query / (np.linalg.norm(query) or 1.0)
         return search.rank(self.conn, query, where=where, params=params, limit=limit,
                            min_score=min_score, exclude_id=exclude, strategy=strategy)
 
-    def similar(self, image, **kwargs) -> search.Results:
+    def similar(self, image: ImageRef, **kwargs) -> search.Results:
         """Images most like ``image`` (an id, a path in the table, or any file), itself excluded."""
         return self.search(image=image, **kwargs)
 
@@ -170,92 +191,26 @@ class Collection:
     def status(self) -> dict:
         """Rows, failures, model, database and index, as a JSON-ready dict."""
         c = self.conn
-        images = c.execute("SELECT count(*) FROM clipsql.images").fetchone()[0]
+        rows = c.execute(f"SELECT count(*) FROM {images.TABLE}").fetchone()[0]
         failures = dict(c.execute(
             "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
-        size = c.execute("SELECT pg_total_relation_size('clipsql.images')").fetchone()[0]
+        size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
         return {
             "database": self.url,
             "server_version": c.execute("SHOW server_version").fetchone()[0],
-            "pgvector": ".".join(map(str, db.vector_version(c))),
-            "schema_version": migrate.current_version(c),
-            "model": schema.bound_model(c),
-            "images": images,
+            "pgvector": ".".join(map(str, dbconn.vector_version(c))),
+            "schema_version": migrations.current_version(c),
+            "model": binding.bound_model(c),
+            "images": rows,
             "failures": sum(failures.values()),
             "failures_by_reason": failures,
-            "index": schema.INDEX_NAME if schema.has_index(c) else None,
+            "index": hnsw.INDEX_NAME if hnsw.has_index(c) else None,
             "table_bytes": size,
         }
 
-    # --- zero-shot labels and duplicates (clipsql/labels.py, zeroshot.py, duplicates.py) ---
-    def add_labels(self, labels, label_set: str = "default", templates=None):
-        """Add labels to a named set (created if new), embedded through the prompt templates.
 
-        >>> db.add_labels(["cat", "dog", "car"], templates=["a photo of a {}."])  # doctest: +SKIP
-        """
-        from . import labels as lb
-
-        return lb.add(self.conn, self.model, labels, label_set, templates)
-
-    def remove_labels(self, labels=None, label_set: str = "default") -> int:
-        """Remove labels from a set, or the whole set when ``labels`` is None."""
-        from . import labels as lb
-
-        return lb.remove(self.conn, label_set, labels)
-
-    def label_sets(self) -> list:
-        """Every label set: name, labels, templates, model, version, stored result rows."""
-        from . import labels as lb
-
-        return lb.sets(self.conn)
-
-    def classify(self, labels_or_set="default", *, where=None, params=(), top=1, store=False,
-                 templates=None):
-        """Zero-shot classify images by a set name or a list of labels; a Classification.
-
-        >>> for r in db.classify(["cat", "dog"], where="format = %s", params=["PNG"]):  # doctest: +SKIP
-        ...     print(r.path, r.labels)
-        """
-        from . import labels as lb
-        from . import zeroshot
-
-        return zeroshot.classify(self.conn, lb.resolve(self.conn, self.model, labels_or_set, templates),
-                                 where=where, params=params, top=top, store=store)
-
-    def label_search(self, label: str, label_set: str = "default", **kwargs) -> search.Results:
-        """Images closest to a stored label's embedding (``where``, ``limit``... as in search)."""
-        from . import labels as lb
-
-        return search.rank(self.conn, lb.vector(self.conn, self.model, label, label_set), **kwargs)
-
-    def flag(self, label_set: str, threshold: float = 0.8, *, neutral=None, where=None, params=()):
-        """Images whose probability for any label of ``label_set`` reaches ``threshold``,
-        scored together with a neutral background class (``zeroshot.NEUTRAL_PROMPTS``)."""
-        from . import labels as lb
-        from . import zeroshot
-
-        return zeroshot.flag(self.conn, lb.resolve(self.conn, self.model, label_set), threshold,
-                             neutral=zeroshot.neutral_embedding(self.model, neutral or zeroshot.NEUTRAL_PROMPTS),
-                             where=where, params=params)
-
-    def duplicates(self, threshold: float = 0.97, k: int = 10) -> list:
-        """Groups of exact (same sha256) and near-duplicate images (HNSW k-nearest, union-find)."""
-        from . import duplicates
-
-        return duplicates.find(self.conn, threshold, k)
-
-    # --- precomputed embeddings (clipsql/importer.py) --------------------------------------
-    def add_embeddings(self, keys, vectors, metadata=None, *, batch_size: int = 20_000,
-                       build_index: bool = True):
-        """Import precomputed embeddings of the collection's model under ``keys`` (paths, ids,
-        URLs), with optional ``metadata`` (column -> values); returns an ImportReport.
-
-        >>> db.add_embeddings(["photo-1", "photo-2"], np.eye(2, 512))  # doctest: +SKIP
-        """
-        from . import importer
-
-        return importer.add_embeddings(self.conn, self.model, keys, vectors, metadata,
-                                       batch_size=batch_size, build_index=build_index)
+def _abspath(path) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def connect(dsn: str | None = None, model: str | None = None, device: str | None = None,

@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 
 DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
+DEFAULT_DEVICE = "auto"
+DEFAULT_PRECISION = "auto"
+#: auto: fp16 on CUDA, fp32 elsewhere. bf16: also fast on CPUs with AVX512-BF16/AMX.
+#: int8: dynamic quantisation of the Linear layers (CPU).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
 ENV_MODEL = "CLIPSQL_MODEL"
@@ -43,9 +48,9 @@ def model_spec(explicit: str | None = None) -> str | None:
 
 def device(explicit: str | None = None) -> str:
     """The torch device the user asked for; ``auto`` picks cuda, mps or cpu."""
-    return explicit or os.environ.get(ENV_DEVICE) or "auto"
+    return explicit or os.environ.get(ENV_DEVICE) or DEFAULT_DEVICE
 
 
 def precision(explicit: str | None = None) -> str:
     """Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU)."""
-    return explicit or os.environ.get(ENV_PRECISION) or "auto"
+    return explicit or os.environ.get(ENV_PRECISION) or DEFAULT_PRECISION

@@ -22,29 +22,20 @@ import os
 import threading
 import weakref
 
-from .errors import EmptyCollectionError, ModelError, QueryError
+from clipsql.database import binding
+from clipsql.errors import QueryError
+from clipsql.query.settings import SESSION_SQL
 
 _settings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _models: dict = {}
 _models_lock = threading.Lock()
-_BOUND = "SELECT arch, pretrained, dim, spec FROM clipsql.model"
-
-#: For the session, the same as clipsql's own search (``clipsql.search``): with pgvector 0.8+,
-#: an HNSW scan whose rows are filtered out (a WHERE, or a join on your own tables) keeps
-#: scanning, in exact distance order, until LIMIT is filled; without it a filtered
-#: ``ORDER BY embedding <=> q LIMIT k`` can return fewer than k rows. A larger candidate
-#: list (``hnsw.ef_search``) than pgvector's default 40 raises recall.
-SEARCH_SETTINGS_SQL = (
-    "SELECT set_config('hnsw.iterative_scan', 'strict_order', false), "
-    "set_config('hnsw.ef_search', '100', false) FROM pg_extension "
-    "WHERE extname = 'vector' AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
 
 
 def register(conn, model=None, device: str | None = None) -> None:
     """Register pgvector's types (vector, halfvec, sparsevec) on a sync psycopg connection,
-    and turn on pgvector's iterative index scans for the session (see ``SEARCH_SETTINGS_SQL``).
+    and turn on pgvector's iterative index scans for the session (:data:`clipsql.query.settings.SESSION_SQL`).
 
-    ``model`` (an ``ARCH/PRETRAINED`` spec or a :class:`~clipsql.model.ClipModel`) is only
+    ``model`` (an ``ARCH/PRETRAINED`` spec or a :class:`~clipsql.models.openclip.ClipModel`) is only
     needed when the collection's local checkpoint has moved; by default the query helpers use
     the model the collection was loaded with (``clipsql.model.spec``).
     """
@@ -52,7 +43,7 @@ def register(conn, model=None, device: str | None = None) -> None:
 
     register_vector(conn)
     with conn.transaction():  # committed now unless the caller has a transaction open
-        conn.execute(SEARCH_SETTINGS_SQL)
+        conn.execute(SESSION_SQL)
     _settings[conn] = (model, device)
 
 
@@ -62,27 +53,19 @@ async def register_async(conn, model=None, device: str | None = None) -> None:
 
     await register_vector_async(conn)
     async with conn.transaction():
-        await conn.execute(SEARCH_SETTINGS_SQL)
+        await conn.execute(SESSION_SQL)
     _settings[conn] = (model, device)
 
 
 def model_for(bound_row, model=None, device: str | None = None):
-    """The :class:`~clipsql.model.ClipModel` to embed queries with (loaded once per process)."""
-    from . import config
-    from .model import ClipModel
+    """The :class:`~clipsql.models.openclip.ClipModel` to embed queries with (loaded once per
+    process). ``bound_row`` is the row of ``binding.BOUND_SQL``."""
+    from clipsql import config
+    from clipsql.models.openclip import ClipModel
 
     if isinstance(model, ClipModel):
         return model
-    spec = config.model_spec(model)
-    if spec is None:
-        if bound_row is None:
-            raise EmptyCollectionError("the collection is empty: run `clipsql load FOLDER` first")
-        arch, pretrained, spec = bound_row[0], bound_row[1], bound_row[3]
-        path = spec.partition("/")[2]
-        if pretrained.startswith("file:") and not os.path.isfile(path):
-            raise ModelError(
-                f"this collection was embedded with the checkpoint {path}, which is gone; "
-                f"pass model='{arch}/PATH' to a copy (or set {config.ENV_MODEL})")
+    spec = config.model_spec(model) or binding.usable_spec(binding.bound_from_row(bound_row))
     key = (spec, config.device(device))
     with _models_lock:
         if key not in _models:
@@ -94,11 +77,11 @@ def text_query(conn, text: str, model=None):
     """The embedding of ``text`` by the collection's model, as a ``pgvector.HalfVector``."""
     from pgvector import HalfVector
 
-    from . import textcache
+    from clipsql.query import text_cache as textcache
 
     textcache.check_text(text)
     chosen, device = _settings.get(conn, (None, None))
-    m = model_for(conn.execute(_BOUND).fetchone(), model or chosen, device)
+    m = model_for(conn.execute(binding.BOUND_SQL).fetchone(), model or chosen, device)
     return HalfVector(textcache.embed(conn, m, text))
 
 
@@ -106,11 +89,11 @@ async def text_query_async(conn, text: str, model=None):
     """:func:`text_query` for an async psycopg connection."""
     from pgvector import HalfVector
 
-    from . import textcache
+    from clipsql.query import text_cache as textcache
 
     textcache.check_text(text)
     chosen, device = _settings.get(conn, (None, None))
-    bound = await (await conn.execute(_BOUND)).fetchone()
+    bound = await (await conn.execute(binding.BOUND_SQL)).fetchone()
     m = model_for(bound, model or chosen, device)
     return HalfVector(await textcache.embed_async(conn, m, text))
 

@@ -3,7 +3,6 @@
 import json
 import shutil
 
-
 from tests.integration.test_duplicates import TINY_THRESHOLD, make_copies, scene
 
 

@@ -13,7 +13,7 @@ def db(dsn, tiny_model):
 @pytest.fixture
 def encodes(monkeypatch):
     """Counts real text-encoder calls (the model still runs)."""
-    from clipsql.model import ClipModel
+    from clipsql.models.openclip import ClipModel
 
     calls = []
     original = ClipModel.encode_text

@@ -65,16 +65,16 @@ def brute_force(conn, query, max_price: float, k: int) -> list[str]:
 def generate_collection(db, n: int, seed: int = 0) -> np.ndarray:
     """``n`` clustered unit vectors as images of the collection's own model (no files), with
     the HNSW index built and statistics fresh; returns the vectors."""
-    from clipsql import schema
+    from clipsql.database import binding, hnsw
 
     dim = db.model.dim
-    schema.bind_model(db.conn, db.model.identity(), spec=str(db.model.spec))
+    binding.bind_model(db.conn, db.model.identity(), spec=str(db.model.spec))
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(40, dim))
     vecs = centers[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, dim))
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     insert_vectors(db.conn, vecs, path_sql="'/gen/' || lpad(i::text, 6, '0') || '.jpg'", sha256="''")
-    schema.ensure_index(db.conn)
+    hnsw.ensure_index(db.conn)
     return vecs
 
 

@@ -28,7 +28,7 @@ def run(code, **env):
 
 def test_cached_text_and_image_id_queries_load_no_model(db, dsn):
     db.add_embeddings([f"k{i}" for i in range(30)], np.random.default_rng(0).normal(size=(30, 32)))
-    from clipsql import textcache
+    from clipsql.query import text_cache as textcache
 
     db.embed_text("two dogs in snow")  # embeds and stores it
     textcache.clear()  # the expected ranking uses the stored (half precision) vector too
@@ -39,7 +39,7 @@ def test_cached_text_and_image_id_queries_load_no_model(db, dsn):
 
 
 def test_model_identity_needs_no_open_clip_import():
-    out = run("import json, sys\nfrom clipsql.model import ClipModel\n"
+    out = run("import json, sys\nfrom clipsql.models.openclip import ClipModel\n"
               "m = ClipModel('ViT-B-32/laion2b_s34b_b79k')\n"
               "print(json.dumps({'id': m.identity(), 'heavy': 'open_clip' in sys.modules}))")
     assert out == {"id": {"arch": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "dim": 512},

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 import clipsql
-from clipsql import db as dbmod
-from clipsql import migrate
+from clipsql.database import connection as dbmod
+from clipsql.database import migrations as migrate
 from clipsql.errors import DatabaseError, ExtensionMissingError
 
 EXPECTED_IMAGE_COLUMNS = {

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipsql import duplicates, schema
+from clipsql.database import binding, hnsw
 from clipsql.errors import EmptyCollectionError, QueryError
+from clipsql.query import duplicates
 from tests.conftest import insert_vectors
 
 # Measured with the tests' random-weights tiny model on the scenes below (seeds 0-7):
@@ -118,9 +119,9 @@ def test_planted_pairs_among_generated_vectors_via_the_index(dsn):
         vecs[2 * i + 1] = vecs[2 * i] + 0.05 * rng.normal(size=dim)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     with clipsql.connect(dsn) as db:
-        schema.bind_model(db.conn, {"arch": "synthetic", "pretrained": "none", "dim": dim})
+        binding.bind_model(db.conn, {"arch": "synthetic", "pretrained": "none", "dim": dim})
         insert_vectors(db.conn, vecs)
-        schema.ensure_index(db.conn)
+        hnsw.ensure_index(db.conn)
         db.conn.execute("ANALYZE clipsql.images")
         plan = "\n".join(r[0] for r in db.conn.execute(
             "EXPLAIN " + duplicates.NEIGHBOURS_SQL, (10, 0.95)).fetchall())

@@ -142,7 +142,7 @@ def test_unreadable_folder_is_skipped_with_a_reason_and_marked_blind(tmp_path):
     make_image(root / "open" / "a.png")
     make_image(root / "locked" / "b.png")
     os.chmod(root / "locked", 0)
-    code = ("import json, sys; from clipsql.walk import discover; f = discover([sys.argv[1]]); "
+    code = ("import json, sys; from clipsql.ingest.walk import discover; f = discover([sys.argv[1]]); "
             "print(json.dumps({'files': sorted(f.files), 'skipped': f.skipped, 'blind': f.blind_spots}))")
     cmd = [sys.executable, "-c", code, str(root)]
     if os.geteuid() == 0:
@@ -160,8 +160,8 @@ def test_unreadable_folder_is_skipped_with_a_reason_and_marked_blind(tmp_path):
 
 
 def test_prune_spares_rows_under_folders_that_could_not_be_listed(db, tmp_path):
-    from clipsql import loader
-    from clipsql.walk import discover
+    from clipsql.ingest import loader
+    from clipsql.ingest.walk import discover
 
     make_image(tmp_path / "open" / "a.png")
     make_image(tmp_path / "locked" / "b.png", color=(0, 0, 200))
@@ -183,7 +183,7 @@ def test_memory_stays_bounded_whatever_the_folder_size(db, tmp_path, monkeypatch
 
     from PIL import Image
 
-    from clipsql import decoders
+    from clipsql.ingest import decoder_pool as decoders
 
     folder = many_images(tmp_path / "photos", 150)
     Image.new("1", (20000, 20000)).save(folder / "bomb.png", optimize=True)

@@ -4,9 +4,9 @@ numpy reference, incremental stored results, SQL functions, flags, label search.
 import numpy as np
 import pytest
 
-from clipsql import zeroshot
 from clipsql.errors import EmptyCollectionError, LabelError, QueryError
-from clipsql.model import ModelSpec
+from clipsql.models.openclip import ModelSpec
+from clipsql.query import zeroshot
 from tests.integration.test_duplicates import scene
 
 LABELS = ["cat", "dog", "car", "a screenshot"]
@@ -129,7 +129,7 @@ def test_stored_labels_update_incrementally(db, labelled, tmp_path):
     # Stored rows agree with a fresh computation and are joinable from SQL.
     fresh = {r.id: r.labels[0] for r in db.classify(top=1)}
     stored = db.conn.execute("SELECT id, label, probability, rank, version FROM clipsql.image_labels").fetchall()
-    for image, label, p, rank, version in stored:
+    for image, label, p, rank, _version in stored:
         assert (label, rank) == (fresh[image][0], 1) and p == pytest.approx(fresh[image][1], abs=1e-6)
     top_label = stored[0][1]
     joined = db.conn.execute("SELECT path FROM clipsql.images JOIN clipsql.image_labels USING (id) "

@@ -3,7 +3,6 @@
 import os
 import shutil
 
-
 from tests.conftest import make_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}

@@ -5,8 +5,8 @@ import pytest
 
 import clipsql
 from clipsql.errors import ConfigError
-from clipsql.device import resolve_precision
-from clipsql.model import ClipModel
+from clipsql.models.device import resolve_precision
+from clipsql.models.openclip import ClipModel
 
 
 def test_precision_choices():

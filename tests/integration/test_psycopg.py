@@ -9,8 +9,14 @@ from pgvector import HalfVector
 
 import clipsql.psycopg
 from clipsql.errors import ModelError, ModelMismatchError, QueryError
-from tests.integration.gallery_app import (SHOP_SQL, analyze, brute_force, build_shop,
-                                           generate_collection, plan_text)
+from tests.integration.gallery_app import (
+    SHOP_SQL,
+    analyze,
+    brute_force,
+    build_shop,
+    generate_collection,
+    plan_text,
+)
 
 
 @pytest.fixture

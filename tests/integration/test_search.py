@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from tests.conftest import insert_vectors
-
 from clipsql.errors import EmptyCollectionError, ModelMismatchError, QueryError
+from tests.conftest import insert_vectors
 
 
 def brute_force(db, query, where="true"):
@@ -104,18 +103,19 @@ def test_other_model_on_the_same_collection_is_refused(dsn, tiny_model, other_ti
 def test_filter_keeping_one_percent_of_100k_rows_returns_full_top_k(dsn):
     """Generated vectors, so no model: the filtered query must still return k exact hits."""
     import clipsql
-    from clipsql import schema, search
+    from clipsql.database import binding, hnsw
+    from clipsql.query import search
 
     rng = np.random.default_rng(0)
     n, dim = 100_000, 32
     with clipsql.connect(dsn) as db:
-        schema.bind_model(db.conn, {"arch": "synthetic", "pretrained": "none", "dim": dim})
+        binding.bind_model(db.conn, {"arch": "synthetic", "pretrained": "none", "dim": dim})
         centers = rng.normal(size=(50, dim))
         vecs = centers[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim))
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         insert_vectors(db.conn, vecs,
                        camera_make="CASE WHEN i %% 100 = 0 THEN 'Rare' ELSE 'Common' END")
-        schema.ensure_index(db.conn)
+        hnsw.ensure_index(db.conn)
         db.conn.execute("ANALYZE clipsql.images")
         query = vecs[7] + 0.1 * rng.normal(size=dim)
         query /= np.linalg.norm(query)

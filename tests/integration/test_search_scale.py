@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from clipsql import search
+from clipsql.query import search, settings
 
 N, DIM, START = 30_000, 32, datetime(2020, 1, 1)
 CUTS = {"100%": None, "50%": 500, "10%": 900, "1%": 990, "0.1%": 999}
@@ -106,5 +106,5 @@ def test_underestimated_selectivity_is_completed_by_the_exact_scan(big, monkeypa
 
 def test_exact_threshold_grows_with_the_table():
     assert search.exact_threshold(0) == search.EXACT_ROWS_MIN
-    assert search.exact_threshold(1e6) == pytest.approx((4.0 * search.EF_SEARCH_FILTERED * 1e6) ** 0.5)
+    assert search.exact_threshold(1e6) == pytest.approx((4.0 * settings.EF_SEARCH_FILTERED * 1e6) ** 0.5)
     assert search.exact_threshold(1e6, limit=1000) > search.exact_threshold(1e6)

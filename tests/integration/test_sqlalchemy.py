@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, foreign, mapped_column, relationship,
-                            selectinload)
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    foreign,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import clipsql.sqlalchemy as cs
 from clipsql.sqlalchemy import Image, clip_image, clip_text

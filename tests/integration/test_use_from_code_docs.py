@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import clipsql.sqlalchemy as cs
 from clipsql.cli import main
-from tests.integration.gallery_app import build_shop, brute_force
+from tests.integration.gallery_app import brute_force, build_shop
 
 DOC = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- use-from-code:start -->", "<!-- use-from-code:end -->"

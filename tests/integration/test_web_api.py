@@ -51,7 +51,7 @@ def lib(module_dsn, tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(lib, module_dsn, tiny_model, tmp_path_factory):
-    from clipsql.web import create_app, serve_in_thread
+    from clipsql.web.app import create_app, serve_in_thread
 
     thumbs = tmp_path_factory.mktemp("thumbs")
     app = create_app(module_dsn, model=tiny_model, thumbnails_dir=thumbs)
@@ -67,10 +67,6 @@ def client(server):
 
 def ids(hits):
     return [h["id"] if isinstance(h, dict) else h.id for h in hits]
-
-
-def labels_table_exists(lib):
-    return lib.conn.execute("SELECT to_regclass('clipsql.image_labels')").fetchone()[0] is not None
 
 
 def count_rows(lib):
@@ -170,10 +166,7 @@ def test_readable_errors(client, lib):
     r = client.get("/api/search", params={"q": "x", "where": "width >"})
     assert r.status_code == 400 and "bad WHERE fragment" in r.json()["detail"]
     r = client.get("/api/search", params={"q": "x", "label": "dog"})
-    if labels_table_exists(lib):  # no image carries the label: no results
-        assert r.status_code == 200 and r.json()["results"] == []
-    else:
-        assert r.status_code == 400 and "no labels" in r.json()["detail"]
+    assert r.status_code == 200 and r.json()["results"] == []  # no image carries the label
     too_deep = {"q": "x", "offset": 990, "limit": 20}
     assert client.get("/api/search", params=too_deep).status_code == 400
     assert client.get("/api/search", params={"q": "x", "limit": 101}).status_code == 422
@@ -255,7 +248,7 @@ def test_only_loopback_host_names_are_answered(server):
 
 
 def test_request_bodies_are_bounded(client, lib):
-    from clipsql.web import MAX_UPLOAD_BYTES
+    from clipsql.web.app import MAX_UPLOAD_BYTES
 
     big = b"\0" * (MAX_UPLOAD_BYTES + 1)
     r = client.post("/api/search/image", files={"file": ("big.png", big, "image/png")})
@@ -281,9 +274,8 @@ def test_status_facets_labels_and_openapi(client, lib):
     assert facets["cameras"] == [{"camera_make": "Canon", "images": 2},
                                  {"camera_make": "Nikon", "images": 1}]
     assert facets["taken_at"] == {"min": "2021-06-01", "max": "2023-02-03"}
-    exists = labels_table_exists(lib)
-    assert facets["with_gps"] == 2 and facets["labels"] == ([] if exists else None)
-    assert client.get("/api/labels").json() == {"available": exists, "labels": []}
+    assert facets["with_gps"] == 2 and facets["labels"] == []
+    assert client.get("/api/labels").json() == {"available": False, "labels": []}
     spec = client.get("/openapi.json").json()
     assert {"/api/search", "/api/search/image", "/api/labels", "/api/status",
             "/api/images/{image_id}", "/thumbs/{image_id}"} <= set(spec["paths"])
@@ -324,21 +316,14 @@ def test_text_query_latency(client):
 
 
 def store_labels(lib):
-    """Labels on some images: the labels feature's own ``classify --store`` when present."""
-    if hasattr(lib, "classify") and labels_table_exists(lib):
-        lib.add_labels(["cat", "dog", "car"], label_set="pets")
-        lib.classify("pets", top=1, store=True)
-        return
-    first, second = ids(lib.search("x", limit=2))
-    lib.conn.execute("CREATE TABLE clipsql.image_labels (id bigint, set_name text, label text, "
-                     "probability real)")
-    lib.conn.execute("INSERT INTO clipsql.image_labels VALUES (%s, 'pets', 'cat', 0.9), "
-                     "(%s, 'pets', 'cat', 0.8), (%s, 'pets', 'dog', 0.7)", (first, second, first))
+    """Labels on some images, stored by ``classify --store``."""
+    lib.add_labels(["cat", "dog", "car"], label_set="pets")
+    lib.classify("pets", top=1, store=True)
 
 
 def test_labels_list_and_filter(dsn, tiny_model, photo_folder, tmp_path):
     import clipsql
-    from clipsql.web import create_app, serve_in_thread
+    from clipsql.web.app import create_app, serve_in_thread
 
     with clipsql.connect(dsn, model=tiny_model) as lib:
         lib.load(photo_folder)
@@ -360,7 +345,7 @@ def test_labels_list_and_filter(dsn, tiny_model, photo_folder, tmp_path):
 
 
 def test_empty_collection_serves_a_clear_message(dsn, tiny_model, tmp_path):
-    from clipsql.web import create_app, serve_in_thread
+    from clipsql.web.app import create_app, serve_in_thread
 
     app = create_app(dsn, model=tiny_model, thumbnails_dir=tmp_path / "thumbs")
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
@@ -372,7 +357,7 @@ def test_empty_collection_serves_a_clear_message(dsn, tiny_model, tmp_path):
 
 def test_serve_refuses_a_busy_port_readably():
     from clipsql.errors import ConfigError
-    from clipsql.web import _check_port
+    from clipsql.web.app import _check_port
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -423,7 +408,7 @@ def test_imported_rows_without_files_get_404_not_500(tmp_path, dsn, tiny_model):
     from fastapi.testclient import TestClient
 
     import clipsql
-    from clipsql.web import create_app
+    from clipsql.web.app import create_app
 
     with clipsql.connect(dsn, model=tiny_model) as db:
         db.add_embeddings(["unsplash:abc"], np.ones((1, db.model.dim), dtype=np.float32))

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from clipsql.bpe import Tokenizer
+from clipsql.models.tokenizer import Tokenizer
 
 FIXED = [
     "", "a", "A photo of a DOG", "two dogs playing in the snow", "don't stop-believing's",
@@ -20,7 +20,7 @@ def random_texts(n, seed=0):
     g = random.Random(seed)
     alphabet = ("abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?'\"-_()[]{}<>/\\@#$%^&*+=~`|"
                 "éèàüößçñøåæœ€£¥©®°±µ¶·¿ÆÐÞ αβγδ абвгд 日本語 中文 한국어 🐕❤️🎉")
-    words = "dog cat red snow beach invoice screenshot unsafe mountain city car the of a".split()
+    words = ["dog", "cat", "red", "snow", "beach", "invoice", "screenshot", "unsafe", "mountain", "city", "car", "the", "of", "a"]
     out = []
     for _ in range(n):
         if g.random() < 0.5:

@@ -4,9 +4,12 @@ import os
 
 import pytest
 
-from clipsql import config, db, metadata, migrate
+from clipsql import config
+from clipsql.database import connection as db
+from clipsql.database import migrations as migrate
 from clipsql.errors import ConfigError, ModelError
-from clipsql.model import ClipModel, ModelSpec
+from clipsql.ingest import exif as metadata
+from clipsql.models.openclip import ClipModel, ModelSpec
 
 
 @pytest.mark.parametrize("dsn, shown", [
@@ -75,7 +78,7 @@ def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as info:
         ClipModel("ViT-B-32/laion2b_s34b_b79k").torch_model
     assert "ViT-B-32/laion2b_s34b_b79k" in str(info.value)
-    assert "--model ViT-B-32/PATH" in str(info.value)
+    assert "local checkpoint: the model ViT-B-32/PATH/TO/weights.bin" in str(info.value)
     assert time.perf_counter() - started < 30
 
 
@@ -121,7 +124,7 @@ def test_migrations_are_numbered_without_gaps():
 
 
 def test_walk_skips_hidden_and_non_images_and_reports_bad_names(tmp_path):
-    from clipsql.walk import discover
+    from clipsql.ingest.walk import discover
 
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsql import decode
 from clipsql.errors import ImageError
+from clipsql.ingest import decode
 
 
 def camera_like_jpeg(path, size=(4032, 3024), orientation=None):

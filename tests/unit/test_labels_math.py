@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from clipsql.duplicates import UnionFind, components
 from clipsql.errors import LabelError
-from clipsql.labels import (
+from clipsql.query.duplicates import UnionFind, components
+from clipsql.query.labels import (
     LabelSet,
     average_templates,
     clean_labels,
@@ -16,7 +16,7 @@ from clipsql.labels import (
     probabilities,
     softmax,
 )
-from clipsql.zeroshot import Classification
+from clipsql.query.zeroshot import Classification
 
 
 def test_softmax_rows_sum_to_one_and_match_the_definition():

@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from clipsql import texttower
-from clipsql.model import ClipModel
-
 from test_textfast import QUERIES, generated_queries
+
+from clipsql.models import text_numpy as texttower
+from clipsql.models.openclip import ClipModel
 
 
 def reference(model: ClipModel, texts):
@@ -113,7 +112,7 @@ def test_the_exported_path_imports_neither_torch_nor_open_clip(tiny_model, home)
     import subprocess
 
     exported(tiny_model, QUERIES)
-    code = ("import json, sys\nfrom clipsql.model import ClipModel\n"
+    code = ("import json, sys\nfrom clipsql.models.openclip import ClipModel\n"
             f"m = ClipModel({tiny_model!r})\nv = m.encode_text(['a dog'])\n"
             "print(json.dumps({'path': m.last_text_path, 'dim': v.shape[1],"
             " 'heavy': sorted(k for k in ('torch', 'open_clip') if k in sys.modules)}))")

@@ -1,0 +1,73 @@
+"""``clipsql load`` and ``clipsql status``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import clipsql
+from clipsql.cli.options import collection_options, json_option, precision_option
+from clipsql.cli.output import echo_json, friendly
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
+@click.option("--processes", is_flag=True,
+              help="Decode in worker processes instead of threads (GPU loads on many cores).")
+@precision_option
+@json_option("Print a JSON summary only.")
+@collection_options
+@friendly
+def load(paths, prune, batch_size, workers, processes, precision, as_json, dsn, model, device):
+    """Embed every image under PATHS into the collection (incremental)."""
+    show_bar = not as_json and sys.stderr.isatty()
+    bar = click.progressbar(length=0, label="embedding", file=sys.stderr) if show_bar else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
+        report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
+                         processes=processes, progress=progress)
+    if bar is not None:
+        bar.render_finish()
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for path, reason in report.failures:
+        click.echo(f"failed: {path}: {reason}", err=True)
+    for path, reason in report.skipped:
+        click.echo(f"skipped: {path}: {reason}", err=True)
+    click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+               f"removed {report.removed}, failed {report.failed} in {report.seconds:.1f} s")
+
+
+@click.command()
+@json_option()
+@collection_options
+@friendly
+def status(as_json, dsn, model, device):
+    """Rows, failures, model, database and index of the collection."""
+    with clipsql.connect(dsn, model=model, device=device) as db:
+        info = db.status()
+    if as_json:
+        echo_json(info)
+        return
+    m = info["model"]
+    click.echo(f"database:   {info['database']}  (PostgreSQL {info['server_version']}, "
+               f"pgvector {info['pgvector']}, schema v{info['schema_version']})")
+    click.echo(f"model:      {m['arch']}/{m['pretrained']} ({m['dim']}-d)" if m
+               else "model:      (none yet)")
+    click.echo(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with indexes)")
+    reasons = ", ".join(f"{k} {v}" for k, v in info["failures_by_reason"].items())
+    click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
+    click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
+
+
+COMMANDS = [load, status]

@@ -1,0 +1,61 @@
+"""Options shared by several commands, each declared once, with defaults read from the library."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from clipsql import config
+from clipsql.query import labels
+
+
+def collection_options(f):
+    """``--db``, ``--model`` and ``--device``: every command that opens the collection."""
+    @click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
+                  help="PostgreSQL URL; default: the embedded server.")
+    @click.option("--model", envvar=config.ENV_MODEL,
+                  help="ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT (default "
+                       f"{config.DEFAULT_MODEL}, or the collection's own).")
+    @click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
+                  show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def precision_option(f):
+    return click.option(
+        "--precision", envvar=config.ENV_PRECISION, default=config.DEFAULT_PRECISION,
+        show_default=True, type=click.Choice(config.PRECISIONS),
+        help="auto: fp16 on CUDA, fp32 on CPU. Faster on CPU: bf16 (CPUs with AVX512-BF16/AMX) "
+             "or int8 (dynamic quantisation); see the performance docs.")(f)
+
+
+def filter_options(f):
+    """``--where`` and ``--param``: a read-only SQL filter over ``clipsql.images``."""
+    f = click.option("--where", help="SQL filter over clipsql.images columns (read-only).")(f)
+    return click.option("--param", "params", multiple=True,
+                        help="A value for a %s in --where (repeat).")(f)
+
+
+def json_option(help_text: str = "Print JSON only."):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def limit_option(f):
+    return click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10000))(f)
+
+
+def search_options(f):
+    """What ``search`` and ``similar`` share: filter, limit, score cutoff, JSON."""
+    f = filter_options(f)
+    f = limit_option(f)
+    f = click.option("--min-score", type=float,
+                     help="Only hits with at least this cosine similarity.")(f)
+    return json_option("Print a JSON array of hits only.")(f)
+
+
+label_set_option = click.option("--set", "label_set", default=labels.DEFAULT_SET,
+                                show_default=True, help="The label set.")

@@ -1,0 +1,94 @@
+"""``clipsql search``, ``similar``, ``embed-text`` and ``duplicates``: questions to the collection.
+
+    $ clipsql search "two dogs in snow" --where "taken_at > %s" --param 2021-01-01
+    $ clipsql embed-text "two dogs in snow"      # then from psql: clipsql.text_embedding(...)
+"""
+
+from __future__ import annotations
+
+import click
+
+import clipsql
+from clipsql.cli.options import collection_options, json_option, search_options
+from clipsql.cli.output import echo_json, friendly, print_hits
+from clipsql.query.duplicates import DEFAULT_K, DEFAULT_THRESHOLD
+
+
+def _id_or_path(value):
+    if value is not None and value.isdigit():
+        return int(value)
+    return value
+
+
+@click.command()
+@click.argument("query", required=False)
+@click.option("--image", help="An image (path or id) to search by, alone or added to QUERY.")
+@search_options
+@collection_options
+@friendly
+def search(query, image, where, params, limit, min_score, as_json, dsn, model, device):
+    """Rank images by a text QUERY (and/or --image) with optional SQL filters."""
+    if query is None and image is None:
+        raise click.UsageError("give a QUERY, --image, or both")
+    with clipsql.connect(dsn, model=model, device=device) as db:
+        hits = db.search(query, image=_id_or_path(image), where=where, params=params,
+                         limit=limit, min_score=min_score)
+    print_hits(hits, as_json)
+
+
+@click.command()
+@click.argument("image")
+@search_options
+@collection_options
+@friendly
+def similar(image, where, params, limit, min_score, as_json, dsn, model, device):
+    """Images most like IMAGE (a path or a row id), IMAGE itself excluded."""
+    with clipsql.connect(dsn, model=model, device=device) as db:
+        hits = db.similar(_id_or_path(image), where=where, params=params, limit=limit,
+                          min_score=min_score)
+    print_hits(hits, as_json)
+
+
+@click.command("embed-text")
+@click.argument("texts", nargs=-1, required=True)
+@json_option("Print a JSON array only.")
+@collection_options
+@friendly
+def embed_text(texts, as_json, dsn, model, device):
+    """Embed TEXTS with the collection's model and store them for clipsql.text_embedding()."""
+    with clipsql.connect(dsn, model=model, device=device) as db:
+        saved = db.store_texts(texts)
+    if as_json:
+        echo_json(saved)
+        return
+    for item in saved:
+        state = "stored" if item["new"] else "already stored"
+        click.echo(f"{state}: {item['query']}  ({item['dim']}-d)")
+    click.echo("use it from SQL: ORDER BY embedding <=> clipsql.text_embedding('...')", err=True)
+
+
+@click.command()
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True), help="Cosine similarity for near-duplicates.")
+@click.option("--k", default=DEFAULT_K, show_default=True, type=click.IntRange(1, 1000),
+              help="Nearest neighbours looked at per image.")
+@json_option()
+@collection_options
+@friendly
+def duplicates(threshold, k, as_json, dsn, model, device):
+    """Groups of byte-identical and near-duplicate images."""
+    with clipsql.connect(dsn, model=model, device=device) as db:
+        groups = db.duplicates(threshold, k)
+    if as_json:
+        echo_json([g.to_dict() for g in groups])
+        return
+    if not groups:
+        click.echo("no duplicates", err=True)
+    for n, g in enumerate(groups, start=1):
+        kind = "exact" if g.exact else f"similarity {g.min_similarity:.4f}-{g.max_similarity:.4f}"
+        click.echo(f"group {n} ({len(g.ids)} images, {kind}):")
+        for i, p in zip(g.ids, g.paths):
+            click.echo(f"  {i:>7}  {p}")
+
+
+COMMANDS = [search, similar, embed_text, duplicates]

@@ -1,0 +1,30 @@
+"""``clipsql serve``: the web UI and JSON API on http://127.0.0.1:8000 (see :mod:`clipsql.web`)."""
+
+from __future__ import annotations
+
+import click
+
+from clipsql.cli.options import collection_options
+from clipsql.cli.output import friendly
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but a loopback address exposes your photos "
+                   "to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@collection_options
+@friendly
+def serve(host, port, dsn, model, device):
+    """Search the collection in a web browser (JSON API: /openapi.json, browsable at /docs)."""
+    from clipsql.web import is_loopback
+    from clipsql.web import serve as run_server
+
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
+                   f"{port} can search and view the collection's images", err=True)
+    run_server(host, port, dsn=dsn, model=model, device=device,
+               announce=lambda url: click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True))
+
+
+COMMANDS = [serve]

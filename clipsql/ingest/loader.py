@@ -1,0 +1,249 @@
+"""Load image folders into ``clipsql.images``: incremental, batched, crash-safe.
+
+Pipeline: a pool of threads or processes decodes files a bounded distance ahead,
+the calling thread runs the model on full batches, and a writer thread stores each batch
+with binary COPY plus one upsert, in one transaction per batch. A batch is either wholly in
+the table or not at all, so a killed load simply resumes: unchanged files are skipped by
+(path, size, mtime).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from clipsql.database import binding, hnsw, upsert
+from clipsql.database.images import WRITTEN
+from clipsql.errors import DatabaseError, ImageError
+from clipsql.ingest.decode import mtime_of
+from clipsql.ingest.decoder_pool import Decoders
+from clipsql.ingest.walk import discover
+
+
+@dataclass
+class LoadReport:
+    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    index_built: bool = False
+    failures: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
+         processes=False, progress=None) -> LoadReport:
+    """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
+
+    ``workers`` decoders (default: the number of cores, 2 to 8) run as threads, or as
+    processes with ``processes=True`` (see :mod:`clipsql.ingest.decoder_pool`).
+    """
+    started = time.perf_counter()
+    report = LoadReport()
+    found = discover(paths)
+    report.skipped = list(found.skipped)
+    with connect() as conn:
+        identity = model.identity()
+        binding.check_model(conn, identity)
+        known = _known_state(conn, found.roots)
+        todo = []
+        for path, st in found.files.items():
+            size_mtime = (st.st_size, mtime_of(st))
+            if known.get(path) == size_mtime:
+                report.unchanged += 1
+            else:
+                todo.append(path)
+        if todo:
+            binding.bind_model(conn, identity, model.spec.resolved())
+            _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes,
+                          progress)
+        if prune:
+            report.removed = _prune(conn, found, known)
+        report.index_built = hnsw.ensure_index(conn)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _under(root: str) -> str:
+    return root if root.endswith(os.sep) else root + os.sep
+
+
+def _known_state(conn, roots) -> dict:
+    """path -> (bytes, mtime) for rows and recorded failures under the roots."""
+    state = {}
+    for root in roots:
+        for table in ("images", "failures"):
+            rows = conn.execute(
+                f"SELECT path, bytes, mtime FROM clipsql.{table} "
+                "WHERE path = %s OR starts_with(path, %s)", (root, _under(root)))
+            for path, size, mtime in rows:
+                state[path] = (size, mtime)
+    return state
+
+
+def _prune(conn, found, known) -> int:
+    gone = [p for p in known if p not in found.files
+            and not any(p.startswith(_under(b)) for b in found.blind_spots)]
+    if not gone:
+        return 0
+    with conn.transaction():
+        n = conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (gone,)).rowcount
+        conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (gone,))
+    return n
+
+
+def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes, progress):
+    preprocess = model.preprocess
+    draft_size = 2 * model.image_size if draft else None
+    workers = workers or max(2, min(8, os.cpu_count() or 2))
+    writer = _Writer(connect, report)
+    writer.start()
+    done = 0
+    try:
+        with Decoders(preprocess, draft_size, workers, processes) as pool:
+            pending: deque = deque()
+            items = iter(todo)
+            batch, failed = [], []
+
+            def submit_next() -> None:
+                path = next(items, None)
+                if path is not None:
+                    pending.append((path, pool.submit(path)))
+
+            for _ in range(max(batch_size * 2, workers * 4)):
+                submit_next()
+            while pending:
+                path, future = pending.popleft()
+                submit_next()
+                try:
+                    batch.append(pool.result(future))
+                except ImageError as exc:
+                    failed.append((path, exc.reason, exc.detail))
+                if len(batch) >= batch_size or (not pending and (batch or failed)):
+                    writer.put(_embed(model, batch), failed)
+                    done += len(batch) + len(failed)
+                    batch, failed = [], []
+                    if progress:
+                        progress(done, len(todo))
+                writer.check()
+    finally:
+        writer.close()
+
+
+def _embed(model, batch):
+    if not batch:
+        return []
+    import torch
+
+    vectors = model.encode_images(torch.stack([d.pixels for d in batch]))
+    for d, v in zip(batch, vectors):
+        d.embedding, d.pixels = v, None  # the tensor is no longer needed: free it early
+    return batch
+
+
+class _Writer(threading.Thread):
+    """Writes batches on its own connection so COPY overlaps with the next batch's inference."""
+
+    def __init__(self, connect, report):
+        super().__init__(name="clipsql-writer", daemon=True)
+        self._connect, self._report = connect, report
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+
+    def put(self, rows, failures) -> None:
+        self.check()
+        self._queue.put((rows, failures))
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self.join()
+        self.check()
+
+    def run(self) -> None:
+        try:
+            with self._connect() as conn:
+                while (item := self._queue.get()) is not None:
+                    if self._error is None:
+                        self._write(conn, *item)
+        except BaseException as exc:  # surfaced to the loading thread by check()/close()
+            self._error = _as_db_error(exc)
+            while self._queue.get() is not None:  # drain so the producer never blocks
+                pass
+
+    def _write(self, conn, rows, failures) -> None:
+        with conn.transaction():
+            if rows:
+                added, written = upsert.upsert(conn, WRITTEN, (_row(d) for d in rows))
+                conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)",
+                             ([d.path for d in rows],))
+            if failures:
+                paths = [f[0] for f in failures]
+                stats = [_stat_or_none(p) for p in paths]
+                conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (paths,))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO clipsql.failures (path, reason, detail, bytes, mtime) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
+                        "reason = EXCLUDED.reason, detail = EXCLUDED.detail, bytes = EXCLUDED.bytes,"
+                        " mtime = EXCLUDED.mtime, failed_at = now()",
+                        [(p, r, d[:1000], s[0] if s else None, s[1] if s else None)
+                         for (p, r, d), s in zip(failures, stats)])
+        # Counted only once the transaction committed.
+        if rows:
+            self._report.added += added
+            self._report.updated += written - added
+        self._report.failed += len(failures)
+        self._report.failures.extend((p, f"{r}: {d}") for p, r, d in failures)
+
+
+def _row(decoded) -> tuple:
+    """The values of one decoded file, in the order of ``images.WRITTEN``."""
+    from pgvector import HalfVector
+    from psycopg.types.json import Jsonb
+
+    values = []
+    for name in WRITTEN:
+        if name == "embedding":
+            values.append(HalfVector(decoded.embedding))
+        elif name == "exif":
+            values.append(Jsonb(decoded.meta["exif"]) if decoded.meta["exif"] else None)
+        elif name in decoded.meta:
+            values.append(decoded.meta[name])
+        else:
+            values.append(getattr(decoded, name))
+    return tuple(values)
+
+
+def _stat_or_none(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, mtime_of(st)
+
+
+def _as_db_error(exc: BaseException) -> BaseException:
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseError(
+            f"lost the database during the load ({str(exc).strip().splitlines()[0]}); batches "
+            "written so far are kept, nothing half-written; run the same load again to resume")
+    if isinstance(exc, psycopg.Error):
+        return DatabaseError(f"database error while writing a batch: {exc}")
+    return exc

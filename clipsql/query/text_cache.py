@@ -1,0 +1,192 @@
+"""Query-embedding cache: an in-process LRU in front of the ``clipsql.text_embeddings`` table.
+
+A text query is embedded by the model once per process and once per database: the vector is
+kept in memory (keyed by database, model and text) and stored in ``clipsql.text_embeddings``,
+where the SQL function ``clipsql.text_embedding(query)`` finds it, so a search saved from
+Python (or with ``clipsql embed-text``) also works from psql::
+
+    SELECT path FROM clipsql.images
+     ORDER BY embedding <=> clipsql.text_embedding('two dogs in snow') LIMIT 10;
+
+Texts are stored only once a model is bound (the first load), because binding empties the
+table. Vectors read back from the table are half precision, like the image embeddings.
+
+>>> import clipsql
+>>> db = clipsql.connect()                                               # doctest: +SKIP
+>>> vec = embed(db.conn, db.model, "two dogs in snow")                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from clipsql.database import binding
+from clipsql.errors import DatabaseError, EmptyCollectionError, ModelMismatchError, QueryError
+
+#: Texts kept in memory per process (a 512-d vector is 2 KB).
+MAXSIZE = 4096
+
+_lru: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+_SELECT = "SELECT embedding FROM clipsql.text_embeddings WHERE query = %s"
+_INSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s) "
+           "ON CONFLICT (query) DO NOTHING")
+
+
+def check_text(text) -> str:
+    """The text itself, or :class:`QueryError` if it cannot be a query."""
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("the text query is empty")
+    if "\x00" in text:
+        raise QueryError("the text query contains a NUL character")
+    return text
+
+
+def _db_key(conn) -> tuple:
+    info = conn.info
+    return (info.host, info.port, info.dbname)
+
+
+def _key(conn, model, text) -> tuple:
+    ident = model.identity()
+    return (_db_key(conn), ident["arch"], ident["pretrained"], ident["dim"], text)
+
+
+def _get(key):
+    with _lock:
+        vec = _lru.get(key)
+        if vec is not None:
+            _lru.move_to_end(key)
+        return vec
+
+
+def _put(key, vec) -> None:
+    with _lock:
+        _lru[key] = vec
+        _lru.move_to_end(key)
+        while len(_lru) > MAXSIZE:
+            _lru.popitem(last=False)
+
+
+def clear() -> None:
+    """Forget every vector kept in memory (the table is left alone)."""
+    with _lock:
+        _lru.clear()
+
+
+def _is_bound(bound_row, model) -> bool:
+    """Whether ``model`` is the collection's bound model (raising if another one is)."""
+    if bound_row is None:
+        return False
+    bound = {k: bound_row[i] for i, k in enumerate(("arch", "pretrained", "dim"))}
+    if bound != model.identity():
+        raise ModelMismatchError(
+            f"this collection was embedded with {binding.describe(bound)}, not "
+            f"{binding.describe(model.identity())}; embed queries with the collection's model")
+    return True
+
+
+def _savepoint_failed(exc) -> bool:
+    """Errors that only mean "cannot cache here" (read-only transaction or role)."""
+    import psycopg
+
+    return isinstance(exc, (psycopg.errors.ReadOnlySqlTransaction,
+                            psycopg.errors.InsufficientPrivilege))
+
+
+def _vector(value) -> np.ndarray:
+    return value.to_numpy().astype(np.float32)
+
+
+def stored(conn, text: str) -> np.ndarray | None:
+    """The vector kept for ``text`` in ``clipsql.text_embeddings`` (the bound model's), or None."""
+    row = conn.execute(_SELECT, (text,)).fetchone()
+    return None if row is None else _vector(row[0])
+
+
+def embed(conn, model, text: str) -> np.ndarray:
+    """The embedding of ``text`` by ``model``: from memory, from the table, or computed and stored.
+
+    ``conn`` is a sync psycopg connection with pgvector's types registered. Storing runs in a
+    savepoint, so a read-only transaction of the caller is left intact (the vector is just
+    not stored).
+    """
+    from pgvector import HalfVector
+
+    check_text(text)
+    key = _key(conn, model, text)
+    vec = _get(key)
+    if vec is not None:
+        return vec
+    if not _is_bound(conn.execute(binding.BOUND_SQL).fetchone(), model):
+        return model.encode_text([text])[0]
+    vec = stored(conn, text)
+    if vec is None:
+        vec = model.encode_text([text])[0]
+        try:
+            with conn.transaction():
+                conn.execute(_INSERT, (text, HalfVector(vec)))
+        except Exception as exc:
+            if not _savepoint_failed(exc):
+                raise
+    _put(key, vec)
+    return vec
+
+
+async def embed_async(conn, model, text: str) -> np.ndarray:
+    """:func:`embed` for an async psycopg connection; the model runs in a worker thread."""
+    from pgvector import HalfVector
+
+    check_text(text)
+    key = _key(conn, model, text)
+    vec = _get(key)
+    if vec is not None:
+        return vec
+    bound = await (await conn.execute(binding.BOUND_SQL)).fetchone()
+    if not _is_bound(bound, model):
+        return (await asyncio.to_thread(model.encode_text, [text]))[0]
+    row = await (await conn.execute(_SELECT, (text,))).fetchone()
+    if row is not None:
+        vec = _vector(row[0])
+    else:
+        vec = (await asyncio.to_thread(model.encode_text, [text]))[0]
+        try:
+            async with conn.transaction():
+                await conn.execute(_INSERT, (text, HalfVector(vec)))
+        except Exception as exc:
+            if not _savepoint_failed(exc):
+                raise
+    _put(key, vec)
+    return vec
+
+
+def save(conn, model, texts) -> list[dict]:
+    """Embed and store each text (for ``clipsql.text_embedding``); one dict per text.
+
+    Needs a bound model: texts stored before the first load would be deleted by it.
+    """
+    texts = [check_text(t) for t in texts]
+    if not texts:
+        raise QueryError("give at least one text to embed")
+    if not _is_bound(conn.execute(binding.BOUND_SQL).fetchone(), model):
+        raise EmptyCollectionError(binding.EMPTY_MESSAGE + ", then embed queries")
+    import psycopg
+    from pgvector import HalfVector
+
+    out = []
+    for text in texts:
+        known = stored(conn, text) is not None
+        vec = embed(conn, model, text)
+        if not known:  # also when the vector came from memory but the row was deleted since
+            try:
+                conn.execute(_INSERT, (text, HalfVector(vec)))
+            except psycopg.Error as exc:
+                reason = exc.diag.message_primary or exc
+                raise DatabaseError(f"cannot store the query embedding: {reason}") from None
+        out.append({"query": text, "dim": int(vec.shape[0]), "new": not known})
+    return out

@@ -1,0 +1,107 @@
+"""The JSON shapes of the web API (they make its OpenAPI description at ``/openapi.json``).
+
+A hit is exactly :meth:`clipsql.query.search.Hit.to_dict` (the library's and ``clipsql search
+--json``'s shape) plus the file name and the URLs of its thumbnail and full image.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from pydantic import BaseModel, Field
+
+DESCRIPTION = """CLIP image search over a PostgreSQL collection.
+
+Search by text (`GET /api/search?q=`), by a stored image (`GET /api/search?image_id=`) or by an
+uploaded image (`POST /api/search/image`), with filters on the date taken, camera, GPS, labels,
+or a read-only SQL `where` fragment over `clipsql.images` columns. Results are the library's
+(`Collection.search`), best first, with thumbnail and image URLs.
+"""
+
+
+class _Row(BaseModel):
+    """The columns of a clipsql.images row; the file facts are null for imported embeddings."""
+
+    id: int
+    path: str
+    name: str = Field(description="the file name")
+    sha256: str | None
+    bytes: int | None
+    mtime: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    orientation: int | None
+    taken_at: str | None = Field(description="EXIF DateTimeOriginal, camera local time")
+    camera_make: str | None
+    camera_model: str | None
+    latitude: float | None
+    longitude: float | None
+    added_at: str
+    thumbnail_url: str
+    image_url: str
+
+
+class Hit(_Row):
+    score: float = Field(description="cosine similarity to the query, higher is better")
+
+
+class SearchOut(BaseModel):
+    results: list[Hit]
+    offset: int
+    limit: int
+    more: bool = Field(description="whether another page follows")
+    elapsed_ms: float
+
+
+class ImageOut(_Row):
+    exif: dict | None
+
+
+class Label(BaseModel):
+    label: str
+    images: int
+
+
+class LabelsOut(BaseModel):
+    available: bool = Field(description="false while no image has a stored label")
+    labels: list[Label]
+
+
+class Camera(BaseModel):
+    camera_make: str
+    images: int
+
+
+class DateRange(BaseModel):
+    min: dt.date | None
+    max: dt.date | None
+
+
+class FacetsOut(BaseModel):
+    images: int
+    cameras: list[Camera]
+    taken_at: DateRange
+    with_gps: int
+    labels: list[Label] = Field(description="stored labels (clipsql classify --store)")
+
+
+def _urls(row_id: int, sha256: str | None) -> dict:
+    version = (sha256 or "")[:16]
+    return {"thumbnail_url": f"/thumbs/{row_id}?v={version}",
+            "image_url": f"/images/{row_id}?v={version}"}
+
+
+def hit_json(hit) -> dict:
+    out = hit.to_dict()
+    out["name"] = os.path.basename(hit.path)
+    out.update(_urls(hit.id, hit.sha256))
+    return out
+
+
+def image_json(row: dict) -> dict:
+    out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+    out["name"] = os.path.basename(row["path"])
+    out.update(_urls(row["id"], row["sha256"]))
+    return out
