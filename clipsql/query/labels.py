@@ -138,7 +138,7 @@ def add(conn, model, labels, label_set: str = DEFAULT_SET, templates=None) -> La
                 "INSERT INTO clipsql.labels (set_name, label, embedding) VALUES (%s, %s, %s) "
                 "ON CONFLICT (set_name, label) DO UPDATE SET embedding = EXCLUDED.embedding",
                 [(name, label, HalfVector(v)) for label, v in zip(todo, vectors)])
-    return load(conn, name)
+    return read_set(conn, name)
 
 
 def remove(conn, label_set: str, labels=None) -> int:
@@ -172,18 +172,18 @@ def sets(conn) -> list[dict]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def load(conn, label_set: str = DEFAULT_SET) -> LabelSet:
+def read_set(conn, label_set: str = DEFAULT_SET) -> LabelSet:
     """A stored set with its embeddings (as stored: halfvec, read back as float32)."""
     name = _set_name(label_set)
     row = conn.execute("SELECT templates, model, logit_scale, version FROM clipsql.label_sets "
                        "WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise LabelError(f"there is no label set {name!r}{_known_sets(conn)}; "
-                         f"create it with: clipsql labels add --set {name} LABEL...")
+                         "create it by adding labels to it")
     rows = conn.execute("SELECT label, embedding FROM clipsql.labels WHERE set_name = %s "
                         "ORDER BY position", (name,)).fetchall()
     if not rows:
-        raise LabelError(f"label set {name!r} has no labels; add some: clipsql labels add --set {name} ...")
+        raise LabelError(f"label set {name!r} has no labels; add some to it first")
     emb = normalize(np.stack([r[1].to_numpy().astype(np.float32) for r in rows]))
     return LabelSet(name, [r[0] for r in rows], list(row[0]), emb, float(row[2]), row[1], row[3])
 
@@ -192,7 +192,7 @@ def resolve(conn, model, labels_or_set, templates=None) -> LabelSet:
     """A set name -> the stored set (re-embedded first if another model embedded it);
     a list of labels -> an ad-hoc set."""
     if isinstance(labels_or_set, str):
-        ls = load(conn, labels_or_set)
+        ls = read_set(conn, labels_or_set)
         if ls.model != model_id(model):
             ls = add(conn, model, ls.labels, ls.name, templates=ls.templates)
         return ls
@@ -222,5 +222,5 @@ def vector(conn, model, label: str, label_set: str = DEFAULT_SET) -> np.ndarray:
     label = clean_labels(label)[0]
     if label not in ls.labels:
         raise LabelError(f"set {ls.name!r} has no label {label!r}; it has: {', '.join(ls.labels)} "
-                         f"(add it: clipsql labels add --set {ls.name} {label!r})")
+                         "(add it to the set first)")
     return ls.embeddings[ls.labels.index(label)]

@@ -84,7 +84,7 @@ class FacetsOut(BaseModel):
     cameras: list[Camera]
     taken_at: DateRange
     with_gps: int
-    labels: list[Label] = Field(description="stored labels (clipsql classify --store)")
+    labels: list[Label] = Field(description="labels stored by a classify with store=True")
 
 
 def _urls(row_id: int, sha256: str | None) -> dict:
