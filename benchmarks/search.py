@@ -205,11 +205,12 @@ def main() -> None:
         if args.keep:
             np.savez(saved, vecs=vecs, days=days)
     heap = db.conn.execute("SELECT pg_table_size('clipsql.images')").fetchone()[0]
-    hnsw = db.conn.execute("SELECT pg_relation_size('clipsql.images_embedding_hnsw')").fetchone()[0]
+    index_bytes = db.conn.execute(
+        f"SELECT pg_relation_size('clipsql.{hnsw.INDEX_NAME}')").fetchone()[0]
     print(f"{args.rows:,} rows x 512-d halfvec ({args.generator} generator): import "
           f"{load_s:.0f} s, HNSW build {build_s:.0f} s (m={hnsw.HNSW_M}, ef_construction="
-          f"{hnsw.HNSW_EF_CONSTRUCTION}, maintenance_work_mem {build_mb} MB), heap {heap / 2**20:.0f} MiB, HNSW {hnsw / 2**20:.0f} MiB "
-          f"({(heap + hnsw) / 2**20 / args.rows * 1e6:.0f} MiB per million rows)")
+          f"{hnsw.HNSW_EF_CONSTRUCTION}, maintenance_work_mem {build_mb} MB), heap {heap / 2**20:.0f} MiB, HNSW {index_bytes / 2**20:.0f} MiB "
+          f"({(heap + index_bytes) / 2**20 / args.rows * 1e6:.0f} MiB per million rows)")
     ids = np.arange(1, args.rows + 1)
     rng = np.random.default_rng(1)  # queries: the same whether rows are new or kept
     qs = gen(args.queries, rng)

@@ -109,12 +109,12 @@ def stored(conn, text: str) -> np.ndarray | None:
     return None if row is None else _vector(row[0])
 
 
-def embed(conn, model, text: str) -> np.ndarray:
+def embed(conn, model, text: str, *, store: bool = True) -> np.ndarray:
     """The embedding of ``text`` by ``model``: from memory, from the table, or computed and stored.
 
     ``conn`` is a sync psycopg connection with pgvector's types registered. Storing runs in a
     savepoint, so a read-only transaction of the caller is left intact (the vector is just
-    not stored).
+    not stored). ``store=False`` keeps a new vector in memory only (anonymous web queries).
     """
     from pgvector import HalfVector
 
@@ -128,12 +128,13 @@ def embed(conn, model, text: str) -> np.ndarray:
     vec = stored(conn, text)
     if vec is None:
         vec = model.encode_text([text])[0]
-        try:
-            with conn.transaction():
-                conn.execute(_INSERT, (text, HalfVector(vec)))
-        except Exception as exc:
-            if not _savepoint_failed(exc):
-                raise
+        if store:
+            try:
+                with conn.transaction():
+                    conn.execute(_INSERT, (text, HalfVector(vec)))
+            except Exception as exc:
+                if not _savepoint_failed(exc):
+                    raise
     _put(key, vec)
     return vec
 

@@ -94,7 +94,7 @@ def test_underestimated_selectivity_is_completed_by_the_exact_scan(big, monkeypa
     db, vecs, _, queries = big
     # The planner guesses a third of the rows for this; it keeps 30 (0.1%).
     where = "(id %% 1000) < 1"
-    monkeypatch.setattr(search, "MAX_SCAN_TUPLES", 1000)
+    monkeypatch.setattr(settings, "MAX_SCAN_TUPLES", 1000)
     hits = search.rank(db.conn, queries[0], where=where, limit=10)
     assert hits.strategy == "index+exact" and len(hits) == 10
     ids = np.arange(1, N + 1)

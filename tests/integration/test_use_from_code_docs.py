@@ -1,6 +1,7 @@
-"""Every example of the README's "Use it from your code" section runs, in order, on a real
-shop database: python blocks in one namespace, sql blocks through psycopg, console blocks
-through the CLI."""
+"""Every example of the "Use it from your code" page (``docs/integrations.md``) runs, in order,
+on a real shop database: python blocks in one namespace, sql blocks through psycopg, console
+blocks through the CLI. The README's short psycopg, SQLAlchemy and SQL examples run the same
+way."""
 
 import re
 import shlex
@@ -13,15 +14,43 @@ import clipsql.sqlalchemy as cs
 from clipsql.cli import main
 from tests.integration.gallery_app import brute_force, build_shop
 
-DOC = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "integrations.md"
 START, END = "<!-- use-from-code:start -->", "<!-- use-from-code:end -->"
+README = ROOT / "README.md"
+README_START, README_END = "<!-- readme-examples:start -->", "<!-- readme-examples:end -->"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
-def blocks():
-    text = DOC.read_text(encoding="utf-8")
-    section = text[text.index(START):text.index(END)]
+def blocks(doc: Path = DOC, start: str = START, end: str = END):
+    text = doc.read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end)]
     return [(m.group(1), m.group(2)) for m in BLOCK.finditer(section)]
+
+
+def run_blocks(doc: Path, found, dsn: str, namespace: dict) -> list:
+    """Run ``found`` blocks in order; returns the rows of every SQL statement."""
+    import importlib.util
+
+    import psycopg
+
+    has_alembic = importlib.util.find_spec("alembic") is not None  # a test extra
+    sql_results = []
+    for kind, code in found:
+        if kind == "python" and "from alembic" in code and not has_alembic:
+            continue
+        if kind == "python":
+            exec(compile(code, f"{doc.name}:python", "exec"), namespace)
+        elif kind == "console":
+            for line in code.splitlines():
+                assert line.startswith("$ clipsql "), line
+                result = CliRunner().invoke(main, shlex.split(line)[2:])
+                assert result.exit_code == 0, result.output
+        else:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for statement in sql_statements(code):
+                    sql_results.append(conn.execute(statement).fetchall())
+    return sql_results
 
 
 def sql_statements(sql: str):
@@ -51,25 +80,9 @@ def shop(db, tmp_path, monkeypatch, dsn):
 def test_every_example_runs(shop, dsn):
     import importlib.util
 
-    import psycopg
-
     has_alembic = importlib.util.find_spec("alembic") is not None  # a test extra
     namespace = {"__name__": "docs_example"}
-    sql_results = []
-    for kind, code in blocks():
-        if kind == "python" and "from alembic" in code and not has_alembic:
-            continue
-        if kind == "python":
-            exec(compile(code, f"{DOC.name}:python", "exec"), namespace)
-        elif kind == "console":
-            for line in code.splitlines():
-                assert line.startswith("$ clipsql "), line
-                result = CliRunner().invoke(main, shlex.split(line)[2:])
-                assert result.exit_code == 0, result.output
-        else:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                for statement in sql_statements(code):
-                    sql_results.append(conn.execute(statement).fetchall())
+    sql_results = run_blocks(DOC, blocks(), dsn, namespace)
 
     ns = namespace
     red = shop.embed_text("a red bicycle")
@@ -84,3 +97,20 @@ def test_every_example_runs(shop, dsn):
     dogs = shop.embed_text("two dogs in snow")
     assert [r[0] for r in sql_results[0]] == brute_force(shop.conn, dogs, 50, 10)
     assert [len(r) for r in sql_results] == [10, 5, 5, 5]
+
+
+def test_the_readme_examples_run(shop, dsn):
+    """The README's short psycopg, SQLAlchemy and SQL examples, with ``url`` the shop's URL."""
+    found = blocks(README, README_START, README_END)
+    assert [kind for kind, _ in found] == ["python", "python", "console", "sql"]
+    namespace = {"__name__": "readme_example", "url": dsn}
+    sql_results = run_blocks(README, found, dsn, namespace)
+
+    red = shop.embed_text("a red bicycle")
+    assert [name for (name,) in namespace["rows"]] == brute_force(shop.conn, red, 50, 10)
+    dogs = shop.embed_text("two dogs in snow")
+    by_sql = [row[0] for row in sql_results[0]]
+    assert by_sql == brute_force(shop.conn, dogs, 50, 10)
+    best = namespace["best"]
+    assert len(best) == 5 and [s for _, s in best] == sorted((s for _, s in best), reverse=True)
+    assert len(sql_results) == 2 and len(sql_results[1]) == 5
