@@ -18,7 +18,7 @@ from clipsql.cli.options import (
     label_set_option,
     limit_option,
 )
-from clipsql.cli.output import echo_json, friendly, print_hits, print_image_labels
+from clipsql.cli.output import echo_json, friendly, print_hits, print_image_labels, printable
 
 
 @click.group("labels")
@@ -43,7 +43,8 @@ def labels_add(labels, label_set, templates, as_json, dsn, model, device):
         echo_json({"name": ls.name, "labels": ls.labels, "templates": ls.templates,
                    "version": ls.version, "model": ls.model})
         return
-    click.echo(f"set {ls.name} (v{ls.version}): {len(ls.labels)} labels: {', '.join(ls.labels)}")
+    click.echo(f"set {printable(ls.name)} (v{ls.version}): {len(ls.labels)} labels: "
+               f"{printable(', '.join(ls.labels))}")
 
 
 @labels_group.command("list")
@@ -60,8 +61,9 @@ def labels_list(as_json, dsn, model, device):
     if not found:
         click.echo("no label sets; add some: clipsql labels add cat dog car", err=True)
     for s in found:
-        click.echo(f"{s['name']} (v{s['version']}, {s['stored_rows']} stored rows, "
-                   f"templates: {' | '.join(s['templates'])}): {', '.join(s['labels'])}")
+        click.echo(f"{printable(s['name'])} (v{s['version']}, {s['stored_rows']} stored rows, "
+                   f"templates: {printable(' | '.join(s['templates']))}): "
+                   f"{printable(', '.join(s['labels']))}")
 
 
 @labels_group.command("remove")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import click
 
@@ -17,7 +18,7 @@ def friendly(f):
         try:
             return f(*args, **kwargs)
         except ClipsqlError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(str(exc))) from None
         except Exception as exc:
             # Safety net: a driver error the library did not translate is still one line.
             import psycopg
@@ -27,6 +28,20 @@ def friendly(f):
                 raise click.ClickException(f"database error: {first}") from None
             raise
     return wrapper
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text) -> str:
+    """``text`` safe for a terminal line: control characters, newlines and bidi overrides in
+    file names (or labels) are shown escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a name
+    cannot forge output lines or terminal escape sequences.
+
+    >>> printable("a\\nb\\x1b[31mred")
+    'a\\\\nb\\\\x1b[31mred'
+    """
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def echo_json(data) -> None:
@@ -41,11 +56,11 @@ def print_hits(hits, as_json: bool) -> None:
         click.echo("no results", err=True)
     for h in hits:
         taken = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "-"
-        click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {h.path}")
+        click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {printable(h.path)}")
 
 
 def print_image_labels(rows) -> None:
     """Rows of (id, [(label, probability), ...], path), as classify and flag print them."""
     for r in rows:
-        labels = "  ".join(f"{label} {p:.3f}" for label, p in r.labels)
-        click.echo(f"{r.id:>7}  {labels}  {r.path}")
+        labels = "  ".join(f"{printable(label)} {p:.3f}" for label, p in r.labels)
+        click.echo(f"{r.id:>7}  {labels}  {printable(r.path)}")

@@ -10,7 +10,7 @@ import click
 
 import clipsql
 from clipsql.cli.options import collection_options, json_option, search_options
-from clipsql.cli.output import echo_json, friendly, print_hits
+from clipsql.cli.output import echo_json, friendly, print_hits, printable
 from clipsql.query.duplicates import DEFAULT_K, DEFAULT_THRESHOLD
 
 
@@ -63,7 +63,7 @@ def embed_text(texts, as_json, dsn, model, device):
         return
     for item in saved:
         state = "stored" if item["new"] else "already stored"
-        click.echo(f"{state}: {item['query']}  ({item['dim']}-d)")
+        click.echo(f"{state}: {printable(item['query'])}  ({item['dim']}-d)")
     click.echo("use it from SQL: ORDER BY embedding <=> clipsql.text_embedding('...')", err=True)
 
 
@@ -88,7 +88,7 @@ def duplicates(threshold, k, as_json, dsn, model, device):
         kind = "exact" if g.exact else f"similarity {g.min_similarity:.4f}-{g.max_similarity:.4f}"
         click.echo(f"group {n} ({len(g.ids)} images, {kind}):")
         for i, p in zip(g.ids, g.paths):
-            click.echo(f"  {i:>7}  {p}")
+            click.echo(f"  {i:>7}  {printable(p)}")
 
 
 COMMANDS = [search, similar, embed_text, duplicates]

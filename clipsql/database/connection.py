@@ -10,7 +10,6 @@ every message and every URL shown to users goes through :func:`redact`.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from clipsql import config
 from clipsql.errors import DatabaseError, ExtensionMissingError
@@ -19,40 +18,79 @@ from clipsql.errors import DatabaseError, ExtensionMissingError
 MIN_VECTOR_VERSION = (0, 7, 0)
 
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"((?:^|[?&])password=)[^&]*", re.IGNORECASE)
+HIDDEN = "<database URL not shown: it cannot be parsed, and could show a password>"
+
+
+def _parsed(dsn: str) -> dict | None:
+    """The DSN as libpq reads it (psycopg's conninfo parser), or None if libpq cannot."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(dsn)
+    except Exception:  # psycopg.ProgrammingError and friends: libpq's message may echo it
+        return None
 
 
 def redact(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``."""
+    """The DSN with any password replaced by ``***``.
+
+    Parsed the way libpq parses it; a DSN libpq cannot parse is not shown at all. In a URL,
+    everything between ``user:`` and the last ``@`` is hidden, so a password with an
+    unencoded ``@`` (which libpq would split wrongly) never shows either.
+
+    >>> redact("host=db user=alice password='s3 cret' dbname=x")
+    'host=db user=alice password=*** dbname=x'
+    >>> redact("postgresql://bob:p@ss@db/x")
+    'postgresql://bob:***@db/x'
+    """
+    params = _parsed(dsn)
+    if params is None:
+        return HIDDEN
     if "://" not in dsn:
-        return _KV_PASSWORD.sub(r"\1***", dsn)
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparsable database URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query, flags=re.IGNORECASE)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        shown = _KV_PASSWORD.sub(r"\1***", dsn)
+    else:
+        scheme, _, rest = dsn.partition("://")
+        if "@" in rest:
+            userinfo, _, host = rest.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            rest = (f"{user}:***" if ":" in userinfo else user) + "@" + host
+        shown = f"{scheme}://{_URL_PASSWORD.sub(lambda m: m.group(1) + '***', rest)}"
+    password = params.get("password")
+    if password and any(piece in shown for piece in _pieces(password)):
+        return HIDDEN
+    return shown
 
 
-def _scrub(message: str, dsn: str) -> str:
-    """Remove the DSN's password from a driver error message, wherever it appears."""
-    password = None
-    m = _KV_PASSWORD.search(dsn)
-    if m:
-        password = m.group(2).strip("'")
-    elif "://" in dsn:
-        try:
-            password = urlsplit(dsn).password
-        except ValueError:
-            password = None
+def _pieces(password: str) -> set[str]:
+    """The password and the parts of it worth hiding on their own (encoded, or split)."""
+    from urllib.parse import quote
+
+    pieces = {password, quote(password, safe=""), quote(password)}
+    pieces |= set(re.split(r"[\s@:/?&=']+", password))
+    return {p for p in pieces if len(p) >= 3}  # shorter ones would match ordinary words
+
+
+def _ambiguous_at(dsn: str) -> bool:
+    """A URL whose user info holds an unencoded ``@``: libpq would take part of the password
+    for the host name (and print it in its errors)."""
+    if "://" not in dsn:
+        return False
+    userinfo = dsn.partition("://")[2].rpartition("@")[0]
+    return "@" in userinfo
+
+
+def scrub(message: str, dsn: str) -> str:
+    """A driver error message with the DSN and every piece of its password removed."""
+    params = _parsed(dsn)
+    if params is None:
+        return "(details not shown: they could contain the password)"
+    message = message.replace(dsn, redact(dsn))
+    password = params.get("password")
     if password:
-        message = message.replace(password, "***")
-    return message.replace(dsn, redact(dsn))
+        for piece in sorted(_pieces(password), key=len, reverse=True):
+            message = message.replace(piece, "***")
+    return message
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
@@ -69,13 +107,18 @@ def connect(dsn: str, *, autocommit: bool = True, register: bool = True):
     """Open a psycopg connection with pgvector types registered when the extension exists."""
     import psycopg
 
+    if _parsed(dsn) is None or _ambiguous_at(dsn):
+        raise DatabaseError(
+            "the database URL cannot be parsed: percent-encode special characters of the "
+            "password in a URL (@ as %40, space as %20), or quote it in key=value form "
+            "(password='a b'); the URL is not shown because it could show the password")
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"cannot connect to {redact(dsn)}: {_scrub(first, dsn)}") from None
-    except Exception as exc:  # malformed DSN strings raise ProgrammingError / ValueError
-        raise DatabaseError(f"invalid database URL {redact(dsn)}: {_scrub(str(exc), dsn)}") from None
+        raise DatabaseError(f"cannot connect to {redact(dsn)}: {scrub(first, dsn)}") from None
+    except Exception as exc:
+        raise DatabaseError(f"invalid database URL {redact(dsn)}: {scrub(str(exc), dsn)}") from None
     if register and vector_version(conn) is not None:
         register_types(conn)
     return conn

