@@ -18,6 +18,8 @@ DEFAULT_PRECISION = "auto"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
+#: How SQL filters log in as clipsql_filter where that needs a password (see the security docs).
+ENV_FILTER_DATABASE_URL = "CLIPSQL_FILTER_DATABASE_URL"
 ENV_MODEL = "CLIPSQL_MODEL"
 ENV_HOME = "CLIPSQL_HOME"
 ENV_DEVICE = "CLIPSQL_DEVICE"
@@ -39,6 +41,11 @@ def home() -> Path:
 def database_url(explicit: str | None = None) -> str | None:
     """The DSN to use, or None for the embedded server."""
     return explicit or os.environ.get(ENV_DATABASE_URL) or None
+
+
+def filter_database_url() -> str | None:
+    """A URL that logs in as ``clipsql_filter``, for servers with password authentication."""
+    return os.environ.get(ENV_FILTER_DATABASE_URL) or None
 
 
 def model_spec(explicit: str | None = None) -> str | None:

@@ -1,14 +1,28 @@
-"""The one guard around user-written SQL filters (``where=``, ``--where``, the web's box).
+"""The one guard around user-written SQL filters (``where=``, ``--where``, the web's box,
+classify/flag filters). The security model is in ``docs/security-filters.md``.
 
 A filter is a ``WHERE`` fragment with ``%s`` placeholders and bound parameters. It is
 wrapped in parentheses on lines of its own (a trailing ``--`` comment cannot swallow the
-conditions clipsql adds) and runs only inside :func:`read_only`: a read-only transaction
-with a statement timeout that is always rolled back, so settings a fragment changes
-(``set_config(..., false)``) do not outlive the call. Driver errors become one
-:class:`~clipsql.errors.QueryError` that names the fragment.
+conditions clipsql adds) and runs only inside :func:`read_only`, which
+
+* runs the block in a read-only transaction that is always rolled back, so settings a
+  fragment changes (``set_config(..., false)``) and transaction advisory locks do not
+  outlive the call; session advisory locks it took are released afterwards;
+* switches to the least-privilege role ``clipsql_filter`` (migration 0006) with
+  ``SET LOCAL ROLE``, and refuses to run user SQL as a superuser when that role is missing;
+* enforces a deadline from outside the server (a timer that cancels the query), which a
+  fragment cannot lift with ``set_config('statement_timeout', ...)``;
+* turns driver errors into one :class:`~clipsql.errors.QueryError` of bounded length.
+
+Percent signs (:func:`wrap`): ``%s`` outside string literals, quoted identifiers and
+comments is a placeholder; ``%%`` there is one literal percent, and so is any other ``%``;
+every ``%`` inside ``'...'``, ``E'...'``, ``$tag$...$tag$``, ``"..."`` and comments is
+literal. So ``path LIKE '%/holidays/%'`` needs no doubling.
 
 >>> wrap("taken_at > %s")
 '(\\ntaken_at > %s\\n)'
+>>> wrap("path LIKE '%/a/%' AND id %% 2 = 0")
+"(\\npath LIKE '%%/a/%%' AND id %% 2 = 0\\n)"
 >>> wrap("  ") is None
 True
 """
@@ -16,48 +30,207 @@ True
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 
+from clipsql.database import filter_login
+from clipsql.database.percent import escape_percents, without_placeholders
 from clipsql.errors import QueryError
 
-STATEMENT_TIMEOUT_MS = 30_000
+__all__ = ["wrap", "read_only", "describe", "escape_percents", "without_placeholders",
+           "STATEMENT_TIMEOUT_MS", "FILTER_ROLE"]
 
+#: The deadline of one filtered block (search, classify, flag), in milliseconds.
+STATEMENT_TIMEOUT_MS = 30_000
+#: The least-privilege role filters run as (migration 0006).
+FILTER_ROLE = filter_login.FILTER_ROLE
+#: Longest server message, and longest echo of the fragment, in an error.
+MAX_MESSAGE_CHARS = 300
+MAX_ECHO_CHARS = 200
 
 def wrap(where: str | None) -> str | None:
-    """The fragment ready to be AND-ed with other conditions, or None for no filter."""
-    if where is None or not str(where).strip():
+    """The fragment ready to be AND-ed with other conditions, or None for no filter.
+
+    Percent signs follow the rule of the module docs (``%s`` outside literals is a
+    placeholder, every other ``%`` is literal).
+    """
+    if where is None:
         return None
     if not isinstance(where, str):
         raise QueryError(f"the WHERE fragment must be text, not {type(where).__name__}")
+    if not where.strip():
+        return None
     if "\x00" in where:
         raise QueryError("the WHERE fragment contains a NUL character")
-    return f"(\n{where}\n)"
+    return f"(\n{escape_percents(where)}\n)"
+
+
+# Connections known to be able to SET ROLE clipsql_filter (checked once per connection).
+_ROLE_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _use_filter_role(conn, where: str | None) -> bool:
+    """Whether the block should SET ROLE clipsql_filter; refuses a superuser without it."""
+    if _ROLE_OK.get(conn):
+        return True
+    option = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    exists, may_set, superuser, user = conn.execute(
+        "SELECT r.oid IS NOT NULL, r.oid IS NOT NULL AND pg_has_role(session_user, r.oid, %s), "
+        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user "
+        "FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = %s",
+        (option, FILTER_ROLE)).fetchone()
+    if may_set:
+        _ROLE_OK[conn] = True
+        return True
+    if superuser and where:
+        why = ("does not exist (the migrations ran as a role that may not create roles)"
+               if not exists else "cannot be used by the session user")
+        raise QueryError(
+            f"refusing to run a SQL filter as the superuser {user!r}: the role {FILTER_ROLE} "
+            f"{why}; create it (migration 0006 as a superuser), or connect as a "
+            "non-superuser role (see docs/security-filters.md)")
+    return False
+
+
+class _Deadline:
+    """Cancels the connection's running query when the block passes ``seconds``."""
+
+    def __init__(self, conn, seconds: float):
+        self.conn, self.seconds = conn, seconds
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            cancel = getattr(self.conn, "cancel_safe", None) or self.conn.cancel
+            with contextlib.suppress(Exception):
+                cancel()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:  # waits for a cancel in flight
+            self._done = True
+
+
+class _DeadlinePassed(Exception):
+    """The deadline passed while no statement was running (nothing was cancelled)."""
+
+
+_ADVISORY = ("SELECT coalesce(array_agg(ARRAY[classid::int8, objid::int8, objsubid::int8] "
+             "ORDER BY classid, objid, objsubid), '{}') FROM pg_locks "
+             "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted")
+
+
+def _release_new_advisory_locks(conn, before) -> None:
+    """Release the session advisory locks taken since ``before`` (the filter's)."""
+    with conn.transaction():
+        now = conn.execute(_ADVISORY).fetchone()[0]
+        new = [k for k in now if k not in before]
+        if not new:
+            return
+        if not before:
+            conn.execute("SELECT pg_advisory_unlock_all()")
+            return
+        for classid, objid, objsubid in new:
+            if objsubid == 1:  # one bigint key, shown as its two halves
+                key = (classid << 32) | objid
+                args, sql = (key - (1 << 64) if key >= 1 << 63 else key,), "%s::int8"
+            else:  # two int4 keys
+                args, sql = (_signed32(classid), _signed32(objid)), "%s::int4, %s::int4"
+            for fn in ("pg_advisory_unlock", "pg_advisory_unlock_shared"):
+                for _ in range(1000):  # a lock taken many times is held that many times
+                    if not conn.execute(f"SELECT {fn}({sql})", args).fetchone()[0]:
+                        break
+
+
+def _signed32(key: int) -> int:
+    return key - (1 << 32) if key >= 1 << 31 else key
 
 
 @contextlib.contextmanager
-def read_only(conn, where: str | None = None, *, what: str = "search"):
-    """Run the body in a read-only, rolled-back transaction with a statement timeout."""
+def read_only(conn, where: str | None = None, *, what: str = "search",
+              timeout_s: float | None = None):
+    """Run the body in a read-only, rolled-back transaction as ``clipsql_filter``, with a
+    deadline of ``timeout_s`` seconds (default :data:`STATEMENT_TIMEOUT_MS`) for the whole
+    block, enforced by cancelling the query from outside.
+
+    Yields the connection to run the block's statements on: with a filter, one logged in
+    as ``clipsql_filter`` where possible (:mod:`clipsql.database.filter_login`).
+    """
     import psycopg
 
+    conn = filter_login.for_filter(conn, where)
+    seconds = STATEMENT_TIMEOUT_MS / 1000 if timeout_s is None else float(timeout_s)
+    deadline = _Deadline(conn, seconds)
+    held: list = []
+    role: list = []
     try:
-        with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION READ ONLY")
-            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            yield
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+                held.append(conn.execute(_ADVISORY).fetchone()[0])
+                if _use_filter_role(conn, where):
+                    conn.execute(f"SET LOCAL ROLE {FILTER_ROLE}")
+                    role.append(FILTER_ROLE)
+                deadline.start()
+                try:
+                    yield conn
+                finally:
+                    deadline.stop()
+                if deadline.fired:  # the cancel landed between statements
+                    raise _DeadlinePassed
+        except BaseException:
+            if held:
+                with contextlib.suppress(psycopg.Error):  # keep the error that got us here
+                    _release_new_advisory_locks(conn, held[0])
+            raise
+        if held:
+            _release_new_advisory_locks(conn, held[0])
+    except _DeadlinePassed:
+        raise QueryError(_timeout_message(seconds)) from None
     except psycopg.Error as exc:
-        raise QueryError(describe(exc, where, what)) from None
+        if deadline.fired:
+            raise QueryError(_timeout_message(seconds)) from None
+        raise QueryError(describe(exc, where, what, timeout_s=seconds,
+                                  role=role[0] if role else None)) from None
     except (IndexError, TypeError) as exc:  # placeholder / parameter count mismatch
         raise QueryError(f"the WHERE fragment and its parameters do not match: {exc}") from None
 
 
-def describe(exc, where: str | None = None, what: str = "search") -> str:
-    """A one-line message for a driver error raised while a user filter ran."""
+def _timeout_message(seconds: float) -> str:
+    return f"the query ran longer than {seconds:g} s and was cancelled"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def describe(exc, where: str | None = None, what: str = "search", *,
+             timeout_s: float | None = None, role: str | None = None) -> str:
+    """A one-line message of bounded length for a driver error raised while a filter ran
+    (``role``: the role it ran as, named in permission errors)."""
     diag = getattr(exc, "diag", None)
-    primary = (diag.message_primary if diag else None) or str(exc).strip().splitlines()[0]
+    primary = (diag.message_primary if diag else None) or (str(exc).strip().splitlines() or [""])[0]
+    primary = _clip(" ".join(primary.split()), MAX_MESSAGE_CHARS)
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate == "25006":
         return f"the WHERE fragment tried to write ({primary}); filters are read-only"
     if sqlstate == "57014":
-        return f"the query ran longer than {STATEMENT_TIMEOUT_MS // 1000} s and was cancelled"
+        seconds = STATEMENT_TIMEOUT_MS / 1000 if timeout_s is None else timeout_s
+        return _timeout_message(seconds)
+    if sqlstate == "42501" and role:
+        primary += (f" (filters run read-only as the role {role}; an administrator can "
+                    f"GRANT SELECT ON a table TO {role})")
     if where:
-        return f"bad WHERE fragment {where!r}: {primary}"
+        return f"bad WHERE fragment {_clip(where, MAX_ECHO_CHARS)!r}: {primary}"
     return f"{what} failed: {primary}"

@@ -173,7 +173,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
         scan_args += list(unstored)
     where_sql = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     seen = 0
-    with user_sql.read_only(conn, where, what="classify"):
+    with user_sql.read_only(conn, where, what="classify") as conn:
         # Every row is read: plan for the total, not for the first rows of the cursor.
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
         with conn.cursor(name="clipsql_scan", binary=True) as cur:
