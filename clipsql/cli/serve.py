@@ -10,8 +10,8 @@ from clipsql.cli.output import friendly
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but a loopback address exposes your photos "
-                   "to the network.")
+              help="Address to listen on (::1 for IPv6 loopback). Anything but a loopback "
+                   "address exposes your photos to the network (docs/security-serve.md).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @collection_options
 @friendly

@@ -1,9 +1,11 @@
 """The web UI and its JSON API (``clipsql serve``), built on FastAPI and uvicorn.
 
-Safe by default: it listens on 127.0.0.1 and answers only requests addressed to a loopback
-host name (so a web page elsewhere cannot reach it through DNS rebinding); it sends only
-files that are rows of the collection, found by row id, never by a path from the request;
-filters run read-only; request bodies are bounded.
+Safe by default (docs/security-serve.md): it listens on 127.0.0.1 and answers only
+requests addressed to a loopback host name (no DNS rebinding) and not made by another site
+(:mod:`clipsql.web.guard`); it sends only files that are rows of the collection, found by
+row id, never by a path from the request, and only while they are still the loaded file
+(:mod:`clipsql.web.files`); filters run read-only; request bodies and uploaded images are
+bounded; each request takes its own pooled database connection (:mod:`clipsql.web.backend`).
 
 >>> from clipsql.web import create_app, serve_in_thread        # doctest: +SKIP
 >>> app = create_app("postgresql://localhost/photos")          # doctest: +SKIP
@@ -15,47 +17,67 @@ import contextlib
 import datetime as dt
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from clipsql import __version__
 from clipsql.errors import (
     ClipsqlError,
-    ConfigError,
     DatabaseError,
     EmptyCollectionError,
+    ImageError,
+    ModelError,
+    ModelMismatchError,
     QueryError,
 )
 from clipsql.ingest.thumbnails import BROWSER_FORMATS, PREVIEW_SIZE, THUMB_SIZE, ThumbnailCache
+from clipsql.web import files
 from clipsql.web import schemas as m
-from clipsql.web.backend import MAX_RANK, MAX_WHERE_CHARS, Backend
+from clipsql.web.backend import MAX_RANK, MAX_WHERE_CHARS, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
+from clipsql.web.guard import LOOPBACK_HOSTS, CrossSiteGuard, is_loopback
+from clipsql.web.server import check_port as _check_port
+from clipsql.web.server import serve, serve_in_thread
+
+__all__ = ["MAX_UPLOAD_BYTES", "create_app", "is_loopback", "serve", "serve_in_thread",
+           "_check_port"]
 
 STATIC = Path(__file__).parent / "static"
 #: Largest request body (an uploaded query image with its multipart wrapping).
 MAX_UPLOAD_BYTES = 20 << 20
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+#: Largest row id in a URL (a bigint).
+MAX_ID = 2**63 - 1
 _IMMUTABLE = "private, max-age=31536000, immutable"
 _REVALIDATE = "private, no-cache"
+_FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cross-Origin-Resource-Policy": "same-origin"}
 _PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
              "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-_STATUS = {QueryError: 400, EmptyCollectionError: 409, DatabaseError: 503}
+# Most specific first: ModelMismatchError is a ModelError, ImageError a ClipsqlError.
+_STATUS = {QueryError: 400, ImageError: 400, EmptyCollectionError: 409,
+           ModelMismatchError: 409, ModelError: 503, DatabaseError: 503}
+_SEARCH_ERRORS = m.errors(400, 403, 409, 503)
+_LOOKUP_ERRORS = m.errors(403, 503)
+_FILE_ERRORS = {200: {"content": {"image/*": {}}}, **m.errors(304, 403, 404, 503)}
 
 
 def create_app(dsn: str | None = None, model: str | None = None, device: str | None = None, *,
                thumbnails_dir: Path | None = None, max_body_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts=LOOPBACK_HOSTS):
+               allowed_hosts=LOOPBACK_HOSTS, search_connections: int = SEARCH_CONNECTIONS,
+               pool_wait_s: float = POOL_WAIT_S):
     """The ASGI app: opens the collection and loads its model now, so the first query is fast.
 
-    ``allowed_hosts=None`` accepts any Host header (for ``--host 0.0.0.0`` behind Docker).
+    ``allowed_hosts=None`` accepts any Host header (for ``--host 0.0.0.0`` behind Docker);
+    the cross-site check stays on either way.
     """
-    backend = Backend(dsn, model, device)
+    backend = Backend(dsn, model, device, search_connections=search_connections,
+                      wait_s=pool_wait_s)
     thumbs = ThumbnailCache(thumbnails_dir)
 
     @contextlib.asynccontextmanager
@@ -66,6 +88,7 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
     app = FastAPI(title="clipsql", version=__version__, lifespan=lifespan,
                   max_body_size=max_body_bytes, description=m.DESCRIPTION)
     app.state.backend = backend
+    app.add_middleware(CrossSiteGuard)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -73,7 +96,18 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
     @app.exception_handler(ClipsqlError)
     async def clipsql_error(_request, exc: ClipsqlError):
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": m.short(str(exc))}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": m.short(str(exc.detail))}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        found = [{"loc": list(e.get("loc", ())), "msg": m.short(str(e.get("msg", "")), 200),
+                  "type": str(e.get("type", ""))} for e in exc.errors()[:5]]
+        return JSONResponse({"detail": found}, status_code=422)
 
     Date = Annotated[dt.date | None, Query(description="YYYY-MM-DD; taken_at, inclusive")]
 
@@ -93,38 +127,47 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
                min_score: Annotated[float | None, Query(ge=-1, le=1)] = None) -> dict:
         return dict(offset=offset, limit=limit, min_score=min_score)
 
-    def run_search(text, image, flt, page) -> dict:
+    def run_search(text, flt, page, **query) -> dict:
         start = time.perf_counter()
-        hits, more = backend.search(text, image=image, filters=flt, **page)
+        text = text if text and text.strip() else None
+        hits, more = backend.search(text, filters=flt, **page, **query)
         return {"results": [m.hit_json(h) for h in hits], "offset": page["offset"],
                 "limit": page["limit"], "more": more,
                 "elapsed_ms": round((time.perf_counter() - start) * 1000, 1)}
 
-    @app.get("/api/search", response_model=m.SearchOut, tags=["search"])
+    @app.get("/api/search", response_model=m.SearchOut, tags=["search"],
+             responses=_SEARCH_ERRORS)
     def search(flt: Annotated[dict, Depends(filters)], page: Annotated[dict, Depends(paging)],
                q: Annotated[str | None, Query(max_length=1000, description="text query")] = None,
-               image_id: Annotated[int | None, Query(description="row id: more like this")] = None):
+               image_id: Annotated[int | None, Query(
+                   ge=0, le=MAX_ID, description="row id: more like this")] = None):
         """Rank images by a text query, a stored image (``image_id``), or both."""
         if not (q and q.strip()) and image_id is None:
             raise QueryError("give a text query (q), an image_id, or both")
-        return run_search(q if q and q.strip() else None, image_id, flt, page)
+        return run_search(q, flt, page, image_id=image_id)
 
-    @app.post("/api/search/image", response_model=m.SearchOut, tags=["search"])
+    @app.post("/api/search/image", response_model=m.SearchOut, tags=["search"],
+              responses=m.errors(400, 403, 409, 413, 503))
     def search_upload(file: Annotated[UploadFile, File(description="an image file")],
                       flt: Annotated[dict, Depends(filters)],
                       page: Annotated[dict, Depends(paging)],
                       q: Annotated[str | None, Query(max_length=1000)] = None):
-        """Rank images by an uploaded image (optionally plus a text query)."""
+        """Rank images by an uploaded image (optionally plus a text query).
+
+        Images over 40 megapixels are refused (413) from their header, before decoding."""
         fd, tmp = tempfile.mkstemp(prefix="clipsql-query-")
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := file.file.read(1 << 20):
                     out.write(chunk)
-            return run_search(q if q and q.strip() else None, tmp, flt, page)
+            files.check_upload(tmp)
+            vector = backend.embed_upload(tmp)
         finally:
             os.unlink(tmp)
+        return run_search(q, flt, page, upload=vector)
 
-    @app.get("/api/images/{image_id}", response_model=m.ImageOut, tags=["images"])
+    @app.get("/api/images/{image_id}", response_model=m.ImageOut, tags=["images"],
+             responses=m.errors(403, 404, 503))
     def image_info(image_id: str):
         """One image's metadata (including EXIF), by row id."""
         info = backend.image(_row_id(image_id))
@@ -132,18 +175,20 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
             raise HTTPException(404, "no such image")
         return m.image_json(info)
 
-    @app.get("/api/labels", response_model=m.LabelsOut, tags=["labels"])
+    @app.get("/api/labels", response_model=m.LabelsOut, tags=["labels"],
+             responses=_LOOKUP_ERRORS)
     def labels():
         """The stored labels of the collection with image counts (``available``: any at all)."""
         found = backend.labels()
         return {"available": bool(found), "labels": found}
 
-    @app.get("/api/facets", response_model=m.FacetsOut, tags=["status"])
+    @app.get("/api/facets", response_model=m.FacetsOut, tags=["status"],
+             responses=_LOOKUP_ERRORS)
     def facets():
         """What the filters can offer: cameras, date range, GPS count, labels."""
         return backend.facets()
 
-    @app.get("/api/status", tags=["status"])
+    @app.get("/api/status", tags=["status"], responses=_LOOKUP_ERRORS)
     def status():
         """Rows, failures, model, database and index, as ``clipsql status --json``."""
         return backend.status()
@@ -156,44 +201,54 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
             raise HTTPException(404, "this row was imported without an image file")
         return row
 
-    def _cached(request: Request, etag: str, version: str | None, sha: str):
-        fresh = version is not None and sha.startswith(version) and len(version) >= 8
-        headers = {"ETag": etag, "Cache-Control": _IMMUTABLE if fresh else _REVALIDATE,
-                   "X-Content-Type-Options": "nosniff"}
-        if etag in request.headers.get("if-none-match", ""):
-            return headers, Response(status_code=304, headers=headers)
-        return headers, None
+    def _not_modified(request: Request, headers: dict):
+        if headers["ETag"] in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return None
 
     def _jpeg(row, size: int, request: Request, v: str | None):
         """A cached JPEG rendition of ``row`` at ``size`` px, or 304 when the client has it."""
-        headers, not_modified = _cached(request, f'"{row.sha256[:32]}-{size}"', v, row.sha256)
-        if not_modified:
-            return not_modified
-        path = thumbs.get(row.id, row.sha256, row.path, size)
+        fresh = v is not None and row.sha256.startswith(v) and len(v) >= 8
+        headers = {"ETag": f'"{row.sha256[:32]}-{size}"', **_FILE_HEADERS,
+                   "Cache-Control": _IMMUTABLE if fresh else _REVALIDATE}
+        f, _ = files.open_verified(row.path, row.sha256)
+        with f:
+            if (not_modified := _not_modified(request, headers)) is not None:
+                return not_modified
+            files.still_at(f, row.path)
+            path = thumbs.get(row.id, row.sha256, row.path, size)
+            try:  # the name still leads to the checked file: the thumbnail shows its content
+                files.still_at(f, row.path)
+            except HTTPException:
+                thumbs.file_for(row.id, row.sha256, size).unlink(missing_ok=True)
+                raise
         if path is None:
-            raise HTTPException(404, "the image file cannot be read any more")
+            raise HTTPException(404, files.GONE)
         return FileResponse(path, media_type="image/jpeg", headers=headers)
 
     @app.get("/thumbs/{image_id}", response_class=Response, tags=["images"],
-             responses={200: {"content": {"image/jpeg": {}}}})
+             responses={**_FILE_ERRORS, 200: {"content": {"image/jpeg": {}}}})
     def thumbnail(image_id: str, request: Request, v: str | None = None):
         """A JPEG thumbnail (320 px), made once and cached on disk."""
         return _jpeg(_row(image_id), THUMB_SIZE, request, v)
 
     @app.get("/images/{image_id}", response_class=Response, tags=["images"],
-             responses={200: {"content": {"image/*": {}}}})
+             responses=_FILE_ERRORS)
     def full_image(image_id: str, request: Request, v: str | None = None):
-        """The image itself (formats browsers cannot show come as a 2048 px JPEG)."""
+        """The image itself (formats browsers cannot show come as a 2048 px JPEG).
+
+        404 when the file is gone, or is no longer the regular file with the loaded content."""
         row = _row(image_id)
         media = BROWSER_FORMATS.get(row.format)
         if media is None:
             return _jpeg(row, PREVIEW_SIZE, request, v)
-        if not os.path.isfile(row.path):
-            raise HTTPException(404, "the image file cannot be read any more")
-        # The file's own ETag (size and mtime), so an edit since loading is never hidden.
-        return FileResponse(row.path, media_type=media, content_disposition_type="inline",
-                            headers={"Cache-Control": _REVALIDATE,
-                                     "X-Content-Type-Options": "nosniff"})
+        f, size = files.open_verified(row.path, row.sha256)
+        headers = {"ETag": f'"{row.sha256[:32]}"', "Cache-Control": _REVALIDATE, **_FILE_HEADERS}
+        if (not_modified := _not_modified(request, headers)) is not None:
+            f.close()
+            return not_modified
+        return StreamingResponse(files.stream(f, size), media_type=media, headers={
+            **headers, "Content-Length": str(size), "Content-Disposition": "inline"})
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -209,60 +264,3 @@ def _row_id(text: str) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 18):
         raise HTTPException(404, "no such image")
     return int(text)
-
-
-def _check_port(host: str, port: int) -> None:
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(infos[0][4])
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is only reachable from this machine."""
-    return host == "localhost" or host.startswith("127.")
-
-
-def serve(host: str = "127.0.0.1", port: int = 8000, dsn: str | None = None,
-          model: str | None = None, device: str | None = None, log_level: str = "info",
-          announce=None) -> None:
-    """Run the web UI until interrupted (what ``clipsql serve`` does).
-
-    ``announce(url)`` is called once the collection and model are loaded, just before listening.
-    """
-    import uvicorn
-
-    _check_port(host, port)
-    app = create_app(dsn, model, device,
-                     allowed_hosts=(*LOOPBACK_HOSTS, host) if is_loopback(host) else None)
-    if announce is not None:
-        shown = "localhost" if is_loopback(host) else host
-        announce(f"http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30):
-    """Run ``app`` on a background thread (a notebook, a test); yield its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="clipsql-web", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise ConfigError(f"the web server did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)

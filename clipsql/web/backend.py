@@ -1,37 +1,54 @@
-"""What the web server does with the database: one shared collection, safely used from threads.
+"""What the web server does with the database: pooled connections, one shared model.
 
-A psycopg connection must not be used by two threads at once, and the model should load
-once. So the server keeps one :class:`~clipsql.collection.Collection` (its connection and
-its loaded model) behind a lock for searches, plus a second connection behind its own lock
-for the quick row look-ups that thumbnails and images need, so that a page full of
-thumbnails never waits behind a search.
+Every request takes its own connection from a ``psycopg_pool.ConnectionPool`` (searches
+from one pool, the quick look-ups that thumbnails, images, status and facets need from
+another, so a page full of thumbnails never waits behind slow searches). A connection is
+checked when it is handed out, so one the server dropped (a restart, an administrator's
+``pg_terminate_backend``) is replaced rather than failing every later request. Waiting for a
+free connection is bounded (:data:`POOL_WAIT_S`): past it the answer is a 503 with a
+readable message, never a request stuck behind another. The model loads once and is
+shared; only its encode calls (milliseconds) are serialised.
+
+Web queries are anonymous: their text embeddings stay in the process's memory
+(``text_cache.embed(..., store=False)``) and never grow ``clipsql.text_embeddings``.
 
 Filters from the page become one ``WHERE`` fragment with bound parameters; the user's own
 free ``WHERE`` text is wrapped in parentheses and newlines (a trailing ``--`` comment cannot
-swallow the other filters) and runs inside the library's read-only transaction with all the
-rest.
+swallow the other filters) and runs through the library's read-only guard with the rest.
 
 >>> build_filter(camera="Canon", gps=True)
 ('camera_make = %s AND latitude IS NOT NULL AND longitude IS NOT NULL', ['Canon'])
->>> build_filter(where="path LIKE '%dog%'")
-("(\\npath LIKE '%%dog%%'\\n)", [])
+>>> build_filter(where="path LIKE '%dog%' AND id % 2 = 0")
+("(\\npath LIKE '%dog%' AND id %% 2 = 0\\n)", [])
+>>> build_filter(date_to=dt.date.max)  # the end of time: no upper bound at all
+(None, [])
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from dataclasses import dataclass
 
-from clipsql.database import binding, images
+import numpy as np
+
+from clipsql.database import binding, images, user_sql
 from clipsql.database import connection as dbmod
-from clipsql.errors import QueryError
+from clipsql.errors import DatabaseError, QueryError
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
 MAX_RANK = 1000
 #: Longest free WHERE fragment accepted from the page.
 MAX_WHERE_CHARS = 4000
+#: Seconds a request waits for a free database connection before a 503.
+POOL_WAIT_S = 5.0
+#: Connections for searches (each may run up to the filter's statement timeout).
+SEARCH_CONNECTIONS = 8
+#: Connections for row look-ups, status and facets.
+LOOKUP_CONNECTIONS = 4
 LABELS_TABLE = "clipsql.image_labels"
+LOST = "the connection to the database was lost; try again"
 
 
 def build_filter(*, where: str | None = None, date_from: dt.date | None = None,
@@ -39,15 +56,18 @@ def build_filter(*, where: str | None = None, date_from: dt.date | None = None,
                  gps: bool | None = None, label: str | None = None) -> tuple[str | None, list]:
     """One WHERE fragment (with ``%s`` placeholders) and its parameters, from the page's filters."""
     parts, params = [], []
+    if any("\x00" in (v or "") for v in (where, camera, label)):
+        raise QueryError("a filter contains a NUL character")
     if where and where.strip():
         if len(where) > MAX_WHERE_CHARS:
             raise QueryError(f"the WHERE fragment is longer than {MAX_WHERE_CHARS} characters")
-        # The free fragment has no parameters of its own: a literal % (LIKE '%x%') stays literal.
-        parts.append("(\n" + where.replace("%", "%%") + "\n)")
+        # The box takes no parameters: every % outside literals is a literal percent too
+        # (the search's own user_sql.wrap then reads it by the usual rule).
+        parts.append("(\n" + user_sql.without_placeholders(where) + "\n)")
     if date_from is not None:
         parts.append("taken_at >= %s")
         params.append(dt.datetime.combine(date_from, dt.time()))
-    if date_to is not None:  # inclusive: the whole of that day
+    if date_to is not None and date_to < dt.date.max:  # inclusive: the whole of that day
         parts.append("taken_at < %s")
         params.append(dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time()))
     if camera:
@@ -73,54 +93,173 @@ class Row:
     format: str
 
 
+@dataclass
+class _StatusView:
+    """What :meth:`Collection.status` reads: a connection and the redacted URL."""
+
+    conn: object
+    url: str
+
+
+def _pool(dsn: str, size: int, wait_s: float, name: str):
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(dsn, min_size=1, max_size=size, timeout=wait_s, name=name,
+                          kwargs={"autocommit": True, "connect_timeout": 10},
+                          configure=dbmod.register_types, check=ConnectionPool.check_connection,
+                          open=False)
+    try:
+        pool.open(wait=True, timeout=max(wait_s, 10))
+    except Exception:
+        pool.close()
+        raise DatabaseError(f"cannot open connections to {dbmod.redact(dsn)}") from None
+    return pool
+
+
 class Backend:
-    """The server's collection, locks and look-ups."""
+    """The server's connection pools, model and look-ups."""
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
-                 device: str | None = None):
+                 device: str | None = None, *, search_connections: int = SEARCH_CONNECTIONS,
+                 wait_s: float = POOL_WAIT_S):
+        from clipsql import config
         from clipsql.collection import Collection
 
         self.dsn = dbmod.resolve_dsn(dsn)
-        self.collection = Collection(self.dsn, model=model, device=device)
-        self._search_lock = threading.Lock()
-        self._lookup_lock = threading.Lock()
-        self._lookup = dbmod.connect(self.dsn)
+        Collection(self.dsn).close()  # pgvector and the schema's migrations, once
+        self.wait_s = wait_s
+        self._model_request = config.model_spec(model)
+        self._device = device
+        self._model = None
+        self._model_lock = threading.Lock()  # loading it, and each encode call
+        self._searches = _pool(self.dsn, search_connections, wait_s, "clipsql-search")
+        try:
+            self._lookups = _pool(self.dsn, LOOKUP_CONNECTIONS, wait_s, "clipsql-lookup")
+        except Exception:
+            self._searches.close()
+            raise
         self.warm_up()
+
+    def close(self) -> None:
+        self._searches.close()
+        self._lookups.close()
+
+    @contextlib.contextmanager
+    def connection(self, kind: str = "lookup"):
+        """A pooled connection; database trouble becomes a :class:`DatabaseError` (503)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        pool = self._searches if kind == "search" else self._lookups
+        try:
+            with pool.connection(timeout=self.wait_s) as conn:
+                try:
+                    yield conn
+                except QueryError:
+                    if conn.broken or conn.closed:  # not the filter's fault
+                        raise DatabaseError(LOST) from None
+                    raise
+        except PoolTimeout:
+            raise DatabaseError(f"the database is busy or unreachable: no connection came free "
+                                f"within {self.wait_s:g} s; try again") from None
+        except psycopg.OperationalError:
+            raise DatabaseError(LOST) from None
+        except psycopg.Error as exc:
+            reason = (exc.diag.message_primary if exc.diag else None) or type(exc).__name__
+            raise DatabaseError(f"the database refused the request: {reason}") from None
+
+    # --- the model ---------------------------------------------------------------------------
+    def model(self, conn=None):
+        """The collection's model, loaded once (on the first call after a model is bound)."""
+        if self._model is not None:
+            return self._model
+        if conn is None:
+            with self.connection() as own:
+                return self.model(own)
+        from clipsql.models.openclip import ClipModel
+
+        bound = binding.bound_from_row(conn.execute(binding.BOUND_SQL).fetchone())
+        spec = self._model_request or binding.usable_spec(bound)
+        with self._model_lock:
+            if self._model is None:
+                model = ClipModel(spec, device=self._device)
+                binding.check_model(conn, model.identity())
+                self._model = model
+        return self._model
 
     def warm_up(self) -> bool:
         """Load the model now (not on the first query) when the collection has one bound."""
-        with self._search_lock:
-            if binding.bound_model(self.collection.conn) is None:
+        with self.connection() as conn:
+            if binding.bound_model(conn) is None:
                 return False
-            self.collection.embed_text("warm up")
+            self._embed_text(conn, "warm up")
         return True
 
-    def close(self) -> None:
-        self.collection.close()
-        self._lookup.close()
+    def _embed_text(self, conn, text: str) -> np.ndarray:
+        from clipsql.query import text_cache
 
-    # --- searches (the collection's connection and model) -----------------------------------
-    def search(self, text=None, *, image=None, offset=0, limit=40, filters=None,
-               min_score=None):
-        """Hits ``offset .. offset+limit`` of the ranking, and whether more follow."""
+        model = self.model(conn)
+        with self._model_lock:
+            return text_cache.embed(conn, model, text, store=False)
+
+    def embed_upload(self, path: str) -> np.ndarray:
+        """The embedding of an uploaded image file (its header already checked)."""
+        from clipsql.errors import ImageError
+        from clipsql.ingest.decode import read
+
+        model = self.model()
+        try:
+            decoded = read(path, model.preprocess)
+        except ImageError as exc:
+            raise QueryError(f"cannot use the uploaded file as a query image: {exc}") from None
+        with self._model_lock:
+            return model.encode_images(decoded.pixels.unsqueeze(0))[0]
+
+    # --- searches ------------------------------------------------------------------------------
+    def search(self, text=None, *, image_id=None, upload=None, offset=0, limit=40,
+               filters=None, min_score=None):
+        """Hits ``offset .. offset+limit`` of the ranking, and whether more follow.
+
+        ``upload`` is the embedding of an uploaded image (:meth:`embed_upload`).
+        """
+        from clipsql.query.search import rank
+
         if offset < 0 or limit < 1 or offset + limit > MAX_RANK:
             raise QueryError(f"offset + limit must stay within 1..{MAX_RANK}")
         where, params = build_filter(**(filters or {}))
-        with self._search_lock:
-            hits = self.collection.search(text, image=image, where=where, params=params,
-                                          limit=offset + limit + 1, min_score=min_score)
+        with self.connection("search") as conn:
+            binding.require_model(conn)
+            parts, exclude = [], None
+            if text is not None:
+                parts.append(self._embed_text(conn, text))
+            if image_id is not None:
+                row = conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE id = %s",
+                                   (image_id,)).fetchone()
+                if row is None or row[0] is None:
+                    raise QueryError(f"no image with id {image_id}")
+                parts.append(row[0].to_numpy().astype(np.float32))
+                exclude = image_id if text is None else None
+            if upload is not None:
+                parts.append(upload)
+            if not parts:
+                raise QueryError("give a text query, an image, or both")
+            query = np.sum(parts, axis=0)
+            query = query / (np.linalg.norm(query) or 1.0)
+            hits = rank(conn, query, where=where, params=params, limit=offset + limit + 1,
+                        min_score=min_score, exclude_id=exclude)
         return hits[offset:offset + limit], len(hits) > offset + limit
 
     def status(self) -> dict:
-        with self._search_lock:
-            return self.collection.status()
+        """Rows, failures, model, database and index, as ``clipsql status --json``."""
+        from clipsql.collection import Collection
 
-    # --- look-ups (their own connection) -----------------------------------------------------
+        with self.connection() as conn:
+            return Collection.status(_StatusView(conn, dbmod.redact(self.dsn)))
+
+    # --- look-ups ------------------------------------------------------------------------------
     def _query(self, sql, params=()):
-        with self._lookup_lock:
-            if self._lookup.closed or self._lookup.broken:
-                self._lookup = dbmod.connect(self.dsn)  # e.g. the server restarted
-            return self._lookup.execute(sql, params).fetchall()
+        with self.connection() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def row(self, image_id: int) -> Row | None:
         """The row with this id, or None: the only way the server finds a file to send."""

@@ -1,5 +1,9 @@
 """The JSON shapes of the web API (they make its OpenAPI description at ``/openapi.json``).
 
+Every answer a route can give is declared with it (``responses=`` from :func:`errors`), so
+the description is complete: errors are ``{"detail": "..."}`` (422: FastAPI's list of
+validation errors), at most :data:`MAX_DETAIL` characters of message.
+
 A hit is exactly :meth:`clipsql.query.search.Hit.to_dict` (the library's and ``clipsql search
 --json``'s shape) plus the file name and the URLs of its thumbnail and full image.
 """
@@ -18,6 +22,42 @@ uploaded image (`POST /api/search/image`), with filters on the date taken, camer
 or a read-only SQL `where` fragment over `clipsql.images` columns. Results are the library's
 (`Collection.search`), best first, with thumbnail and image URLs.
 """
+
+
+#: Longest error message in a response body.
+MAX_DETAIL = 500
+
+#: What each error status means, wherever a route can answer it.
+ERRORS = {
+    304: "the client's copy (If-None-Match) is current",
+    400: "a malformed query: bad filter, WHERE fragment, paging or upload",
+    403: "a cross-site request (Sec-Fetch-Site or Origin of another site)",
+    404: "no such image, or its file is gone or changed since it was loaded",
+    409: "nothing to search yet (empty collection), or another model embedded it",
+    413: "the request body or the uploaded image is too large",
+    503: "the database is unreachable or busy, or the model cannot be loaded; try again",
+}
+
+
+class Detail(BaseModel):
+    """An error: what went wrong, for people."""
+
+    detail: str
+
+
+def short(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut).
+
+    >>> short("x" * 600)[-3:], len(short("x" * 600))
+    ('xx…', 500)
+    """
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def errors(*codes: int) -> dict:
+    """``responses=`` for a route: these statuses, each with the :class:`Detail` body."""
+    return {code: ({"description": ERRORS[code]} if code == 304 else
+                   {"model": Detail, "description": ERRORS[code]}) for code in codes}
 
 
 class _Row(BaseModel):
