@@ -45,7 +45,20 @@ def load(paths, prune, batch_size, workers, processes, precision, as_json, dsn, 
     for path, reason in report.skipped:
         click.echo(f"skipped: {path}: {reason}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-               f"removed {report.removed}, failed {report.failed} in {report.seconds:.1f} s")
+               f"removed {report.removed}, failed {report.failed}, {_ignored(report)} "
+               f"in {report.seconds:.1f} s")
+
+
+def _ignored(report) -> str:
+    """``ignored 3 (not images)``, or ``ignored 4 (3 not images, 1 hidden)``."""
+    by = report.ignored_by_reason
+    if not report.ignored:
+        return "ignored 0"
+    if set(by) == {"not_image"}:
+        return f"ignored {report.ignored} (not images)"
+    labels = {"not_image": "not images", "hidden": "hidden"}
+    return f"ignored {report.ignored} (" + ", ".join(
+        f"{n} {labels.get(k, k)}" for k, n in sorted(by.items(), reverse=True)) + ")"
 
 
 @click.command()
@@ -67,6 +80,7 @@ def status(as_json, dsn, model, device):
     click.echo(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with indexes)")
     reasons = ", ".join(f"{k} {v}" for k, v in info["failures_by_reason"].items())
     click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
+    click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
     click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
 
 

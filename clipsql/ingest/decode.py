@@ -1,9 +1,12 @@
 """Read one image file: bytes, hash, metadata, and the pixels ready for the model.
 
 Decoding is where broken files show up, so every failure becomes an :class:`ImageError`
-with a short reason code; nothing else escapes.
+with a short reason code; nothing else escapes. Which files are images, and the plugins
+behind them, is :mod:`clipsql.ingest.formats`; camera RAW goes through
+:mod:`clipsql.ingest.raw`. Multi-frame files (GIF, APNG, TIFF, ICO, WebP) give their
+first frame.
 
->>> EXTENSIONS >= {".jpg", ".png", ".heic"}
+>>> EXTENSIONS >= {".jpg", ".png", ".heic", ".avif", ".jxl", ".jp2", ".dng"}
 True
 """
 
@@ -20,16 +23,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clipsql.errors import ImageError
 from clipsql.ingest import exif as metadata
+from clipsql.ingest import raw as camera_raw
+from clipsql.ingest.formats import EXTENSIONS, is_raw
 
-try:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover - a dependency, but HEIC stays optional at runtime
-    pillow_heif = None
-
-EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
-              ".heic", ".heif"}
+__all__ = ["EXTENSIONS", "MAX_BYTES", "MAX_PIXELS", "Decoded", "decode_bytes", "read"]
 #: Refuse images above this many pixels (a 20000x20000 PNG is 400 MP): decompression bombs.
 MAX_PIXELS = 180_000_000
 #: Files above this size are not read at all.
@@ -80,19 +77,10 @@ def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
 def decode_bytes(path, data: bytes, st, preprocess, draft_size=None) -> Decoded:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        img = Image.open(io.BytesIO(data))
-        fmt = img.format or "UNKNOWN"
-        width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError("decompression_bomb",
-                             f"{width}x{height} is over the {MAX_PIXELS:,} pixel limit")
-        meta = metadata.extract(img)
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        if draft_size and fmt == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
-        img = ImageOps.exif_transpose(img)
-        img = img.convert("RGB") if img.mode != "RGB" else img
+        if is_raw(path):
+            width, height, fmt, meta, img = _open_raw(path, data, draft_size)
+        else:
+            width, height, fmt, meta, img = _open_pillow_or_without_text(data, draft_size)
         pixels = preprocess(img)
     except ImageError:
         raise
@@ -106,13 +94,69 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None) -> Decoded:
         raise ImageError(reason, text) from None
     except Exception as exc:  # a decoder bug on a hostile file must not stop the load
         raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from None
-    if meta["orientation"] in (5, 6, 7, 8):
-        width, height = height, width
     return Decoded(
         path=path, sha256=digest, bytes=st.st_size,
         mtime=mtime_of(st),
         width=width, height=height, format=_format_name(fmt), meta=meta, pixels=pixels,
     )
+
+
+def _open_pillow_or_without_text(data: bytes, draft_size):
+    try:
+        return _open_pillow(data, draft_size)
+    except ValueError as exc:
+        # A PNG text chunk past PngImagePlugin's limits is still an image: read it without
+        # its text chunks (the limits stay: they guard memory against zlib bombs).
+        if not data.startswith(_PNG_SIGNATURE) or "text" not in str(exc).lower():
+            raise
+        return _open_pillow(_without_png_text(data), draft_size)
+
+
+def _open_pillow(data: bytes, draft_size):
+    """(width, height, format, meta, upright RGB image) of a file Pillow reads."""
+    img = Image.open(io.BytesIO(data))
+    fmt = img.format or "UNKNOWN"
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError("decompression_bomb",
+                         f"{width}x{height} is over the {MAX_PIXELS:,} pixel limit")
+    meta = metadata.extract(img)
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if draft_size and fmt == "JPEG":
+        img.draft("RGB", (draft_size, draft_size))
+    img = ImageOps.exif_transpose(img)
+    img = img.convert("RGB") if img.mode != "RGB" else img
+    if meta["orientation"] in (5, 6, 7, 8):
+        width, height = height, width
+    return width, height, fmt, meta, img
+
+
+def _open_raw(path: str, data: bytes, draft_size):
+    """The same for a camera RAW file: LibRaw's picture, EXIF from Pillow where it can."""
+    picture = camera_raw.open_raw(data, min_side=(draft_size or 0) // 2, max_pixels=MAX_PIXELS)
+    meta = metadata.from_tiff_bytes(data)
+    if meta["exif"] is None and picture.meta_source is not None:
+        meta = metadata.extract(picture.meta_source)
+    fmt = os.path.splitext(path)[1].lstrip(".").upper() or "RAW"
+    return picture.width, picture.height, fmt, meta, picture.image
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
+
+
+def _without_png_text(data: bytes) -> bytes:
+    """The PNG with its text chunks left out (the pixels and other chunks untouched)."""
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] not in _PNG_TEXT_CHUNKS:
+            out.append(data[pos:end])
+        pos = end
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 def mtime_of(st) -> datetime:

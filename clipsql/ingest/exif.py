@@ -1,5 +1,9 @@
 """EXIF metadata people filter on: date taken, camera, GPS in decimal degrees, orientation.
 
+The rest of the EXIF is kept as a JSON document, capped at :data:`MAX_EXIF_BYTES` of JSON
+per image (texts at 500 characters, lists at 64 items): a file with thousands of tags
+keeps its first tags that fit and records how many were dropped under ``"_dropped"``.
+
 >>> dms_to_decimal((52, 22, 12.0), "N")
 52.37
 >>> dms_to_decimal((4, 53, 24.0), "W")
@@ -8,15 +12,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 
-from PIL import ExifTags
+from PIL import ExifTags, Image
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
 _SKIP_TAGS = {"MakerNote", "UserComment", "PrintImageMatching", "ComponentsConfiguration"}
 _MAX_TEXT = 500
+#: The most JSON the ``exif`` column holds for one image.
+MAX_EXIF_BYTES = 64 * 1024
 
 
 def _number(value) -> float | None:
@@ -93,14 +100,37 @@ def _named(ifd, names: dict) -> dict:
 
 def extract(img) -> dict:
     """Metadata columns of an opened (not yet transposed) PIL image."""
-    meta = {"taken_at": None, "camera_make": None, "camera_model": None,
-            "latitude": None, "longitude": None, "orientation": None, "exif": None}
     try:
         exif = img.getexif()
     except Exception:  # broken EXIF must never cost the image
-        return meta
-    if not exif:
-        return meta
+        exif = None
+    return from_exif(exif)
+
+
+def from_tiff_bytes(data: bytes) -> dict:
+    """Metadata of a TIFF-based file (DNG, NEF, CR2, ARW, PEF, ...) from its IFD0 and EXIF
+    IFD alone, without opening the pixels (Pillow cannot decode a Bayer mosaic)."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return from_exif(None)
+    try:
+        exif = Image.Exif()
+        exif.load(data)
+    except Exception:
+        return from_exif(None)
+    return from_exif(exif)
+
+
+def from_exif(exif) -> dict:
+    """Metadata columns of a PIL ``Image.Exif`` (None or empty: all None)."""
+    meta = {"taken_at": None, "camera_make": None, "camera_model": None,
+            "latitude": None, "longitude": None, "orientation": None, "exif": None}
+    try:
+        return _fill(meta, exif) if exif else meta
+    except Exception:  # broken EXIF must never cost the image
+        return {k: None for k in meta}
+
+
+def _fill(meta: dict, exif) -> dict:
     try:
         exif_ifd = exif.get_ifd(_EXIF_IFD)
     except Exception:
@@ -131,5 +161,24 @@ def extract(img) -> dict:
         doc.update(_named(exif_ifd, base_names))
     if gps:
         doc["GPS"] = _named(gps, ExifTags.GPSTAGS)
-    meta["exif"] = doc or None
+    meta["exif"] = capped(doc) or None
     return meta
+
+
+def capped(doc: dict, limit: int = MAX_EXIF_BYTES) -> dict:
+    """``doc`` with the entries that fit in ``limit`` bytes of JSON, in order; the number of
+    entries left out under ``"_dropped"``.
+
+    >>> capped({"a": "x" * 10, "b": "y" * 100}, limit=60)
+    {'a': 'xxxxxxxxxx', '_dropped': 1}
+    """
+    out, used, dropped = {}, 2, 0
+    for key, value in doc.items():
+        size = len(json.dumps({key: value}))  # the entry and its ", " (for the braces)
+        if used + size + 20 > limit:  # 20: room for the "_dropped" entry
+            dropped += 1
+            continue
+        out[key], used = value, used + size
+    if dropped:
+        out["_dropped"] = dropped
+    return out

@@ -5,6 +5,11 @@ the calling thread runs the model on full batches, and a writer thread stores ea
 with binary COPY plus one upsert, in one transaction per batch. A batch is either wholly in
 the table or not at all, so a killed load simply resumes: unchanged files are skipped by
 (path, size, mtime).
+
+Every file under a loaded folder is accounted for: a row, a failure in
+``clipsql.failures`` (decoding failures and the walk's own: ``bad_name``, ``broken_link``,
+``unreadable``, ...), or ignored (not an image, or hidden), counted in the report and kept
+in ``clipsql.ignored`` for ``status``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
 from clipsql.errors import DatabaseError, ImageError
+from clipsql.ingest import accounting
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.walk import discover
@@ -26,17 +32,21 @@ from clipsql.ingest.walk import discover
 
 @dataclass
 class LoadReport:
-    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run."""
+    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run;
+    ``skipped`` holds what is not a file (symlink loops). ``ignored`` counts files that are
+    not images or are hidden, by reason in ``ignored_by_reason``."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
     failed: int = 0
+    ignored: int = 0
     seconds: float = 0.0
     index_built: bool = False
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    ignored_by_reason: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +62,17 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
     started = time.perf_counter()
     report = LoadReport()
     found = discover(paths)
-    report.skipped = list(found.skipped)
+    report.skipped = [(p, why) for p, why in found.skipped if p not in found.failed]
+    for reason in found.ignored.values():
+        report.ignored_by_reason[reason] = report.ignored_by_reason.get(reason, 0) + 1
+    report.ignored = len(found.ignored)
     with connect() as conn:
         identity = model.identity()
         binding.check_model(conn, identity)
         known = _known_state(conn, found.roots)
+        walk_failures = accounting.record(conn, found)
+        report.failed += len(walk_failures)
+        report.failures.extend((p, f"{r}: {d}") for p, r, d in walk_failures)
         todo = []
         for path, st in found.files.items():
             size_mtime = (st.st_size, mtime_of(st))
@@ -93,7 +109,7 @@ def _known_state(conn, roots) -> dict:
 
 
 def _prune(conn, found, known) -> int:
-    gone = [p for p in known if p not in found.files
+    gone = [p for p in known if p not in found.files and p not in found.failed
             and not any(p.startswith(_under(b)) for b in found.blind_spots)]
     if not gone:
         return 0

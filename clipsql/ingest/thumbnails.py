@@ -16,6 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from clipsql.ingest import formats  # registers the HEIF and JPEG XL plugins
+
 #: Long side of a grid thumbnail, in pixels (sharp on 2x screens at ~160 CSS px).
 THUMB_SIZE = 320
 #: Long side of a full-size preview for formats browsers cannot show (TIFF, HEIF).
@@ -36,11 +38,18 @@ def render(path: str, size: int = THUMB_SIZE, quality: int = 82) -> bytes | None
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
-            img = ImageOps.exif_transpose(img)
+        if formats.is_raw(path):
+            from clipsql.ingest.raw import open_raw
+
+            with open(path, "rb") as f:
+                img = open_raw(f.read(), min_side=size).image
+        else:
+            with Image.open(path) as opened:
+                if getattr(opened, "n_frames", 1) > 1:
+                    opened.seek(0)
+                opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
+                img = ImageOps.exif_transpose(opened)  # a loaded copy
+        with img:
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 # Transparent pixels go on white rather than on whatever colour they hide.
                 rgba = img.convert("RGBA")

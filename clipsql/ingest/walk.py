@@ -1,5 +1,18 @@
-"""Find image files under folders, safely: symlink loops, unreadable folders and file names
-that are not valid UTF-8 are reported as skipped, never fatal.
+"""Find image files under folders, safely, and account for every other file.
+
+Each file under a folder ends in exactly one of three lists:
+
+* ``files``: images to load (decided by name, see :mod:`clipsql.ingest.formats`);
+* ``failed``: images that cannot even be opened, ``path -> (reason, detail)`` with the
+  reason codes ``bad_name`` (not valid UTF-8), ``broken_link``, ``vanished`` and
+  ``unreadable`` (no permission, not a regular file such as a FIFO, or a folder that
+  cannot be listed, which is also a blind spot that pruning never touches);
+* ``ignored``: ``path -> reason`` for files that are not images (``not_image``) and hidden
+  files (``hidden``, such as ``.DS_Store``). Hidden folders are not entered.
+
+Paths that are not valid UTF-8 are given as text with the odd bytes shown as ``\\xNN``.
+``skipped`` repeats every failure as ``(path, text)`` and adds what is not a file at all
+(a symlink loop), for printing.
 
 >>> found = discover(["/nonexistent-folder"])        # doctest: +SKIP
 """
@@ -7,21 +20,35 @@ that are not valid UTF-8 are reported as skipped, never fatal.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 from clipsql.errors import ConfigError
-from clipsql.ingest.decode import EXTENSIONS
+from clipsql.ingest.formats import is_image
+
+#: What each reason code means, as printed.
+REASONS = {"bad_name": "file name is not valid UTF-8",
+           "broken_link": "broken symbolic link",
+           "vanished": "the file vanished while the folder was walked",
+           "unreadable": "cannot read"}
 
 
 @dataclass
 class Found:
     files: dict = field(default_factory=dict)      # path -> os.stat_result
-    skipped: list = field(default_factory=list)    # (path, reason)
+    failed: dict = field(default_factory=dict)     # path -> (reason code, detail)
+    ignored: dict = field(default_factory=dict)    # path -> "not_image" | "hidden"
+    skipped: list = field(default_factory=list)    # (path, text): failures and symlink loops
     roots: list = field(default_factory=list)      # absolute roots, as given
     blind_spots: list = field(default_factory=list)  # folders we could not list: never prune there
 
+    def fail(self, path: str, reason: str, detail: str) -> None:
+        if path not in self.failed:
+            self.failed[path] = (reason, detail)
+            self.skipped.append((path, detail))
 
-def _printable(path: str) -> str:
+
+def printable(path: str) -> str:
     """The path as text, with bytes that are not UTF-8 shown as \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
@@ -40,43 +67,56 @@ def discover(paths) -> Found:
     for raw in paths:
         root = os.path.abspath(os.path.expanduser(os.fspath(raw)))
         if not os.path.exists(root):
-            raise ConfigError(f"{_printable(root)} does not exist")
+            raise ConfigError(f"{printable(root)} does not exist")
         found.roots.append(root)
-        if os.path.isfile(root):
-            _add_file(found, root)
+        if not os.path.isdir(root):
+            _add_file(found, root)  # named explicitly: tried whatever its extension
             continue
         visited: set = set()
         for folder, dirs, files in os.walk(root, followlinks=True, onerror=lambda e: _walk_error(found, e)):
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in visited:
-                found.skipped.append((_printable(folder), "symlink loop: folder already visited"))
+                found.skipped.append((printable(folder), "symlink loop: folder already visited"))
                 dirs[:] = []
                 continue
             visited.add((st.st_dev, st.st_ino))
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in EXTENSIONS:
-                    continue
-                _add_file(found, os.path.join(folder, name))
+                path = os.path.join(folder, name)
+                if name.startswith("."):
+                    found.ignored[printable(path)] = "hidden"
+                elif not is_image(name):
+                    found.ignored[printable(path)] = "not_image"
+                else:
+                    _add_file(found, path)
     return found
 
 
 def _walk_error(found: Found, exc: OSError) -> None:
     where = exc.filename or "?"
-    found.skipped.append((_printable(where), f"cannot list folder: {exc.strerror or exc}"))
-    found.blind_spots.append(where)
+    found.fail(printable(where), "unreadable", f"cannot list folder: {exc.strerror or exc}")
+    found.blind_spots.append(printable(where))
 
 
 def _add_file(found: Found, path: str) -> None:
     if not _valid_utf8(path):
-        found.skipped.append((_printable(path), "file name is not valid UTF-8"))
+        found.fail(printable(path), "bad_name", REASONS["bad_name"])
         return
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        found.skipped.append((path, "broken symbolic link or file vanished"))
+        if os.path.islink(path):
+            found.fail(path, "broken_link", f"broken symbolic link to {printable(os.readlink(path))}")
+        else:
+            found.fail(path, "vanished", REASONS["vanished"])
         return
     except OSError as exc:
-        found.skipped.append((path, f"cannot stat: {exc.strerror or exc}"))
+        found.fail(path, "unreadable", f"cannot stat: {exc.strerror or exc}")
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(
+            st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
+            st.st_mode) else "not a regular file"
+        found.fail(path, "unreadable", f"not a regular file: {kind}")
         return
     found.files[path] = st

@@ -134,14 +134,18 @@ def test_single_file_and_symlink_loop(db, tmp_path):
     assert db.load(tmp_path / "single.png").added == 1
 
 
-def test_file_name_that_is_not_utf8_is_skipped_with_a_reason(db, tmp_path):
+def test_file_name_that_is_not_utf8_is_a_recorded_failure(db, tmp_path):
     make_image(tmp_path / "ok.png")
     bad = os.fsencode(str(tmp_path)) + b"/caf\xe9.png"
     shutil.copy(tmp_path / "ok.png", bad)
     report = db.load(tmp_path)
-    assert report.added == 1
-    assert [reason for _, reason in report.skipped] == ["file name is not valid UTF-8"]
-    assert "caf\\xe9.png" in report.skipped[0][0]
+    assert report.added == 1 and report.failed == 1 and report.skipped == []
+    (path, reason), = report.failures
+    assert path == str(tmp_path) + "/caf\\xe9.png" and reason.startswith("bad_name: ")
+    stored = db.conn.execute("SELECT path, reason FROM clipsql.failures").fetchall()
+    assert stored == [(path, "bad_name")]
+    assert db.load(tmp_path, prune=True).removed == 0  # still there, still a failure
+    assert db.conn.execute("SELECT count(*) FROM clipsql.failures").fetchone()[0] == 1
 
 
 def test_decoding_in_processes_gives_the_same_rows_and_failures(pg_admin_url, tiny_model,
