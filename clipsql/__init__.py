@@ -19,14 +19,18 @@ from clipsql.errors import ClipsqlError
 if TYPE_CHECKING:
     from clipsql.collection import Collection
     from clipsql.models.openclip import ClipModel
+    from clipsql.query.algebra import Image, Not, Text
     from clipsql.query.search import Hit, Results
 
 __version__ = "0.1.0"
-__all__ = ["connect", "Collection", "ClipModel", "Hit", "Results", "ClipsqlError", "__version__"]
+__all__ = ["connect", "Collection", "ClipModel", "Hit", "Results", "Text", "Image", "Not",
+           "ClipsqlError", "__version__"]
 
 # Imported on first use, so that `import clipsql` (and the CLI's start) stays fast.
 _LAZY = {"Collection": "clipsql.collection", "ClipModel": "clipsql.models.openclip",
-         "Hit": "clipsql.query.search", "Results": "clipsql.query.search"}
+         "Hit": "clipsql.query.search", "Results": "clipsql.query.search",
+         "Text": "clipsql.query.algebra", "Image": "clipsql.query.algebra",
+         "Not": "clipsql.query.algebra"}
 
 
 def connect(dsn: str | None = None, model: str | None = None, device: str | None = None,

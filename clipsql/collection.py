@@ -21,7 +21,7 @@ from clipsql.database import binding, hnsw, images, migrations
 from clipsql.database import connection as dbconn
 from clipsql.errors import ImageError, QueryError
 from clipsql.ingest import importer, loader
-from clipsql.query import search, text_cache
+from clipsql.query import algebra, relevance, search, text_cache
 
 if TYPE_CHECKING:
     from clipsql.models.openclip import ClipModel
@@ -132,8 +132,11 @@ class Collection(LabelsMixin):
         ``clipsql.text_embedding(text)``; one ``{"query", "dim", "new"}`` per text."""
         return text_cache.save(self.conn, self.model, texts)
 
-    def embed_image(self, image: ImageRef) -> np.ndarray:
-        """The embedding of an image: a row id, a path already in the table, or any image file."""
+    def embed_image(self, image: ImageRef | bytes) -> np.ndarray:
+        """The embedding of an image: a row id, a path already in the table, any image file,
+        or the bytes of one."""
+        if isinstance(image, bytes):
+            return self._embed_image_bytes(image)
         stored = self._stored(image, "embedding")
         if stored is not None:
             return stored.to_numpy().astype(np.float32)
@@ -148,6 +151,27 @@ class Collection(LabelsMixin):
             raise QueryError(f"cannot use {path} as a query image: {exc}") from None
         return self.model.encode_images(decoded.pixels.unsqueeze(0))[0]
 
+    def _embed_image_bytes(self, data: bytes) -> np.ndarray:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="clipsql-query-") as f:
+            f.write(data)
+            f.flush()
+            return self.embed_image(f.name)
+
+    def embed_query(self, query) -> np.ndarray:
+        """The embedding of a query: a text, a part, or a list of parts (see
+        :mod:`clipsql.query.algebra`): the weighted sum of the parts' normalised embeddings,
+        normalised.
+
+        >>> db.embed_query(["a beach", clipsql.Image("sunset.jpg", weight=0.5),
+        ...                 clipsql.Not("people")])                     # doctest: +SKIP
+        """
+        parts = algebra.as_parts(query)
+        vectors = [self.embed_text(p.text) if isinstance(p, algebra.Text)
+                   else self.embed_image(p.image) for p in parts]
+        return algebra.combine(vectors, [p.weight for p in parts])
+
     def _stored(self, image: ImageRef, column: str):
         """One column of the row an image reference names, or None."""
         if isinstance(image, (int, np.integer)):
@@ -159,29 +183,46 @@ class Collection(LabelsMixin):
         return None if row is None else row[0]
 
     # --- search ----------------------------------------------------------------------------
-    def search(self, text: str | None = None, *, image: ImageRef | None = None,
-               where: str | None = None, params: Sequence = (), limit: int = 10,
-               min_score: float | None = None, strategy: str = "auto") -> search.Results:
-        """Rank images by a text query, an image query (path or id), or both (summed and
-        normalised).
+    def search(self, query=None, *, image: ImageRef | None = None, where: str | None = None,
+               params: Sequence = (), limit: int = 10, min_score: float | None = None,
+               within: float | None = None, adaptive: str | None = None,
+               order_by: str | None = None, candidates: int = relevance.CANDIDATES,
+               strategy: str = "auto") -> search.Results:
+        """Rank images by a query: a text, an image (``image=``, a path or id), or a list of
+        weighted parts (:mod:`clipsql.query.algebra`), best first.
 
         ``where`` is a SQL fragment over ``clipsql.images`` columns with ``%s`` placeholders
-        for ``params``; it runs read-only (:mod:`clipsql.database.user_sql`).
+        for ``params``; it runs read-only (:mod:`clipsql.database.user_sql`). ``min_score``,
+        ``within`` and ``adaptive`` cut the ranking (:mod:`clipsql.query.relevance`; the
+        results' ``cutoff`` says which rule cut where); ``order_by="taken_at desc"`` orders
+        the relevant set (the hits that pass the cutoffs among the best ``candidates``).
+
+        >>> db.search("a beach", within=0.03, order_by="taken_at desc")   # doctest: +SKIP
         """
-        if text is None and image is None:
+        parts = [] if query is None else algebra.as_parts(query)
+        if image is not None:
+            parts.append(algebra.Image(image))
+        if not parts:
             raise QueryError("give a text query, an image, or both")
         binding.require_model(self.conn)
-        parts = []
-        if text is not None:
-            parts.append(self.embed_text(text))
-        exclude = None
-        if image is not None:
-            parts.append(self.embed_image(image))
-            exclude = self._stored(image, "id") if text is None else None
-        query = np.sum(parts, axis=0)
-        query = query / (np.linalg.norm(query) or 1.0)
-        return search.rank(self.conn, query, where=where, params=params, limit=limit,
+        cutoff = relevance.Cutoff(min_score=min_score, within=within, adaptive=adaptive)
+        if order_by is not None:
+            relevance.parse_order(order_by)
+        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+            raise QueryError(f"candidates must be a positive integer, not {candidates!r}")
+        vector = self.embed_query(parts)
+        own = algebra.self_reference(parts)
+        exclude = self._stored(own.image, "id") if own is not None else None
+        pool = max(limit, candidates) if cutoff.relative or order_by else limit
+        hits = search.rank(self.conn, vector, where=where, params=params, limit=pool,
                            min_score=min_score, exclude_id=exclude, strategy=strategy)
+        keep, report = cutoff.apply([h.score for h in hits])
+        kept = hits[:keep]
+        if order_by is not None:
+            kept = relevance.ordered(kept, order_by)
+        results = search.Results(kept[:limit])
+        results.strategy, results.cutoff = hits.strategy, report
+        return results
 
     def similar(self, image: ImageRef, **kwargs) -> search.Results:
         """Images most like ``image`` (an id, a path in the table, or any file), itself excluded."""
@@ -204,6 +245,7 @@ class Collection(LabelsMixin):
             "images": rows,
             "failures": sum(failures.values()),
             "failures_by_reason": failures,
+            "ignored": c.execute("SELECT count(*) FROM clipsql.ignored").fetchone()[0],
             "index": hnsw.INDEX_NAME if hnsw.has_index(c) else None,
             "table_bytes": size,
         }

@@ -13,7 +13,8 @@
             "SELECT p.name, i.path FROM products p JOIN clipsql.images i ON i.path = p.photo_path "
             "WHERE p.price < %s ORDER BY i.embedding <=> %s LIMIT 10", (50, q)).fetchall()
 
-Async connections: ``await register_async(aconn)`` and ``await text_query_async(aconn, text)``.
+Several weighted parts at once: :func:`combined_query`. Async connections: ``await
+register_async(aconn)`` and ``await text_query_async(aconn, text)``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,29 @@ async def text_query_async(conn, text: str, model=None):
     bound = await (await conn.execute(binding.BOUND_SQL)).fetchone()
     m = model_for(bound, model or chosen, device)
     return HalfVector(await textcache.embed_async(conn, m, text))
+
+
+def combined_query(conn, parts, model=None):
+    """A weighted query of several parts (:mod:`clipsql.query.algebra`: texts, stored images
+    by id or path, :func:`~clipsql.query.algebra.Not`) as a ``pgvector.HalfVector``.
+
+    >>> q = combined_query(conn, ["a beach", Image(42, weight=0.5), Not("people")])  # doctest: +SKIP
+    """
+    from pgvector import HalfVector
+
+    from clipsql.query import algebra
+
+    vectors, weights = [], []
+    for part in algebra.as_parts(parts):
+        if isinstance(part, algebra.Text):
+            vectors.append(text_query(conn, part.text, model).to_numpy())
+        else:
+            if isinstance(part.image, bytes):
+                raise QueryError("the psycopg helpers take stored images (a row id or path); "
+                                 "embed image files with a clipsql Collection")
+            vectors.append(image_query(conn, part.image).to_numpy())
+        weights.append(part.weight)
+    return HalfVector(algebra.combine(vectors, weights))
 
 
 def image_query(conn, image):

@@ -7,7 +7,7 @@ import functools
 import click
 
 from clipsql import config
-from clipsql.query import labels
+from clipsql.query import labels, relevance
 
 
 def collection_options(f):
@@ -59,3 +59,16 @@ def search_options(f):
 
 label_set_option = click.option("--set", "label_set", default=labels.DEFAULT_SET,
                                 show_default=True, help="The label set.")
+
+
+def relevance_options(f):
+    """Cutoffs relative to the query's own scores, and ordering of the relevant set."""
+    f = click.option("--within", type=click.FloatRange(0), metavar="DELTA",
+                     help="Only hits within DELTA of the best hit's score.")(f)
+    f = click.option("--adaptive", type=click.Choice(relevance.ADAPTIVE),
+                     help="Cut where the query's own scores break (gap) or stand out (zscore).")(f)
+    f = click.option("--order-by", metavar="'COLUMN [asc|desc]'",
+                     help="Order the relevant hits by a column, e.g. 'taken_at desc'.")(f)
+    return click.option("--candidates", default=relevance.CANDIDATES, show_default=True,
+                        type=click.IntRange(1, 10000),
+                        help="Best hits that --within/--adaptive/--order-by look at.")(f)

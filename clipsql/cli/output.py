@@ -59,6 +59,14 @@ def print_hits(hits, as_json: bool) -> None:
         click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {printable(h.path)}")
 
 
+def print_cutoff(hits, as_json: bool) -> None:
+    """Which relevance rule cut the ranking, on stderr (so ``--json`` stays one array)."""
+    cut = getattr(hits, "cutoff", None)
+    if cut and not as_json:
+        click.echo(f"cut by {cut['rule']} at score {cut['threshold']:.4f}: kept {cut['kept']} "
+                   f"of {cut['candidates']} candidates", err=True)
+
+
 def print_image_labels(rows) -> None:
     """Rows of (id, [(label, probability), ...], path), as classify and flag print them."""
     for r in rows:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import click
 
 import clipsql
-from clipsql.cli.options import collection_options, json_option, search_options
-from clipsql.cli.output import echo_json, friendly, print_hits, printable
+from clipsql.cli.options import collection_options, json_option, relevance_options, search_options
+from clipsql.cli.output import echo_json, friendly, print_cutoff, print_hits, printable
+from clipsql.query.algebra import Image, Not, Text
 from clipsql.query.duplicates import DEFAULT_K, DEFAULT_THRESHOLD
 
 
@@ -22,31 +23,54 @@ def _id_or_path(value):
 
 @click.command()
 @click.argument("query", required=False)
-@click.option("--image", help="An image (path or id) to search by, alone or added to QUERY.")
+@click.option("--image", "images", multiple=True,
+              help="An image (path or row id) to search by, alone or added to QUERY (repeat).")
+@click.option("--minus", "minus", multiple=True, help="A text to move away from (repeat).")
+@click.option("--minus-image", "minus_images", multiple=True,
+              help="An image (path or row id) to move away from (repeat).")
+@click.option("--image-weight", default=1.0, show_default=True, type=float,
+              help="Weight of each --image against QUERY's 1.")
+@click.option("--minus-weight", default=1.0, show_default=True, type=float,
+              help="Weight of each --minus / --minus-image.")
+@relevance_options
 @search_options
 @collection_options
 @friendly
-def search(query, image, where, params, limit, min_score, as_json, dsn, model, device):
-    """Rank images by a text QUERY (and/or --image) with optional SQL filters."""
-    if query is None and image is None:
-        raise click.UsageError("give a QUERY, --image, or both")
+def search(query, images, minus, minus_images, image_weight, minus_weight, within, adaptive,
+           order_by, candidates, where, params, limit, min_score, as_json, dsn, model, device):
+    """Rank images by a text QUERY and/or --image, minus --minus, with optional SQL filters.
+
+    The query is the weighted sum of the parts' normalised embeddings, normalised again.
+    """
+    parts = ([Text(query)] if query is not None else []) \
+        + [Image(_id_or_path(i), weight=image_weight) for i in images] \
+        + [Not(Text(m), weight=minus_weight) for m in minus] \
+        + [Not(Image(_id_or_path(i)), weight=minus_weight) for i in minus_images]
+    if not any(p.weight > 0 for p in parts):
+        raise click.UsageError("give a QUERY or an --image to search for")
     with clipsql.connect(dsn, model=model, device=device) as db:
-        hits = db.search(query, image=_id_or_path(image), where=where, params=params,
-                         limit=limit, min_score=min_score)
+        hits = db.search(parts, where=where, params=params, limit=limit, min_score=min_score,
+                         within=within, adaptive=adaptive, order_by=order_by,
+                         candidates=candidates)
     print_hits(hits, as_json)
+    print_cutoff(hits, as_json)
 
 
 @click.command()
 @click.argument("image")
+@relevance_options
 @search_options
 @collection_options
 @friendly
-def similar(image, where, params, limit, min_score, as_json, dsn, model, device):
+def similar(image, within, adaptive, order_by, candidates, where, params, limit, min_score,
+            as_json, dsn, model, device):
     """Images most like IMAGE (a path or a row id), IMAGE itself excluded."""
     with clipsql.connect(dsn, model=model, device=device) as db:
         hits = db.similar(_id_or_path(image), where=where, params=params, limit=limit,
-                          min_score=min_score)
+                          min_score=min_score, within=within, adaptive=adaptive,
+                          order_by=order_by, candidates=candidates)
     print_hits(hits, as_json)
+    print_cutoff(hits, as_json)
 
 
 @click.command("embed-text")

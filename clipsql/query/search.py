@@ -64,6 +64,9 @@ class Results(list):
     """
 
     strategy: str | None = None
+    #: Which relevance rule cut the ranking, where: ``{"rule", "threshold", "kept",
+    #: "candidates"}`` (see :mod:`clipsql.query.relevance`), or None.
+    cutoff: dict | None = None
 
     def to_json(self) -> str:
         return json.dumps([h.to_dict() for h in self], ensure_ascii=False)
@@ -100,7 +103,7 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
     where_sql = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     filter_params = params + ([exclude_id] if exclude_id is not None else [])
     filter_params += [q, 1 - float(min_score)] if min_score is not None else []
-    with user_sql.read_only(conn, where):
+    with user_sql.read_only(conn, where) as conn:
         if strategy == "auto":
             strategy = "index" if not conditions else _choose(conn, where_sql, filter_params,
                                                               limit)

@@ -55,7 +55,7 @@ from clipsql.sqlalchemy.alembic import include_name, include_object
 
 SCHEMA = images.SCHEMA
 
-__all__ = ["Image", "ClipsqlBase", "clip_text", "clip_image", "query_vector", "configure",
+__all__ = ["Image", "ClipsqlBase", "clip_text", "clip_image", "clip_query", "query_vector", "configure",
            "install_search_settings",
            "similar_images", "search_images", "include_name", "include_object", "SCHEMA"]
 
@@ -253,6 +253,12 @@ def clip_text(text: str) -> ColumnElement:
     Embedded when called (once per text per process: see :mod:`clipsql.query.text_cache`).
     """
     return query_vector(_collection().embed_text(text), "clip_text")
+
+
+def clip_query(parts) -> ColumnElement:
+    """A query of several weighted parts (texts, images, ``clipsql.Not(...)``; see
+    :mod:`clipsql.query.algebra`) as a ``halfvec`` SQL expression, embedded when called."""
+    return query_vector(_collection().embed_query(parts), "clip_query")
 
 
 def clip_image(image) -> ColumnElement:

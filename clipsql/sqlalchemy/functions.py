@@ -64,6 +64,14 @@ class image_embedding(_ClipsqlFunction):
     inherit_cache = True
 
 
+class combine(_ClipsqlFunction):
+    """``clipsql.combine(parts halfvec[], weights float8[]) -> halfvec``: weighted query algebra."""
+
+    package = "clipsql"
+    type = HALFVEC()
+    inherit_cache = True
+
+
 class similar_images(_RowsFunction):
     """``clipsql.similar_images(image_id bigint, k int)``: ``(id, path, score)``, not itself."""
 
