@@ -29,7 +29,7 @@ from datetime import datetime
 from clipsql.database import images, user_sql
 from clipsql.database.connection import vector_version
 from clipsql.errors import QueryError
-from clipsql.query import settings
+from clipsql.query import relevance, settings
 
 #: Filters the planner expects to keep at most this many rows are always ranked exactly.
 EXACT_ROWS_MIN = 2_000
@@ -113,6 +113,32 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
             strategy = "index+exact"
     results = Results(Hit(*r) for r in rows)
     results.strategy = strategy
+    return results
+
+
+def find(conn, query, *, limit=10, min_score=None, within=None, adaptive=None, order_by=None,
+         candidates=relevance.CANDIDATES, **rank_args) -> Results:
+    """:func:`rank`, then the relevance cutoffs and the ordering of the relevant set
+    (:mod:`clipsql.query.relevance`); ``results.cutoff`` says which rule cut where.
+
+    Relative cutoffs and orderings look at the best ``candidates`` hits (through the index);
+    other arguments go to :func:`rank`.
+    """
+    cutoff = relevance.Cutoff(min_score=min_score, within=within, adaptive=adaptive)
+    if order_by is not None:
+        relevance.parse_order(order_by)
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+        raise QueryError(f"candidates must be a positive integer, not {candidates!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise QueryError(f"limit must be a positive integer, not {limit!r}")
+    pool = max(limit, candidates) if cutoff.relative or order_by else limit
+    hits = rank(conn, query, limit=pool, min_score=min_score, **rank_args)
+    keep, report = cutoff.apply([h.score for h in hits])
+    kept = hits[:keep]
+    if order_by is not None:
+        kept = relevance.ordered(kept, order_by)
+    results = Results(kept[:limit])
+    results.strategy, results.cutoff = hits.strategy, report
     return results
 
 

@@ -11,76 +11,30 @@ shared; only its encode calls (milliseconds) are serialised.
 
 Web queries are anonymous: their text embeddings stay in the process's memory
 (``text_cache.embed(..., store=False)``) and never grow ``clipsql.text_embeddings``.
-
-Filters from the page become one ``WHERE`` fragment with bound parameters; the user's own
-free ``WHERE`` text is wrapped in parentheses and newlines (a trailing ``--`` comment cannot
-swallow the other filters) and runs through the library's read-only guard with the rest.
-
->>> build_filter(camera="Canon", gps=True)
-('camera_make = %s AND latitude IS NOT NULL AND longitude IS NOT NULL', ['Canon'])
->>> build_filter(where="path LIKE '%dog%' AND id % 2 = 0")
-("(\\npath LIKE '%dog%' AND id %% 2 = 0\\n)", [])
->>> build_filter(date_to=dt.date.max)  # the end of time: no upper bound at all
-(None, [])
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from clipsql.database import binding, images, user_sql
+from clipsql.database import binding, images
 from clipsql.database import connection as dbmod
 from clipsql.errors import DatabaseError, QueryError
+from clipsql.web.filters import LABELS_TABLE, build_filter
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
 MAX_RANK = 1000
-#: Longest free WHERE fragment accepted from the page.
-MAX_WHERE_CHARS = 4000
 #: Seconds a request waits for a free database connection before a 503.
 POOL_WAIT_S = 5.0
 #: Connections for searches (each may run up to the filter's statement timeout).
 SEARCH_CONNECTIONS = 8
 #: Connections for row look-ups, status and facets.
 LOOKUP_CONNECTIONS = 4
-LABELS_TABLE = "clipsql.image_labels"
 LOST = "the connection to the database was lost; try again"
-
-
-def build_filter(*, where: str | None = None, date_from: dt.date | None = None,
-                 date_to: dt.date | None = None, camera: str | None = None,
-                 gps: bool | None = None, label: str | None = None) -> tuple[str | None, list]:
-    """One WHERE fragment (with ``%s`` placeholders) and its parameters, from the page's filters."""
-    parts, params = [], []
-    if any("\x00" in (v or "") for v in (where, camera, label)):
-        raise QueryError("a filter contains a NUL character")
-    if where and where.strip():
-        if len(where) > MAX_WHERE_CHARS:
-            raise QueryError(f"the WHERE fragment is longer than {MAX_WHERE_CHARS} characters")
-        # The box takes no parameters: every % outside literals is a literal percent too
-        # (the search's own user_sql.wrap then reads it by the usual rule).
-        parts.append("(\n" + user_sql.without_placeholders(where) + "\n)")
-    if date_from is not None:
-        parts.append("taken_at >= %s")
-        params.append(dt.datetime.combine(date_from, dt.time()))
-    if date_to is not None and date_to < dt.date.max:  # inclusive: the whole of that day
-        parts.append("taken_at < %s")
-        params.append(dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time()))
-    if camera:
-        parts.append("camera_make = %s")
-        params.append(camera)
-    if gps is True:
-        parts.append("latitude IS NOT NULL AND longitude IS NOT NULL")
-    elif gps is False:
-        parts.append("(latitude IS NULL OR longitude IS NULL)")
-    if label:
-        parts.append(f"id IN (SELECT id FROM {LABELS_TABLE} WHERE label = %s)")
-        params.append(label)
-    return (" AND ".join(parts) or None), params
 
 
 @dataclass
@@ -216,38 +170,65 @@ class Backend:
             return model.encode_images(decoded.pixels.unsqueeze(0))[0]
 
     # --- searches ------------------------------------------------------------------------------
-    def search(self, text=None, *, image_id=None, upload=None, offset=0, limit=40,
-               filters=None, min_score=None):
-        """Hits ``offset .. offset+limit`` of the ranking, and whether more follow.
-
-        ``upload`` is the embedding of an uploaded image (:meth:`embed_upload`).
+    def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),
+               image_weight=1.0, minus_weight=1.0, upload=None, offset=0, limit=40,
+               filters=None, hybrid=False, **relevant):
+        """Hits ``offset .. offset+limit`` of the ranking, whether more follow, and the
+        cutoff report. The query is the algebra of :mod:`clipsql.query.algebra`: ``text``
+        and ``image_ids`` (stored images) with their weights, minus ``minus`` texts and
+        ``minus_image_ids``; ``upload`` is the embedding of an uploaded image
+        (:meth:`embed_upload`). ``relevant``: min_score, within, adaptive, order_by.
+        ``hybrid``: a text alone, fused with the captions' full-text ranking
+        (:mod:`clipsql.query.hybrid`). Hits carry their caption where they have one.
         """
-        from clipsql.query.search import rank
+        from clipsql.query import algebra, search
+        from clipsql.query import hybrid as fused
 
         if offset < 0 or limit < 1 or offset + limit > MAX_RANK:
             raise QueryError(f"offset + limit must stay within 1..{MAX_RANK}")
         where, params = build_filter(**(filters or {}))
         with self.connection("search") as conn:
             binding.require_model(conn)
-            parts, exclude = [], None
-            if text is not None:
-                parts.append(self._embed_text(conn, text))
-            if image_id is not None:
-                row = conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE id = %s",
-                                   (image_id,)).fetchone()
-                if row is None or row[0] is None:
-                    raise QueryError(f"no image with id {image_id}")
-                parts.append(row[0].to_numpy().astype(np.float32))
-                exclude = image_id if text is None else None
+            vectors, weights = [], []
+            for texts, weight in (([text] if text else [], 1.0), (minus, -minus_weight)):
+                for t in texts:
+                    vectors.append(self._embed_text(conn, t))
+                    weights.append(weight)
+            for ids, weight in ((image_ids, image_weight), (minus_image_ids, -minus_weight)):
+                for image_id in ids:
+                    vectors.append(self._stored_embedding(conn, image_id))
+                    weights.append(weight)
             if upload is not None:
-                parts.append(upload)
-            if not parts:
+                vectors.append(upload)
+                weights.append(image_weight)
+            if not any(w > 0 for w in weights):
                 raise QueryError("give a text query, an image, or both")
-            query = np.sum(parts, axis=0)
-            query = query / (np.linalg.norm(query) or 1.0)
-            hits = rank(conn, query, where=where, params=params, limit=offset + limit + 1,
-                        min_score=min_score, exclude_id=exclude)
-        return hits[offset:offset + limit], len(hits) > offset + limit
+            only_image = len(vectors) == 1 and len(image_ids) == 1
+            if hybrid:
+                if not text or len(vectors) != 1 or any(v is not None for v in relevant.values()):
+                    raise QueryError("a hybrid search takes a text query alone (no images, "
+                                     "minus parts or relevance cutoffs)")
+                hits = fused.hybrid(conn, vectors[0], text, where=where, params=params,
+                                    limit=offset + limit + 1,
+                                    candidates=max(fused.CANDIDATES, offset + limit + 1))
+            else:
+                hits = search.find(conn, algebra.combine(vectors, weights), where=where,
+                                   params=params, limit=offset + limit + 1,
+                                   exclude_id=image_ids[0] if only_image else None, **relevant)
+            page = hits[offset:offset + limit]
+            captions = fused.captions_for(conn, [h.id for h in page if not hasattr(h, "caption")])
+            for h in page:  # plain hits: the caption rides along for the page (schemas.hit_json)
+                if not hasattr(h, "caption"):
+                    h.caption = captions.get(h.id)
+        return page, len(hits) > offset + limit, hits.cutoff
+
+    @staticmethod
+    def _stored_embedding(conn, image_id: int) -> np.ndarray:
+        row = conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE id = %s",
+                           (image_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise QueryError(f"no image with id {image_id}")
+        return row[0].to_numpy().astype(np.float32)
 
     def status(self) -> dict:
         """Rows, failures, model, database and index, as ``clipsql status --json``."""

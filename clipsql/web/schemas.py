@@ -84,7 +84,21 @@ class _Row(BaseModel):
 
 
 class Hit(_Row):
-    score: float = Field(description="cosine similarity to the query, higher is better")
+    score: float = Field(description="cosine similarity to the query, higher is better; "
+                                     "hybrid: the fused RRF score")
+    caption: str | None = Field(None, description="the image's caption, if it has one")
+    clip_rank: int | None = Field(None, description="hybrid: rank in the CLIP ranking")
+    text_rank: int | None = Field(None, description="hybrid: rank in the captions' ranking")
+    clip_score: float | None = Field(None, description="hybrid: the cosine similarity")
+    text_score: float | None = Field(None, description="hybrid: ts_rank_cd of the caption")
+    found_by: list[str] | None = Field(None, description="hybrid: the rankings that found it")
+
+
+class Cutoff(BaseModel):
+    rule: str = Field(description="min_score, within, gap or zscore")
+    threshold: float = Field(description="the lowest score kept")
+    kept: int
+    candidates: int = Field(description="how many of the best hits the rule looked at")
 
 
 class SearchOut(BaseModel):
@@ -92,6 +106,7 @@ class SearchOut(BaseModel):
     offset: int
     limit: int
     more: bool = Field(description="whether another page follows")
+    cutoff: Cutoff | None = Field(None, description="which relevance rule cut the ranking, where")
     elapsed_ms: float
 
 
@@ -135,6 +150,7 @@ def _urls(row_id: int, sha256: str | None) -> dict:
 
 def hit_json(hit) -> dict:
     out = hit.to_dict()
+    out.setdefault("caption", getattr(hit, "caption", None))
     out["name"] = os.path.basename(hit.path)
     out.update(_urls(hit.id, hit.sha256))
     return out

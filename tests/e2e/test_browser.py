@@ -243,3 +243,29 @@ def test_screenshot(serve, photo_folder):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         img.save(SCREENSHOT, optimize=True)
         assert SCREENSHOT.stat().st_size < 200_000
+
+
+def test_add_and_remove_query_parts(serve, photo_folder):
+    import clipsql
+
+    ui = serve(photo_folder)
+    page = ui.page
+    ui.search("a red square")
+    first_path = ui.shown()[0][0]
+    first_id = ui.lib.conn.execute("SELECT id FROM clipsql.images WHERE path = %s",
+                                   (first_path,)).fetchone()[0]
+    page.locator("#grid .card").first.locator("button.minus-part").click()  # less like this
+    ui.wait_idle()
+    assert page.locator("#parts .part").count() == 1 and f"#{first_id}" in page.inner_text("#parts")
+    expected = ui.lib.search(["a red square", clipsql.Not(first_id)], limit=40)
+    assert ui.same_ranking(expected)
+    assert f"minus_image_id={first_id}" in page.url
+    page.fill("#minus", "stripes")
+    page.press("#q", "Enter")  # a new text search clears the image parts, keeps the minus text
+    ui.wait_idle()
+    assert page.locator("#parts").is_hidden()
+    assert ui.same_ranking(ui.lib.search(["a red square", clipsql.Not("stripes")], limit=40))
+    page.select_option("#order_by", "taken_at desc")
+    ui.wait_idle()
+    assert "order_by=taken_at+desc" in page.url
+    assert ui.errors == []

@@ -28,6 +28,17 @@ def counts(dsn):
             "SELECT count(*), count(DISTINCT path) FROM clipsql.images").fetchone()
 
 
+def wait_for_orphaned_backends(dsn, timeout=60):
+    """A killed client's server backend may still be finishing a COMMIT it was sent: wait
+    until no other session of this database is left, so what we count is final."""
+    deadline = time.time() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.time() < deadline and conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()").fetchone()[0]:
+            time.sleep(0.05)
+
+
 def test_kill_minus_nine_then_rerun_gives_exactly_one_row_per_file(dsn, tiny_model, tmp_path):
     folder = many_images(tmp_path / "photos", 80)
     env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
@@ -39,6 +50,7 @@ def test_kill_minus_nine_then_rerun_gives_exactly_one_row_per_file(dsn, tiny_mod
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    wait_for_orphaned_backends(dsn)
     rows, distinct = counts(dsn)
     assert 8 <= rows < 80 and rows == distinct and rows % 4 == 0  # whole batches only
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -419,3 +419,27 @@ def test_imported_rows_without_files_get_404_not_500(tmp_path, dsn, tiny_model):
             assert client.get(url).status_code == 404
         hits = client.get("/api/search", params={"q": "anything"}).json()["results"]
         assert [h["id"] for h in hits] == [row_id]
+
+
+def test_query_algebra_cutoffs_and_order_are_the_librarys(client, lib):
+    import clipsql
+
+    first, second, third = ids(lib.search("red", limit=3))
+    params = [("q", "red"), ("image_id", first), ("image_weight", "0.5"), ("minus", "blue"),
+              ("minus_image_id", second), ("minus_weight", "0.7"), ("within", "0.5"),
+              ("order_by", "taken_at desc"), ("limit", "5")]
+    got = client.get("/api/search", params=params).json()
+    expected = lib.search(["red", clipsql.Image(first, weight=0.5), clipsql.Not("blue", weight=0.7),
+                           clipsql.Not(second, weight=0.7)], within=0.5,
+                          order_by="taken_at desc", limit=6)
+    assert ids(got["results"]) == ids(expected)[:5]
+    assert got["cutoff"]["rule"] == expected.cutoff["rule"] == "within"
+    assert got["cutoff"]["kept"] == expected.cutoff["kept"]
+    two = client.get("/api/search", params=[("image_id", first), ("image_id", third)]).json()
+    assert ids(two["results"])[:5] == ids(lib.search([clipsql.Image(first), clipsql.Image(third)],
+                                                     limit=5))
+    gap = client.get("/api/search", params={"q": "red", "adaptive": "gap"}).json()
+    assert gap["cutoff"] is None or gap["cutoff"]["rule"] == "gap"
+    bad = client.get("/api/search", params={"q": "red", "order_by": "taken_at; DROP TABLE x"})
+    assert bad.status_code == 422
+    assert client.get("/api/search", params={"minus": "people"}).status_code == 400

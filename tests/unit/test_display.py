@@ -79,7 +79,7 @@ def test_thumbnails_of_transparent_and_broken_images(tmp_path):
 
 def test_page_filters_become_bound_sql():
     from clipsql.errors import QueryError
-    from clipsql.web.backend import build_filter
+    from clipsql.web.filters import build_filter
 
     where, params = build_filter(date_from=dt.date(2021, 1, 1), date_to=dt.date(2021, 1, 31),
                                  camera="Canon", gps=False, label="dog",
