@@ -92,7 +92,7 @@ def labels_remove(labels, label_set, whole_set, dsn, model, device):
 @collection_options
 @friendly
 def classify(label_set, where, params, top, store, as_json, dsn, model, device):
-    """Zero-shot classify images with a label set (softmax with the model's logit scale)."""
+    """Zero-shot classify images with a label set (the model's own scale; SigLIP: sigmoid)."""
     with clipsql.connect(dsn, model=model, device=device) as db:
         result = db.classify(label_set, where=where, params=params, top=top, store=store)
     if store:

@@ -101,6 +101,11 @@ class ClipModel:
 
     # --- loading ---------------------------------------------------------------------------
     @property
+    def requested_precision(self) -> str:
+        """The precision asked for (``auto``, ``fp32``...), before the device resolves it."""
+        return self._precision_request
+
+    @property
     def loaded(self) -> bool:
         """Whether the weights are in memory (nothing loads them but first use)."""
         return self._loaded is not None
@@ -123,6 +128,13 @@ class ClipModel:
         return float(self._load()[0].logit_scale.exp().item())
 
     @property
+    def logit_bias(self) -> float | None:
+        """SigLIP's learned bias: ``sigmoid(logit_scale * cos + logit_bias)`` per label; None
+        for CLIP models, whose probabilities are a softmax over the labels."""
+        bias = getattr(self._load()[0], "logit_bias", None)
+        return None if bias is None else float(bias.detach().float().reshape(-1)[0].item())
+
+    @property
     def torch_model(self):
         return self._load()[0]
 
@@ -139,10 +151,13 @@ class ClipModel:
         return self._loaded
 
     def _do_load(self):
+        from clipsql.models import hub
+
+        # The architecture first, then its Hugging Face parts: clear errors before torch loads
+        hub.check(self.spec.arch, self.model_config)
         import open_clip
         import torch
 
-        self.model_config  # validates the architecture first, with a clear error
         register_extra_configs()  # the config may have been read without open_clip
         device = pick_device(self._device_request)
         pretrained = self.spec.pretrained
@@ -153,9 +168,12 @@ class ClipModel:
             self._check_downloadable(pretrained)
         precision = resolve_precision(self._precision_request, device)
         try:
+            # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face
+            # text tower is built from its config alone; the CLIP weights replace its own
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.spec.arch, pretrained=pretrained, device=device,
                 precision=precision if precision in ("fp16", "bf16") else "fp32",
+                pretrained_hf=False,
             )
         except Exception as exc:
             raise ModelError(self._load_error_message(exc)) from None
@@ -163,7 +181,10 @@ class ClipModel:
         if precision == "int8":
             model = quantize_int8(model)
         self.precision = precision
-        tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        try:
+            tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        except Exception as exc:
+            raise ModelError(hub.tokenizer_error(self.spec, self.model_config, exc)) from None
         if device == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         return model, preprocess, tokenizer, device
@@ -251,11 +272,11 @@ class ClipModel:
 
     def encode_text_torch(self, texts: list[str]) -> np.ndarray:
         """Embed texts with the loaded torch model (trimmed to the real tokens when possible)."""
+        model, _, tokenizer, device = self._load()  # first: its errors come before torch loads
         import torch
 
         from clipsql.models.text_torch import encode_trimmed
 
-        model, _, tokenizer, device = self._load()
         with torch.inference_mode():
             tokens = tokenizer(texts).to(device)
             out = encode_trimmed(model, tokens)

@@ -3,14 +3,18 @@ the way CLIP zero-shot classification does, classification of the collection by 
 matrix work, and stored results (``clipsql.image_labels``) that SQL can join.
 
 Each label is embedded once per template ("a photo of a {}." by default); the normalised
-template embeddings are averaged and re-normalised. An image's probabilities are
-``softmax(logit_scale * cos(image, label))`` over the labels of the set, with the model's own
-logit scale.
+template embeddings are averaged and re-normalised. An image's probabilities use the
+model's own logit scale: for CLIP models ``softmax(logit_scale * cos(image, label))`` over the
+labels of the set; for SigLIP models, trained with a sigmoid loss and a learned
+``logit_bias``, ``sigmoid(logit_scale * cos(image, label) + logit_bias)`` for each label on its
+own (they need not sum to one).
 
 >>> import numpy as np
 >>> p = softmax(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))
 >>> p.sum(axis=1).round(6).tolist()
 [1.0, 1.0]
+>>> sigmoid(np.array([0.0, 1000.0, -1000.0])).tolist()
+[0.5, 1.0, 0.0]
 >>> [round(float(x), 4) for x in average_templates(np.array([[1.0, 0.0], [0.0, 1.0]]), 2)[0]]
 [0.7071, 0.7071]
 """
@@ -39,6 +43,8 @@ class LabelSet:
     logit_scale: float
     model: str
     version: int | None = None
+    #: SigLIP's logit bias (per-label sigmoid); None for CLIP models (softmax over the set).
+    logit_bias: float | None = None
 
 
 # --- math --------------------------------------------------------------------------------
@@ -47,6 +53,13 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow for large positive or negative logits."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -62,8 +75,12 @@ def average_templates(vectors: np.ndarray, n_templates: int) -> np.ndarray:
 
 
 def probabilities(images: np.ndarray, label_set: LabelSet) -> np.ndarray:
-    """(N, L) probabilities of each label for each (not necessarily normalised) image row."""
-    return softmax(label_set.logit_scale * (normalize(images.astype(np.float32)) @ label_set.embeddings.T))
+    """(N, L) probabilities of each label for each (not necessarily normalised) image row:
+    a softmax over the labels, or with a ``logit_bias`` (SigLIP) a sigmoid per label."""
+    logits = label_set.logit_scale * (normalize(images.astype(np.float32)) @ label_set.embeddings.T)
+    if label_set.logit_bias is None:
+        return softmax(logits)
+    return sigmoid(logits + label_set.logit_bias).astype(np.float32)
 
 
 # --- validation and embedding ------------------------------------------------------------
@@ -108,7 +125,7 @@ def adhoc(model, labels, templates=DEFAULT_TEMPLATES) -> LabelSet:
     """A label set embedded now and not stored (``db.classify(["cat", "dog"])``)."""
     labels, templates = clean_labels(labels), clean_templates(templates)
     return LabelSet(None, labels, templates, embed_labels(model, labels, templates),
-                    float(model.logit_scale), model_id(model))
+                    float(model.logit_scale), model_id(model), logit_bias=model.logit_bias)
 
 
 # --- the label tables ----------------------------------------------------------------------
@@ -130,9 +147,11 @@ def add(conn, model, labels, label_set: str = DEFAULT_SET, templates=None) -> La
     vectors = embed_labels(model, todo, templates) if todo else []
     with conn.transaction():
         conn.execute(
-            "INSERT INTO clipsql.label_sets (name, templates, model, logit_scale) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET templates = EXCLUDED.templates, model = EXCLUDED.model, "
-            "logit_scale = EXCLUDED.logit_scale", (name, templates, mid, float(model.logit_scale)))
+            "INSERT INTO clipsql.label_sets (name, templates, model, logit_scale, logit_bias) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET templates = "
+            "EXCLUDED.templates, model = EXCLUDED.model, logit_scale = EXCLUDED.logit_scale, "
+            "logit_bias = EXCLUDED.logit_bias",
+            (name, templates, mid, float(model.logit_scale), model.logit_bias))
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO clipsql.labels (set_name, label, embedding) VALUES (%s, %s, %s) "
@@ -175,8 +194,8 @@ def sets(conn) -> list[dict]:
 def read_set(conn, label_set: str = DEFAULT_SET) -> LabelSet:
     """A stored set with its embeddings (as stored: halfvec, read back as float32)."""
     name = _set_name(label_set)
-    row = conn.execute("SELECT templates, model, logit_scale, version FROM clipsql.label_sets "
-                       "WHERE name = %s", (name,)).fetchone()
+    row = conn.execute("SELECT templates, model, logit_scale, version, logit_bias "
+                       "FROM clipsql.label_sets WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise LabelError(f"there is no label set {name!r}{_known_sets(conn)}; "
                          "create it by adding labels to it")
@@ -185,7 +204,8 @@ def read_set(conn, label_set: str = DEFAULT_SET) -> LabelSet:
     if not rows:
         raise LabelError(f"label set {name!r} has no labels; add some to it first")
     emb = normalize(np.stack([r[1].to_numpy().astype(np.float32) for r in rows]))
-    return LabelSet(name, [r[0] for r in rows], list(row[0]), emb, float(row[2]), row[1], row[3])
+    return LabelSet(name, [r[0] for r in rows], list(row[0]), emb, float(row[2]), row[1], row[3],
+                    logit_bias=None if row[4] is None else float(row[4]))
 
 
 def resolve(conn, model, labels_or_set, templates=None) -> LabelSet:

@@ -131,8 +131,8 @@ def flag(conn, label_set: LabelSet, threshold: float, *, neutral: np.ndarray | N
 
     With ``neutral`` (see :func:`neutral_embedding`), the softmax also includes that
     background class, so an image matching none of the labels puts its mass there instead
-    of on the least unlikely label. Results: the labels over the threshold, most confident
-    image first.
+    of on the least unlikely label (a SigLIP set's per-label sigmoid needs no such class:
+    it is left out there). Results: the labels over the threshold, most confident image first.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise LabelError(f"the threshold must be a probability in (0, 1], not {threshold!r}")
@@ -141,7 +141,8 @@ def flag(conn, label_set: LabelSet, threshold: float, *, neutral: np.ndarray | N
     if neutral is not None:
         scored = LabelSet(label_set.name, [*label_set.labels, "(neutral)"], label_set.templates,
                           np.vstack([label_set.embeddings, neutral[None, :]]),
-                          label_set.logit_scale, label_set.model, label_set.version)
+                          label_set.logit_scale, label_set.model, label_set.version,
+                          logit_bias=label_set.logit_bias)
     found = []
 
     def on_batch(ids, paths, updated, emb):
