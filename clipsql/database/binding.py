@@ -3,7 +3,8 @@
 The migrations create ``clipsql.images.embedding`` as a ``halfvec`` without a dimension,
 because the dimension depends on the model. The first load binds a model: it records the
 model in ``clipsql.model`` and fixes the column to ``halfvec(dim)``. From then on every
-other model is refused with :class:`ModelMismatchError`.
+other model is refused with :class:`ModelMismatchError`, until a reembed
+(:mod:`clipsql.ingest.reembed`) switches the collection to another model (:func:`rebind`).
 """
 
 from __future__ import annotations
@@ -92,3 +93,23 @@ def bind_model(conn, identity: dict, spec: str | None = None) -> None:
             if conn.execute("SELECT to_regclass('clipsql.text_embeddings')").fetchone()[0]:
                 conn.execute("DELETE FROM clipsql.text_embeddings")
     check_model(conn, identity)
+
+
+#: The binding with the moment it was made: changes when a reembed switches models.
+GENERATION_SQL = "SELECT arch, pretrained, dim, spec, bound_at FROM clipsql.model"
+
+
+def generation(conn) -> tuple | None:
+    """The binding's row with its ``bound_at``; a different value means another model was
+    switched in since (:mod:`clipsql.ingest.reembed`). None before the first load."""
+    row = conn.execute(GENERATION_SQL).fetchone()
+    return None if row is None else tuple(row)
+
+
+def rebind(conn, identity: dict, spec: str) -> None:
+    """Record another model for a collection already bound (the switch of a reembed, in
+    its transaction; the embedding column was replaced by then)."""
+    conn.execute(
+        "UPDATE clipsql.model SET arch = %s, pretrained = %s, dim = %s, spec = %s, "
+        "bound_at = clock_timestamp()",
+        (identity["arch"], identity["pretrained"], identity["dim"], spec))

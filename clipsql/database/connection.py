@@ -113,7 +113,11 @@ def connect(dsn: str, *, autocommit: bool = True, register: bool = True):
             "password in a URL (@ as %40, space as %20), or quote it in key=value form "
             "(password='a b'); the URL is not shown because it could show the password")
     try:
-        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
+        # No server-side prepared statements: a reembed's switch changes the type of
+        # images.embedding, which a statement prepared before it could no longer run
+        # ("cached plan must not change result type").
+        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10,
+                               prepare_threshold=None)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"cannot connect to {redact(dsn)}: {scrub(first, dsn)}") from None

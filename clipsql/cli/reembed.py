@@ -1,0 +1,93 @@
+"""``clipsql reembed``: switch the collection to another model without downtime."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import clipsql
+from clipsql import config
+from clipsql.cli.options import json_option, precision_option
+from clipsql.cli.output import echo_json, friendly
+from clipsql.ingest import reembed as reembedding
+
+
+@click.command()
+@click.option("--model", "target",
+              help="The model to switch to: ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT.")
+@click.option("--drop-old", is_flag=True,
+              help="Do not keep the replaced vectors; without --model, remove those an "
+                   "earlier reembed kept.")
+@click.option("--cancel", is_flag=True, help="Give up an unfinished reembed.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Show the progress of the latest reembed and exit.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default 2).")
+@click.option("--processes", is_flag=True, help="Decode in worker processes (GPU runs).")
+@precision_option
+@json_option("Print a JSON summary only.")
+@click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
+              help="PostgreSQL URL; default: the embedded server.")
+@click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
+              show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@friendly
+def reembed(target, drop_old, cancel, show_status, batch_size, workers, processes, precision,
+            as_json, dsn, device):
+    """Embed the collection with another model beside the current one, then switch to it.
+
+    Searches keep the current model until the new one is complete; an interrupted run
+    resumes when run again with the same --model. See docs/reembed.md.
+    """
+    if not (target or drop_old or cancel or show_status):
+        raise click.UsageError("give --model SPEC (or --drop-old, --cancel or --status)")
+    show_bar = not as_json and sys.stderr.isatty()
+    bar = click.progressbar(length=0, label="re-embedding", file=sys.stderr) if show_bar else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    with clipsql.connect(dsn, device=device, precision=precision) as db:
+        if show_status:
+            row = reembedding.progress(db.conn)
+            _print_status(row, as_json)
+            return
+        report = db.reembed(target, drop_old=drop_old, cancel=cancel, batch_size=batch_size,
+                            workers=workers, processes=processes, progress=progress)
+    if bar is not None:
+        bar.render_finish()
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    m = report.model
+    name = f"{m['arch']}/{m['pretrained']} ({m['dim']}-d)" if m else "(none)"
+    if report.state == "done":
+        click.echo(f"switched to {name}: {report.embedded} images embedded"
+                   f"{' (resumed)' if report.resumed else ''}, {report.labels} labels, "
+                   f"{report.texts} stored texts in {report.seconds:.1f} s; old vectors "
+                   + ("kept" if report.old_kept else "dropped"))
+    elif report.state == "cancelled":
+        click.echo(f"cancelled the reembed to {name}")
+    elif report.state == "dropped" or report.old_dropped:
+        click.echo(f"dropped {report.old_dropped} old vectors")
+    else:
+        click.echo(f"the collection already uses {name}")
+
+
+def _print_status(row, as_json) -> None:
+    if as_json:
+        echo_json(row)
+        return
+    if row is None:
+        click.echo("no reembed yet")
+        return
+    when = "%Y-%m-%d %H:%M:%S"
+    finished = f", finished {row['finished_at']:{when}}" if row["finished_at"] else ""
+    click.echo(f"reembed to {row['arch']}/{row['pretrained']} ({row['dim']}-d): {row['state']}, "
+               f"{row['embedded']} of {row['total']} images, started "
+               f"{row['started_at']:{when}}{finished}")
+
+
+COMMANDS = [reembed]

@@ -1,0 +1,80 @@
+"""The rows' half of a reembed (:mod:`clipsql.ingest.reembed`): embed the images still
+holding the placeholder in ``embedding_next``, a batch per transaction.
+
+A batch is written only to rows that did not change since they were read (same
+``updated_at``): a row a load rewrote meanwhile keeps the placeholder for the next pass.
+Files that cannot be read are remembered for the rest of the run and reported together.
+"""
+
+from __future__ import annotations
+
+from clipsql.errors import ImageError, LoadError
+from clipsql.ingest.decoder_pool import Decoders
+
+NEXT = "embedding_next"
+MISSING = f"l2_norm({NEXT}) = 0"
+#: Unreadable files named in the error (all are in the report's ``failures``).
+SHOWN_FAILURES = 3
+
+
+class Filler:
+    """Fills ``embedding_next`` with ``model`` (decoding through ``pool``, set by the caller)."""
+
+    def __init__(self, conn, model, run_id: int, report, batch_size: int, progress=None):
+        self.conn, self.model, self.run_id, self.report = conn, model, run_id, report
+        self.batch_size, self.progress = batch_size, progress
+        self.pool: Decoders | None = None
+        self.failed: dict[int, tuple[str, str]] = {}
+
+    def fill(self) -> None:
+        """One pass, in id order, over the rows still to embed (resumable at any batch)."""
+        done, total = self.conn.execute(
+            f"SELECT count(*) FILTER (WHERE NOT {MISSING}), count(*) FROM clipsql.images"
+        ).fetchone()
+        self.report.total = total
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                f"SELECT id, path, updated_at FROM clipsql.images WHERE id > %s AND {MISSING} "
+                "ORDER BY id LIMIT %s", (last, self.batch_size)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            futures = [(r, self.pool.submit(r[1])) for r in rows if r[0] not in self.failed]
+            decoded = []
+            for row, future in futures:
+                try:
+                    decoded.append((row, Decoders.result(future)))
+                except ImageError as exc:
+                    self.failed[row[0]] = (row[1], f"{exc.reason}: {exc.detail}")
+            if decoded:
+                done += self._write(decoded)
+            if self.progress:
+                self.progress(done, total)
+
+    def _write(self, decoded) -> int:
+        import torch
+
+        vectors = self.model.encode_images(torch.stack([d.pixels for _, d in decoded]))
+        texts = ["[" + ",".join(f"{x:.6g}" for x in v.tolist()) + "]" for v in vectors]
+        with self.conn.transaction():
+            n = self.conn.execute(
+                f"UPDATE clipsql.images i SET {NEXT} = v.e::halfvec "
+                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, at, e) "
+                "WHERE i.id = v.id AND i.updated_at = v.at",
+                ([r[0] for r, _ in decoded], [r[2] for r, _ in decoded], texts)).rowcount
+            self.conn.execute("UPDATE clipsql.reembed SET embedded = embedded + %s, "
+                              "updated_at = now() WHERE id = %s", (n, self.run_id))
+        self.report.embedded += n
+        return n
+
+    def raise_failures(self) -> None:
+        """:class:`LoadError` naming the files that could not be read, if any."""
+        self.report.failures = [(p, why) for p, why in self.failed.values()]
+        if not self.failed:
+            return
+        shown = "; ".join(f"{p}: {why}" for p, why in self.report.failures[:SHOWN_FAILURES])
+        raise LoadError(
+            f"{len(self.failed)} images could not be read for the new model ({shown}); the "
+            "reembed stays unfinished and searches keep the current model: restore the files, "
+            "or remove their rows (a load of their folder with prune), and run it again")
