@@ -35,6 +35,13 @@ def _caption(hit) -> str:
     return "\n".join(details)
 
 
+def _caption_line(hit) -> str:
+    """The hit's caption (hybrid results carry one) on a line of its own, escaped."""
+    text = getattr(hit, "caption", None)
+    return (f'<div style="white-space:normal;color:#555">{html.escape(text)}</div>'
+            if text else "")
+
+
 def results_html(hits) -> str:
     """An HTML grid of ``hits`` (anything with ``path``, ``score``, ``id`` ...), best first."""
     if not hits:
@@ -54,6 +61,6 @@ def results_html(hits) -> str:
             f'<figcaption style="font-size:11px;line-height:1.3;margin-top:2px;overflow:hidden;'
             f'text-overflow:ellipsis;white-space:nowrap">'
             f'<b>#{rank}</b> <span style="font-family:monospace">{hit.score:.3f}</span> '
-            f"{name}</figcaption></figure>")
+            f"{name}{_caption_line(hit)}</figcaption></figure>")
     return ('<div style="display:flex;flex-wrap:wrap;gap:8px;font-family:sans-serif">'
             + "".join(cells) + "</div>")

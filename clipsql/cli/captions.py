@@ -1,0 +1,111 @@
+"""``clipsql caption``, and ``search --hybrid``: captions written by a CoCa model, searched by
+their words and fused with the CLIP ranking.
+
+    $ clipsql caption --max-length 20            # only images without a current caption
+    $ clipsql search "dog on a beach" --hybrid --rrf-k 60
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import clipsql
+from clipsql import config
+from clipsql.cli.options import filter_options, json_option
+from clipsql.cli.output import echo_json, friendly, print_hits, printable
+from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH
+from clipsql.query import hybrid
+
+#: The caption model when --model is not given (the collection's CLIP model is separate).
+ENV_CAPTION_MODEL = "CLIPSQL_CAPTION_MODEL"
+
+
+@click.command()
+@click.option("--model", "caption_model", envvar=ENV_CAPTION_MODEL, default=DEFAULT_CAPTION_MODEL,
+              show_default=True,
+              help="The CoCa captioning model: ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT.")
+@filter_options
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024),
+              help="Images captioned together (and written in one transaction).")
+@click.option("--max-length", default=MAX_LENGTH, show_default=True, type=click.IntRange(1, 70),
+              help="Longest caption, in tokens.")
+@json_option("Print a JSON summary only.")
+@click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
+              help="PostgreSQL URL; default: the embedded server.")
+@click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
+              show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@friendly
+def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, device):
+    """Caption the images that have no current caption from the model (incremental).
+
+    A caption is current while the image's content (sha256) is the one it was written for;
+    every batch is committed, so an interrupted run resumes where it stopped.
+    """
+    show_bar = not as_json and sys.stderr.isatty()
+    bar = click.progressbar(length=0, label="captioning", file=sys.stderr) if show_bar else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    with clipsql.connect(dsn, device=device) as db:
+        report = db.caption(caption_model, where=where, params=params, batch_size=batch_size,
+                            max_length=max_length, progress=progress)
+    if bar is not None:
+        bar.render_finish()
+    if as_json:
+        echo_json(report.summary())
+        return
+    for path, reason in report.failed.items():
+        click.echo(f"failed: {printable(path)}: {reason}", err=True)
+    click.echo(f"captioned {report.computed} images with {printable(report.model)}; "
+               f"{report.skipped} already current, {len(report.failed)} failed, "
+               f"in {report.seconds:.1f} s ({report.rate:.2f} images/s)")
+
+
+def hybrid_options(f):
+    """``--hybrid`` and ``--rrf-k`` for ``search``."""
+    f = click.option("--rrf-k", default=hybrid.RRF_K, show_default=True, type=click.IntRange(0),
+                     help="With --hybrid: the k of score = sum 1/(k + rank).")(f)
+    return click.option("--hybrid", is_flag=True,
+                        help="Fuse the CLIP ranking with a full-text ranking of the captions "
+                             "(reciprocal rank fusion); needs a text QUERY.")(f)
+
+
+def hybrid_search(db, query, *, where, params, limit, rrf_k, as_json, unsupported) -> None:
+    """Run and print a hybrid search (``unsupported``: options given that it cannot use)."""
+    if not query:
+        raise click.UsageError("--hybrid needs a text QUERY (its words are searched in the "
+                               "captions)")
+    given = [name for name, value in unsupported.items() if value]
+    if given:
+        raise click.UsageError(f"--hybrid cannot be combined with {', '.join(given)}")
+    hits = db.hybrid_search(query, where=where, params=params, limit=limit, rrf_k=rrf_k)
+    if as_json:
+        echo_json([h.to_dict() for h in hits])
+        return
+    if not hits:
+        click.echo("no results", err=True)
+    for h in hits:
+        ranks = "  ".join(f"{name} {'-' if r is None else r:>4}"
+                          for name, r in (("clip", h.clip_rank), ("text", h.text_rank)))
+        click.echo(f"{h.score:.4f}  {h.id:>7}  {ranks}  {printable(h.path)}")
+        if h.caption:
+            click.echo(f"{'':>15}{printable(h.caption)}")
+
+
+def print_captioned(db, hits, as_json: bool) -> None:
+    """:func:`~clipsql.cli.output.print_hits`, with each hit's caption in the JSON where it
+    has one."""
+    if not as_json:
+        print_hits(hits, as_json)
+        return
+    found = hybrid.captions_for(db.conn, [h.id for h in hits])
+    echo_json([{**h.to_dict(), **({"caption": found[h.id]} if h.id in found else {})}
+               for h in hits])
+
+
+COMMANDS = [caption]

@@ -1,0 +1,141 @@
+"""The caption run: write a caption for every image that lacks a current one, in batches.
+
+Incremental and resumable. An image needs a caption from a model when ``clipsql.captions``
+has none for it and that model, or has one written for other content (its
+``image_sha256`` is not the image's ``sha256``: the file changed and was loaded again). Each
+batch is decoded, captioned and written in one transaction, so a run that is killed keeps
+every batch it finished and the next run starts where it stopped. Rows imported without a
+file (no ``sha256``) are never captioned.
+
+The optional SQL filter (``where``/``params``) picks among the images, read-only
+(:mod:`clipsql.database.user_sql`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from clipsql.database import images, user_sql
+from clipsql.errors import ImageError, QueryError
+from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH, Captioner
+
+TABLE = "clipsql.captions"
+#: Images decoded and captioned together.
+BATCH = 8
+
+
+@dataclass
+class CaptionReport:
+    """What a caption run did: ``computed`` captions written, ``skipped`` images that had a
+    current one, ``failed`` images whose file could not be read (path -> reason; tried again
+    next run)."""
+
+    model: str
+    computed: int = 0
+    skipped: int = 0
+    failed: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Captions written per second."""
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        return {"model": self.model, "computed": self.computed, "skipped": self.skipped,
+                "failed": len(self.failed), "failures": dict(self.failed),
+                "seconds": round(self.seconds, 3), "images_per_s": round(self.rate, 3)}
+
+
+_PENDING = (
+    f"SELECT i.id, i.path, i.sha256, c.image_id IS NULL OR c.image_sha256 IS DISTINCT FROM i.sha256 "
+    f"FROM {images.TABLE} i LEFT JOIN {TABLE} c ON c.image_id = i.id AND c.model = %s "
+    "WHERE i.sha256 IS NOT NULL {where} ORDER BY i.id")
+
+_WRITE = (
+    f"INSERT INTO {TABLE} (image_id, model, caption, image_sha256) "
+    "SELECT v.id, %s, v.caption, v.sha256 "
+    "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, caption, sha256) "
+    f"WHERE EXISTS (SELECT 1 FROM {images.TABLE} i WHERE i.id = v.id) "
+    "ON CONFLICT (image_id, model) DO UPDATE SET caption = EXCLUDED.caption, "
+    "image_sha256 = EXCLUDED.image_sha256, created_at = now()")
+
+
+def pending(conn, caption_model: str, *, where=None, params=()) -> tuple[list, int]:
+    """``([(id, path, sha256), ...], current)``: the images to caption, by id, and how many
+    of the matching images already have a current caption."""
+    wrapped = user_sql.wrap(where)
+    sql = _PENDING.format(where=f"AND {wrapped}" if wrapped else "")
+    with user_sql.read_only(conn, where, what="caption") as ro:
+        rows = ro.execute(sql, [caption_model, *(params or ())]).fetchall()
+    todo = [(r[0], r[1], r[2]) for r in rows if r[3]]
+    return todo, len(rows) - len(todo)
+
+
+def write(conn, caption_model: str, rows: Sequence[tuple[int, str, str]]) -> int:
+    """Store ``(id, caption, sha256)`` rows in one transaction; returns how many were given."""
+    if not rows:
+        return 0
+    ids, texts, shas = zip(*rows)
+    with conn.transaction():
+        conn.execute(_WRITE, [caption_model, list(ids), list(texts), list(shas)])
+    return len(rows)
+
+
+def captioner_for(spec: str | None = None, device: str | None = None,
+                  cached: Captioner | None = None) -> Captioner:
+    """The :class:`Captioner` for ``spec`` (default :data:`DEFAULT_CAPTION_MODEL`): ``cached``
+    when it is that model already (its weights stay loaded)."""
+    spec = spec or DEFAULT_CAPTION_MODEL
+    if cached is not None and str(cached.spec) == spec:
+        return cached
+    return Captioner(spec, device=device)
+
+
+def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
+            max_length: int = MAX_LENGTH,
+            progress: Callable[[int, int], None] | None = None) -> CaptionReport:
+    """Caption every image without a current caption from ``captioner`` (see module docs).
+
+    ``progress(done, total)`` is called after each batch (``total``: images to caption).
+    """
+    from clipsql.ingest.decode import read
+
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise QueryError(f"{name} must be a positive integer, not {value!r}")
+    captioner.check_captioning()
+    report = CaptionReport(captioner.caption_model)
+    todo, report.skipped = pending(conn, report.model, where=where, params=params)
+    if todo:
+        captioner.preprocess  # the weights load before the clock starts: the rate is captioning
+    start = time.perf_counter()
+    if progress:
+        progress(0, len(todo))
+    done = 0
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first:first + batch_size]
+        decoded, shas = [], []
+        for image_id, path, _sha in batch:
+            try:
+                item = read(path, captioner.preprocess)
+            except ImageError as exc:
+                report.failed[path] = exc.reason
+                continue
+            # the bytes read now are what the caption describes: a file changed since its
+            # load stays stale until it is loaded again
+            decoded.append((image_id, item.pixels))
+            shas.append(item.sha256)
+        if decoded:
+            import torch
+
+            texts = captioner.generate(torch.stack([p for _, p in decoded]), max_length)
+            report.computed += write(conn, report.model, [
+                (image_id, text, sha) for (image_id, _), text, sha in zip(decoded, texts, shas)])
+        done += len(batch)
+        if progress:
+            progress(done, len(todo))
+    report.seconds = time.perf_counter() - start
+    return report
