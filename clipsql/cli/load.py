@@ -18,11 +18,18 @@ from clipsql.cli.output import echo_json, friendly
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
 @click.option("--processes", is_flag=True,
               help="Decode in worker processes instead of threads (GPU loads on many cores).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              metavar="[ADDRESS]",
+              help="Decode and embed on a Ray cluster (pip install \"clipsql[ray]\"): the "
+                   "running one (RAY_ADDRESS, `ray start`) or a local one; or ADDRESS.")
+@click.option("--actors", type=click.IntRange(1, 4096),
+              help="With --ray: embedding actors (default: one per GPU, else half the CPUs).")
 @precision_option
 @json_option("Print a JSON summary only.")
 @collection_options
 @friendly
-def load(paths, prune, batch_size, workers, processes, precision, as_json, dsn, model, device):
+def load(paths, prune, batch_size, workers, processes, ray_address, actors, precision, as_json,
+         dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
     show_bar = not as_json and sys.stderr.isatty()
     bar = click.progressbar(length=0, label="embedding", file=sys.stderr) if show_bar else None
@@ -32,9 +39,12 @@ def load(paths, prune, batch_size, workers, processes, precision, as_json, dsn, 
             bar.length = total
             bar.update(done - bar.pos)
 
+    if actors is not None and ray_address is None:
+        raise click.UsageError("--actors needs --ray")
+    engine = {"engine": "ray", "address": ray_address, "actors": actors} if ray_address else {}
     with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
         report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
-                         processes=processes, progress=progress)
+                         processes=processes, progress=progress, **engine)
     if bar is not None:
         bar.render_finish()
     if as_json:

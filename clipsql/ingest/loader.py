@@ -51,13 +51,22 @@ class LoadReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def rate(self) -> float:
+        """Files written (rows and failures) per second over the whole load."""
+        done = self.added + self.updated + self.failed
+        return round(done / self.seconds, 1) if self.seconds else 0.0
+
 
 def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
-         processes=False, progress=None) -> LoadReport:
+         processes=False, progress=None, pipeline=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
 
     ``workers`` decoders (default: the number of cores, 2 to 8) run as threads, or as
     processes with ``processes=True`` (see :mod:`clipsql.ingest.decoder_pool`).
+    ``pipeline(connect, model, todo, report, progress)``, if given, decodes and embeds the
+    files to (re)load instead, writing through a :class:`Writer` (the Ray engine,
+    :mod:`clipsql.ingest.ray_engine`); the walk, skip, prune and index steps stay these.
     """
     started = time.perf_counter()
     report = LoadReport()
@@ -82,8 +91,11 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
                 todo.append(path)
         if todo:
             binding.bind_model(conn, identity, model.spec.resolved())
-            _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes,
-                          progress)
+            if pipeline is not None:
+                pipeline(connect, model, todo, report, progress)
+            else:
+                _run_pipeline(connect, model, todo, report, batch_size, workers, draft,
+                              processes, progress)
         if prune:
             report.removed = _prune(conn, found, known)
         report.index_built = hnsw.ensure_index(conn)
@@ -123,7 +135,7 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, proc
     preprocess = model.preprocess
     draft_size = 2 * model.image_size if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
-    writer = _Writer(connect, report)
+    writer = Writer(connect, report)
     writer.start()
     done = 0
     try:
@@ -168,8 +180,13 @@ def _embed(model, batch):
     return batch
 
 
-class _Writer(threading.Thread):
-    """Writes batches on its own connection so COPY overlaps with the next batch's inference."""
+class Writer(threading.Thread):
+    """Writes batches on its own connection so COPY overlaps with the next batch's inference.
+
+    ``put(rows, failures)``: ``rows`` are :class:`~clipsql.ingest.decode.Decoded` with their
+    ``embedding`` set, ``failures`` (path, reason, detail); one transaction per call, counted
+    in the report once committed. ``start()`` first, ``close()`` at the end (re-raises).
+    """
 
     def __init__(self, connect, report):
         super().__init__(name="clipsql-writer", daemon=True)

@@ -1,0 +1,235 @@
+"""Load with Ray (``engine="ray"``): decoding in parallel Ray tasks, embedding in Ray Data
+actors, writing from the driver through the local loader's own :class:`~clipsql.ingest.loader.Writer`.
+
+Everything but the decode/embed pipeline is :func:`clipsql.ingest.loader.load` itself: the
+walk on the driver, the skip of unchanged files by (path, size, mtime), the walk's failures,
+``prune`` and the HNSW index at the end. So the guarantees are the local loader's: one
+transaction per batch (binary COPY into the staging table, one upsert by path), failures
+recorded with their reasons, and a killed driver or worker resumes by running the same load
+again. Ray Data restarts a dead embedding actor and retries its batch (``RETRIES`` times);
+the driver drops a path it has already written, so a retried batch is never counted twice.
+
+The file list is split into blocks; ``map_batches`` decodes them in CPU tasks (each file
+with :func:`clipsql.ingest.decode.read`, exactly as the local loader) and a pool of
+``actors`` embedding actors loads the model once each: one GPU per actor where the cluster
+has GPUs, otherwise CPU actors sharing the cores with the decoders.
+
+Ray is imported here only, lazily: without it ``engine="ray"`` is a :class:`ConfigError`
+naming the extra to install.
+
+>>> load(connect, model, ["/photos"], address="auto", actors=4)        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import warnings
+
+import numpy as np
+
+from clipsql.errors import ConfigError, ImageError, LoadError
+from clipsql.ingest import loader
+from clipsql.ingest.decode import read
+
+INSTALL = 'pip install "clipsql[ray]"'
+#: Restarts of a dead embedding actor, and retries of a batch it held (Ray Data's default
+#: is forever: a model that crashes its process on every batch would never end the load).
+RETRIES = 4
+#: Files per block handed to one decoding task, at most (in batches of ``batch_size``).
+BLOCK_BATCHES = 8
+
+
+def import_ray():
+    """The ``ray`` module with Ray Data, or a :class:`ConfigError` saying how to install it."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ConfigError(f'engine="ray" needs Ray with Ray Data: {INSTALL} ({exc})') from None
+    return ray
+
+
+def load(connect, model, paths, *, address=None, actors=None, prune=False, batch_size=32,
+         draft=True, progress=None) -> loader.LoadReport:
+    """:func:`clipsql.ingest.loader.load` with decoding and embedding on a Ray cluster.
+
+    ``address``: None for a new local Ray runtime on this machine (loopback only);
+    ``"auto"`` for the running cluster (``RAY_ADDRESS``, or one started with ``ray start``),
+    else a new local one; any other value is given to ``ray.init(address=...)``. A Ray
+    runtime this process already started is used as it is. ``actors``: embedding actors
+    (default: one per GPU, else half the cluster's CPUs).
+    """
+    ray = import_ray()
+    if actors is not None and actors < 1:
+        raise ConfigError(f"actors must be at least 1, not {actors}")
+
+    def pipeline(connect, model, todo, report, progress):
+        with _runtime(ray, address):
+            _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
+
+    return loader.load(connect, model, paths, prune=prune, batch_size=batch_size, draft=draft,
+                       progress=progress, pipeline=pipeline)
+
+
+@contextlib.contextmanager
+def _runtime(ray, address):
+    """The Ray runtime to use; one started here is shut down afterwards."""
+    if ray.is_initialized():
+        yield
+        return
+    options = {"include_dashboard": False, "log_to_driver": False}
+    local = {**options, "address": "local", "_node_ip_address": "127.0.0.1"}
+    try:
+        if address is None or address == "local":
+            ray.init(**local)
+        elif address == "auto":
+            try:
+                ray.init(address="auto", **options)
+            except ConnectionError:  # no running cluster: this machine alone
+                ray.init(**local)
+        else:
+            ray.init(address=address, **options)
+    except Exception as exc:
+        raise ConfigError(f"cannot start or reach the Ray cluster {address or '(local)'}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc) else exc!r}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _plan(ray, actors):
+    """(actors, actor resources, decoder CPUs, device) for the cluster's resources."""
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    if gpus:
+        actors = actors or gpus
+        return actors, {"num_gpus": min(1.0, gpus / actors), "num_cpus": 1}, 1, "cuda"
+    actors = actors or max(1, int(cpus) // 2)
+    share = cpus / (actors + 1)  # the decoders get one share: never starved by the actors
+    return actors, {"num_cpus": share}, min(1.0, share), "cpu"
+
+
+def _actor_precision(model, device):
+    """The precision asked for, where the actors' device takes it (else the default)."""
+    asked = model.requested_precision
+    if (asked == "fp16" and device == "cpu") or (asked == "int8" and device != "cpu"):
+        return None
+    return asked
+
+
+def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress):
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    preprocess = model.preprocess
+    draft_size = 2 * model.image_size if draft else None
+    actors, actor_resources, decode_cpus, device = _plan(ray, actors)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    block = max(1, min(batch_size * BLOCK_BATCHES, math.ceil(len(todo) / (2 * cpus))))
+    ds = ray.data.from_items([{"path": p} for p in todo],
+                             override_num_blocks=math.ceil(len(todo) / block))
+    ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
+                        fn_kwargs={"preprocess": preprocess, "draft_size": draft_size},
+                        num_cpus=decode_cpus)
+    threads = max(1, int(actor_resources["num_cpus"])) if device == "cpu" else None
+    with warnings.catch_warnings():  # Ray 2.60 deprecates passing actor options this way
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(_Embedder, batch_size=batch_size, batch_format="numpy",
+                            fn_constructor_kwargs={"spec": model.spec, "device": device,
+                                                   "precision": _actor_precision(model, device),
+                                                   "threads": threads},
+                            compute=ray.data.ActorPoolStrategy(size=actors),
+                            max_restarts=RETRIES, max_task_retries=RETRIES, **actor_resources)
+    writer = loader.Writer(connect, report)
+    writer.start()
+    seen: set = set()
+    done = 0
+    try:
+        for batch in _batches(ray, ds, batch_size):
+            rows, failed = {}, {}
+            for path, ok, record in zip(batch["path"], batch["ok"], batch["record"]):
+                path = str(path)
+                if path in seen:
+                    continue  # a retried block: written already
+                seen.add(path)
+                if ok:
+                    rows[path] = pickle.loads(record)
+                else:
+                    failed[path] = (path, *pickle.loads(record))
+            if rows or failed:
+                writer.put(list(rows.values()), list(failed.values()))
+                done += len(rows) + len(failed)
+                if progress:
+                    progress(done, len(todo))
+            writer.check()
+    finally:
+        writer.close()
+
+
+def _batches(ray, ds, batch_size):
+    """The dataset's output batches; a failure of the cluster becomes one :class:`LoadError`."""
+    try:
+        yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy")
+    except (ray.exceptions.RayError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()
+        raise LoadError(f"the Ray load failed ({text[-1] if text else type(exc).__name__}); "
+                        "batches written so far are kept, run the same load again to resume"
+                        ) from exc
+
+
+def _decode_batch(batch, preprocess, draft_size):
+    """Decode one batch of paths (a Ray task): pickled Decoded without pixels, the pixels
+    apart, or a pickled (reason, detail) for a file that failed."""
+    import torch
+
+    torch.set_num_threads(1)
+    paths = [str(p) for p in batch["path"]]
+    ok, records, pixels = [], [], []
+    for path in paths:
+        try:
+            decoded = read(path, preprocess, draft_size)
+        except ImageError as exc:
+            ok.append(False)
+            records.append(pickle.dumps((exc.reason, exc.detail)))
+            pixels.append(b"")
+            continue
+        ok.append(True)
+        pixels.append(pickle.dumps(decoded.pixels.numpy()))
+        decoded.pixels = None
+        records.append(pickle.dumps(decoded))
+    return {"path": np.array(paths, dtype=object), "ok": np.array(ok, dtype=bool),
+            "record": np.array(records, dtype=object), "pixels": np.array(pixels, dtype=object)}
+
+
+class _Embedder:
+    """A Ray Data actor: the model, loaded once, embeds the decoded files of each batch."""
+
+    def __init__(self, spec, device, precision, threads):
+        from clipsql.models.openclip import ClipModel
+
+        self.model = ClipModel(spec, device=device, precision=precision)
+        self.model.torch_model  # load the weights now, not on the first batch
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def __call__(self, batch):
+        import torch
+
+        records = list(batch["record"])
+        good = np.flatnonzero(batch["ok"])
+        if len(good):
+            pixels = torch.stack([torch.from_numpy(pickle.loads(batch["pixels"][i]))
+                                  for i in good])
+            for i, vector in zip(good, self.model.encode_images(pixels)):
+                decoded = pickle.loads(records[i])
+                decoded.embedding = np.array(vector, dtype=np.float32)
+                records[i] = pickle.dumps(decoded)
+        return {"path": batch["path"], "ok": batch["ok"],
+                "record": np.array(records, dtype=object)}

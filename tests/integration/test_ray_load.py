@@ -1,0 +1,208 @@
+"""The Ray engine on a real local Ray runtime (2 CPUs, loopback) and the real PostgreSQL:
+the same rows and failures as the local loader, a killed embedding actor or driver loses
+and duplicates nothing, the CLI's ``--ray``, and the clear error without Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import open_clip
+import psutil
+import pytest
+import ray
+from click.testing import CliRunner
+
+import clipsql
+from clipsql.cli import main
+from clipsql.errors import ConfigError
+from tests.conftest import (
+    ROOT,
+    TINY_CONFIG,
+    fresh_database,
+    make_checkpoint,
+    make_image,
+)
+
+COLUMNS = ("path, sha256, bytes, mtime, width, height, format, taken_at, camera_make, "
+           "camera_model, orientation, exif")
+
+
+#: Slower than the tiny model (about 2 GFLOP an image), so that a load lasts long enough
+#: to be killed in the middle; 32-d like the tiny one.
+SLOW_CONFIG = {**TINY_CONFIG, "vision_cfg": {"image_size": 160, "layers": 6, "width": 384,
+                                              "patch_size": 16, "head_width": 64}}
+
+
+@pytest.fixture(scope="module")
+def ray_runtime(model_configs):
+    """One local Ray runtime for the module: 2 CPUs, loopback only, no dashboard. Started
+    after the model configs are registered: its workers inherit CLIPSQL_MODEL_CONFIGS."""
+    (model_configs / "clipsql-ray-slow.json").write_text(json.dumps(SLOW_CONFIG))
+    open_clip.add_model_config(model_configs)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, address="local")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slow_model(ray_runtime, tmp_path_factory):
+    return make_checkpoint("clipsql-ray-slow", tmp_path_factory.mktemp("slow") / "slow.pt", 0)
+
+
+@pytest.fixture
+def second_dsn(pg_admin_url):
+    with fresh_database(pg_admin_url) as url:
+        yield url
+
+
+def rows(db):
+    return db.conn.execute(f"SELECT {COLUMNS} FROM clipsql.images ORDER BY path").fetchall()
+
+
+def vectors(db):
+    got = db.conn.execute("SELECT path, embedding::real[] FROM clipsql.images ORDER BY path")
+    return {p: np.asarray(v, dtype=np.float32) for p, v in got}
+
+
+def failures(db):
+    return db.conn.execute(
+        "SELECT path, reason, detail FROM clipsql.failures ORDER BY path").fetchall()
+
+
+def many_photos(folder, n):
+    for i in range(n):
+        make_image(folder / f"p{i:03d}.png", color=(i * 7 % 256, i * 13 % 256, 90), pattern=i)
+    return folder
+
+
+def test_ray_load_matches_the_local_loader(ray_runtime, db, second_dsn, tiny_model, photo_folder):
+    (photo_folder / "broken.jpg").write_text("this is not an image")
+    make_image(photo_folder / "b" / "late.jpg", color=(1, 2, 3), pattern=4)
+    local = db.load(photo_folder)
+    with clipsql.connect(second_dsn, model=tiny_model) as other:
+        seen = []
+        report = other.load(photo_folder, engine="ray", actors=2, batch_size=4,
+                            progress=lambda done, total: seen.append((done, total)))
+        assert (report.added, report.failed, report.unchanged) == (local.added, 1, 0) == (13, 1, 0)
+        assert report.index_built and report.rate > 0
+        assert seen[-1] == (14, 14)
+        assert rows(other) == rows(db)
+        assert failures(other) == failures(db)
+        assert failures(other)[0][1] == "unsupported"
+        a, b = vectors(db), vectors(other)
+        assert a.keys() == b.keys()
+        for path in a:
+            cosine = float(a[path] @ b[path] / np.linalg.norm(a[path]) / np.linalg.norm(b[path]))
+            assert cosine > 1 - 1e-3, path
+        again = other.load(photo_folder, engine="ray", actors=2)
+        assert (again.added, again.updated, again.unchanged) == (0, 0, 14)
+
+
+def count(dsn, distinct=False):
+    import psycopg
+
+    what = "count(DISTINCT path), count(DISTINCT sha256), count(*)" if distinct else "count(*)"
+    with psycopg.connect(dsn) as conn:
+        got = conn.execute(f"SELECT {what} FROM clipsql.images").fetchone()
+    return got if distinct else got[0]
+
+
+def wait_for_rows(dsn, at_least, deadline, alive=lambda: True):
+    while time.monotonic() < deadline and alive():
+        with_rows = count(dsn)
+        if with_rows >= at_least:
+            return with_rows
+        time.sleep(0.05)
+    raise AssertionError("no rows were written in time")
+
+
+def embedding_actors():
+    """The processes of the Ray Data embedding actors (their titles name the class)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if "_Embedder" in " ".join(proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+def test_a_killed_embedding_actor_is_restarted_and_nothing_is_lost(
+        ray_runtime, dsn, slow_model, tmp_path):
+    folder = many_photos(tmp_path / "many", 32)
+    killed = {}
+
+    def kill_one_actor():
+        killed["rows"] = wait_for_rows(dsn, 2, time.monotonic() + 120)
+        victims = embedding_actors()
+        if victims:
+            killed["pid"] = victims[0].pid
+            os.kill(victims[0].pid, signal.SIGKILL)
+
+    with clipsql.connect(dsn, model=slow_model) as db:
+        db.conn.execute("SELECT 1")  # the schema exists before the killer polls the table
+        killer = threading.Thread(target=kill_one_actor, daemon=True)
+        killer.start()
+        report = db.load(folder, engine="ray", actors=2, batch_size=2)
+        killer.join(5)
+    assert "pid" in killed and killed["rows"] < 32  # killed in the middle of the load
+    assert not psutil.pid_exists(killed["pid"]) or psutil.Process(killed["pid"]).status() == "zombie"
+    assert (report.added, report.failed) == (32, 0)
+    assert count(dsn, distinct=True) == (32, 32, 32)
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    import clipsql
+    dsn, model, folder, address = sys.argv[1:]
+    with clipsql.connect(dsn, model=model) as db:
+        db.load(folder, engine="ray", address=address, actors=1, batch_size=2)
+""")
+
+
+def test_a_killed_driver_resumes_without_duplicates(ray_runtime, dsn, slow_model, tmp_path):
+    folder = many_photos(tmp_path / "many", 32)
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, dsn, slow_model, str(folder),
+                               address], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        with clipsql.connect(dsn, model=slow_model) as db:
+            db.conn.execute("SELECT 1")
+        at_kill = wait_for_rows(dsn, 2, time.monotonic() + 150,
+                                alive=lambda: driver.poll() is None)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        _, err = driver.communicate(timeout=30)
+    assert driver.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert at_kill < 32
+    with clipsql.connect(dsn, model=slow_model) as db:
+        before = count(dsn)
+        report = db.load(folder, engine="ray", actors=1, batch_size=4)
+    assert report.unchanged == before and report.added == 32 - before
+    assert count(dsn, distinct=True) == (32, 32, 32)
+
+
+def test_cli_load_with_ray(ray_runtime, dsn, tiny_model, photo_folder):
+    env = {"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
+    result = CliRunner().invoke(main, ["load", str(photo_folder), "--ray", "--actors", "1",
+                                       "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["added"] == 12
+    assert count(dsn) == 12
+    result = CliRunner().invoke(main, ["load", str(photo_folder), "--actors", "1"], env=env)
+    assert result.exit_code != 0 and "--actors needs --ray" in result.output
+
+
+def test_without_ray_engine_ray_is_one_clear_error(monkeypatch, db, photo_folder):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r'pip install "clipsql\[ray\]"'):
+        db.load(photo_folder, engine="ray")
+    assert db.conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0] == 0
+    with pytest.raises(ConfigError, match="engine must be"):
+        db.load(photo_folder, engine="spark")
