@@ -11,17 +11,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clipsql.collection_ingest import IngestMixin
 from clipsql.collection_labels import LabelsMixin
 from clipsql.database import binding, hnsw, images, migrations
 from clipsql.database import connection as dbconn
 from clipsql.errors import ImageError, QueryError
-from clipsql.ingest import importer, loader
-from clipsql.query import algebra, relevance, search, text_cache
+from clipsql.query import algebra, model_switch, relevance, search, text_cache
 
 if TYPE_CHECKING:
     from clipsql.models.openclip import ClipModel
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 ImageRef = int | str | os.PathLike
 
 
-class Collection(LabelsMixin):
+
+class Collection(IngestMixin, LabelsMixin):
     """An image collection in one PostgreSQL database (the embedded one by default)."""
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
@@ -56,14 +57,28 @@ class Collection(LabelsMixin):
     def model(self) -> ClipModel:
         """The collection's model (its weights load on first encode)."""
         if self._model is None:
-            from clipsql.models.openclip import ClipModel
-
             bound = binding.bound_from_row(self.conn.execute(binding.BOUND_SQL).fetchone())
             spec = self._model_request or (binding.usable_spec(bound) if bound else None)
-            model = ClipModel(spec, device=self._device, precision=self._precision)
+            model = self.open_model(spec)
             binding.check_model(self.conn, model.identity())
             self._model = model
         return self._model
+
+    @property
+    def loaded_model(self) -> ClipModel | None:
+        """The model this collection has opened so far, or None (nothing is loaded)."""
+        return self._model
+
+    def open_model(self, spec: str) -> ClipModel:
+        """A model by ``spec`` with this collection's device and precision (not loaded yet)."""
+        from clipsql.models.openclip import ClipModel
+
+        return ClipModel(spec, device=self._device, precision=self._precision)
+
+    def use_model(self, model: ClipModel | None) -> None:
+        """Use ``model`` from now on; None: the collection's bound model, opened on demand."""
+        self._model = model
+        self._model_request = None if model is None else model.spec.resolved()
 
     def close(self) -> None:
         self.conn.close()
@@ -73,42 +88,6 @@ class Collection(LabelsMixin):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # --- loading ---------------------------------------------------------------------------
-    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = 32,
-             workers: int | None = None, processes: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> loader.LoadReport:
-        """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
-
-        ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
-        """
-        report = loader.load(lambda: dbconn.connect(self._dsn), self.model, paths,
-                             prune=prune, batch_size=batch_size, workers=workers,
-                             processes=processes, progress=progress)
-        if self.model.loaded:  # so the first text search of a new process needs no model
-            self.model.export_text_tower()
-        return report
-
-    def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,
-                       batch_size: int = importer.BATCH,
-                       build_index: bool = True) -> importer.ImportReport:
-        """Import precomputed embeddings of the collection's model under ``keys`` (paths, ids,
-        URLs), with optional ``metadata`` (column -> values).
-
-        >>> db.add_embeddings(["photo-1", "photo-2"], np.eye(2, 512))  # doctest: +SKIP
-        """
-        return importer.add_embeddings(self.conn, self.model, keys, vectors, metadata,
-                                       batch_size=batch_size, build_index=build_index)
-
-    def import_files(self, features: str, ids_path: str, *, id_column: str | None = None,
-                     metadata_path: str | None = None, ignore_extra: bool = False,
-                     prefix: str = "") -> importer.ImportReport:
-        """:meth:`add_embeddings` from files: a ``.npy`` of vectors, a CSV of keys and an
-        optional CSV of metadata (see :func:`clipsql.ingest.importer.read_files`)."""
-        keys, vectors, meta = importer.read_files(
-            features, ids_path, id_column=id_column, metadata_path=metadata_path,
-            ignore_extra=ignore_extra, prefix=prefix)
-        return self.add_embeddings(keys, vectors, meta)
 
     # --- embeddings ------------------------------------------------------------------------
     def embed_text(self, text: str) -> np.ndarray:
@@ -183,6 +162,7 @@ class Collection(LabelsMixin):
         return None if row is None else row[0]
 
     # --- search ----------------------------------------------------------------------------
+    @model_switch.follows_switch
     def search(self, query=None, *, image: ImageRef | None = None, where: str | None = None,
                params: Sequence = (), limit: int = 10, min_score: float | None = None,
                within: float | None = None, adaptive: str | None = None,
@@ -205,28 +185,20 @@ class Collection(LabelsMixin):
         if not parts:
             raise QueryError("give a text query, an image, or both")
         binding.require_model(self.conn)
-        cutoff = relevance.Cutoff(min_score=min_score, within=within, adaptive=adaptive)
-        if order_by is not None:
-            relevance.parse_order(order_by)
-        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
-            raise QueryError(f"candidates must be a positive integer, not {candidates!r}")
         vector = self.embed_query(parts)
         own = algebra.self_reference(parts)
         exclude = self._stored(own.image, "id") if own is not None else None
-        pool = max(limit, candidates) if cutoff.relative or order_by else limit
-        hits = search.rank(self.conn, vector, where=where, params=params, limit=pool,
-                           min_score=min_score, exclude_id=exclude, strategy=strategy)
-        keep, report = cutoff.apply([h.score for h in hits])
-        kept = hits[:keep]
-        if order_by is not None:
-            kept = relevance.ordered(kept, order_by)
-        results = search.Results(kept[:limit])
-        results.strategy, results.cutoff = hits.strategy, report
-        return results
+        return search.find(self.conn, vector, where=where, params=params, limit=limit,
+                           min_score=min_score, within=within, adaptive=adaptive,
+                           order_by=order_by, candidates=candidates, exclude_id=exclude,
+                           strategy=strategy)
 
     def similar(self, image: ImageRef, **kwargs) -> search.Results:
         """Images most like ``image`` (an id, a path in the table, or any file), itself excluded."""
         return self.search(image=image, **kwargs)
+
+    # --- reembed: another model, without downtime (docs/reembed.md) ----------------------
+    reembed = model_switch.reembed
 
     # --- status ----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -249,6 +221,26 @@ class Collection(LabelsMixin):
             "index": hnsw.INDEX_NAME if hnsw.has_index(c) else None,
             "table_bytes": size,
         }
+
+    # --- captions and hybrid search (docs/captions.md) ------------------------------------
+    def caption(self, model: str | None = None, **kwargs):
+        """Caption the images without a current caption from ``model`` (a CoCa spec, default
+        ``DEFAULT_CAPTION_MODEL``): a ``CaptionReport``; ``where``, ``params``, ``batch_size``,
+        ``max_length``, ``progress`` as in :func:`clipsql.ingest.captions.caption`."""
+        from clipsql.ingest import captions
+
+        self._captioner = captions.captioner_for(model, self._device,
+                                                getattr(self, "_captioner", None))
+        return captions.caption(self.conn, self._captioner, **kwargs)
+
+    def hybrid_search(self, query: str, **kwargs) -> search.Results:
+        """The CLIP ranking and the captions' full-text ranking fused by reciprocal rank;
+        ``where``, ``params``, ``limit``, ``rrf_k``... as in :func:`clipsql.query.hybrid.hybrid`."""
+        from clipsql.query import hybrid
+
+        hybrid.check_text(query)
+        binding.require_model(self.conn)
+        return hybrid.hybrid(self.conn, self.embed_text(query), query, **kwargs)
 
 
 def _abspath(path) -> str:

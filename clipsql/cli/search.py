@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 import clipsql
+from clipsql.cli.captions import hybrid_options, hybrid_search, print_captioned
 from clipsql.cli.options import collection_options, json_option, relevance_options, search_options
 from clipsql.cli.output import echo_json, friendly, print_cutoff, print_hits, printable
 from clipsql.query.algebra import Image, Not, Text
@@ -32,12 +33,14 @@ def _id_or_path(value):
               help="Weight of each --image against QUERY's 1.")
 @click.option("--minus-weight", default=1.0, show_default=True, type=float,
               help="Weight of each --minus / --minus-image.")
+@hybrid_options
 @relevance_options
 @search_options
 @collection_options
 @friendly
 def search(query, images, minus, minus_images, image_weight, minus_weight, within, adaptive,
-           order_by, candidates, where, params, limit, min_score, as_json, dsn, model, device):
+           order_by, candidates, where, params, limit, min_score, as_json, dsn, model, device,
+           hybrid=False, rrf_k=60):
     """Rank images by a text QUERY and/or --image, minus --minus, with optional SQL filters.
 
     The query is the weighted sum of the parts' normalised embeddings, normalised again.
@@ -49,10 +52,17 @@ def search(query, images, minus, minus_images, image_weight, minus_weight, withi
     if not any(p.weight > 0 for p in parts):
         raise click.UsageError("give a QUERY or an --image to search for")
     with clipsql.connect(dsn, model=model, device=device) as db:
+        if hybrid:
+            return hybrid_search(db, query, where=where, params=params, limit=limit,
+                                 rrf_k=rrf_k, as_json=as_json, unsupported={
+                                     "--image": images, "--minus": minus,
+                                     "--minus-image": minus_images, "--within": within,
+                                     "--adaptive": adaptive, "--order-by": order_by,
+                                     "--min-score": min_score is not None})
         hits = db.search(parts, where=where, params=params, limit=limit, min_score=min_score,
                          within=within, adaptive=adaptive, order_by=order_by,
                          candidates=candidates)
-    print_hits(hits, as_json)
+        print_captioned(db, hits, as_json)
     print_cutoff(hits, as_json)
 
 

@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +41,8 @@ from clipsql.errors import (
 from clipsql.ingest.thumbnails import BROWSER_FORMATS, PREVIEW_SIZE, THUMB_SIZE, ThumbnailCache
 from clipsql.web import files
 from clipsql.web import schemas as m
-from clipsql.web.backend import MAX_RANK, MAX_WHERE_CHARS, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
+from clipsql.web.backend import MAX_RANK, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
+from clipsql.web.filters import MAX_WHERE_CHARS
 from clipsql.web.guard import LOOPBACK_HOSTS, CrossSiteGuard, is_loopback
 from clipsql.web.server import check_port as _check_port
 from clipsql.web.server import serve, serve_in_thread
@@ -124,27 +125,56 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
 
     def paging(offset: Annotated[int, Query(ge=0, lt=MAX_RANK)] = 0,
                limit: Annotated[int, Query(ge=1, le=100)] = 40,
-               min_score: Annotated[float | None, Query(ge=-1, le=1)] = None) -> dict:
-        return dict(offset=offset, limit=limit, min_score=min_score)
+               min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+               within: Annotated[float | None, Query(
+                   ge=0, le=2, description="only hits within this of the best score")] = None,
+               adaptive: Annotated[Literal["gap", "zscore"] | None, Query(
+                   description="cut where the query's own scores break or stand out")] = None,
+               order_by: Annotated[str | None, Query(
+                   max_length=40, pattern=r"^[a-z_]+( (asc|desc))?$",
+                   description="order the relevant hits, e.g. 'taken_at desc'")] = None) -> dict:
+        return dict(offset=offset, limit=limit, min_score=min_score, within=within,
+                    adaptive=adaptive, order_by=order_by)
+
+    Texts = Annotated[list[str], Query(max_length=10, description="texts to move away from")]
+    Ids = Annotated[list[int], Query(max_length=10)]
+    Weight = Annotated[float, Query(gt=0, le=10)]
+
+    def algebra(image_id: Annotated[list[int], Query(
+                    max_length=10, description="stored images (row ids) to search by")] = [],  # noqa: B006
+                minus: Texts = [],  # noqa: B006
+                minus_image_id: Ids = [],  # noqa: B006
+                image_weight: Weight = 1.0, minus_weight: Weight = 1.0) -> dict:
+        if any(not 0 <= i <= MAX_ID for i in [*image_id, *minus_image_id]):
+            raise QueryError("image ids are row ids: integers from 0")
+        if any(len(t) > 1000 or "\x00" in t or not t.strip() for t in minus):
+            raise QueryError("each minus text must be non-empty, without NUL, at most 1000 characters")
+        return dict(image_ids=image_id, minus=minus, minus_image_ids=minus_image_id,
+                    image_weight=image_weight, minus_weight=minus_weight)
 
     def run_search(text, flt, page, **query) -> dict:
         start = time.perf_counter()
         text = text if text and text.strip() else None
-        hits, more = backend.search(text, filters=flt, **page, **query)
+        hits, more, cutoff = backend.search(text, filters=flt, **page, **query)
         return {"results": [m.hit_json(h) for h in hits], "offset": page["offset"],
-                "limit": page["limit"], "more": more,
+                "limit": page["limit"], "more": more, "cutoff": cutoff,
                 "elapsed_ms": round((time.perf_counter() - start) * 1000, 1)}
 
     @app.get("/api/search", response_model=m.SearchOut, tags=["search"],
              responses=_SEARCH_ERRORS)
     def search(flt: Annotated[dict, Depends(filters)], page: Annotated[dict, Depends(paging)],
+               parts: Annotated[dict, Depends(algebra)],
                q: Annotated[str | None, Query(max_length=1000, description="text query")] = None,
-               image_id: Annotated[int | None, Query(
-                   ge=0, le=MAX_ID, description="row id: more like this")] = None):
-        """Rank images by a text query, a stored image (``image_id``), or both."""
-        if not (q and q.strip()) and image_id is None:
+               hybrid: Annotated[bool, Query(description="fuse with the captions' full-text "
+                                                         "ranking (a text q alone)")] = False):
+        """Rank images by a query of weighted parts: a text ``q`` and stored images
+        (``image_id``, repeatable) minus texts (``minus``) and images (``minus_image_id``);
+        the weighted sum of the parts' normalised embeddings, normalised. One ``image_id``
+        alone: more like this (itself left out). ``within``/``adaptive`` cut the ranking
+        (``cutoff`` says where), ``order_by`` orders the relevant hits."""
+        if not (q and q.strip()) and not parts["image_ids"]:
             raise QueryError("give a text query (q), an image_id, or both")
-        return run_search(q, flt, page, image_id=image_id)
+        return run_search(q, flt, page, **parts, hybrid=hybrid)
 
     @app.post("/api/search/image", response_model=m.SearchOut, tags=["search"],
               responses=m.errors(400, 403, 409, 413, 503))

@@ -4,20 +4,29 @@
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
-const FILTERS = ["date_from", "date_to", "camera", "gps", "label", "where"];
+const FILTERS = ["date_from", "date_to", "camera", "gps", "label", "where", "order_by", "within", "adaptive"];
 // The query being shown: text, a stored image (id), or an uploaded file; plus the next offset.
-let state = { q: "", imageId: null, imageName: "", file: null, offset: 0, rank: 0 };
+// Query algebra: more images to add (plusIds), images and texts to move away from.
+let state = { q: "", imageId: null, imageName: "", file: null, offset: 0, rank: 0, plusIds: [], minusIds: [] };
 
 function params(extra) {
   const p = new URLSearchParams();
   if (state.q) p.set("q", state.q);
   if (state.imageId !== null) p.set("image_id", state.imageId);
+  if ($("hybrid").checked && state.q && !state.file) p.set("hybrid", "true"); // fused with captions
+  if (!state.file) for (const id of state.plusIds) p.append("image_id", id);
+  for (const id of state.minusIds) p.append("minus_image_id", id);
+  for (const text of minusTexts()) p.append("minus", text);
   for (const name of FILTERS) {
     const value = $(name).value.trim();
     if (value) p.set(name, value);
   }
   for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
   return p;
+}
+
+function minusTexts() {
+  return $("minus").value.split(",").map((s) => s.trim()).filter(Boolean).slice(0, 10);
 }
 
 function remember() {
@@ -50,7 +59,7 @@ function setStatus(text, isError) {
 }
 
 async function run(append) {
-  if (!state.q && state.imageId === null && !state.file) {
+  if (!state.q && state.imageId === null && !state.file && !state.plusIds.length) {
     $("grid").replaceChildren();
     $("more").hidden = true;
     return intro();
@@ -98,11 +107,17 @@ function card(hit, rank) {
   });
   const like = el("button", { type: "button", className: "like", textContent: "More like this" });
   like.addEventListener("click", () => moreLike(hit));
+  const plus = el("button", { type: "button", className: "add-part", textContent: "+", title: "Add to the query" });
+  plus.addEventListener("click", () => addPart("plusIds", hit));
+  const minus = el("button", { type: "button", className: "minus-part", textContent: "−", title: "Less like this" });
+  minus.addEventListener("click", () => addPart("minusIds", hit));
   const score = el("span", { className: "score", title: "cosine similarity" },
                    el("b", { textContent: "#" + rank }), " " + hit.score.toFixed(3));
   return el("figure", { className: "card" }, open, score,
             el("figcaption", {}, el("span", { className: "name", textContent: hit.name, title: hit.path }),
-               el("span", { className: "meta", textContent: summary(hit) }), like));
+               el("span", { className: "meta", textContent: summary(hit) }),
+               hit.caption ? el("span", { className: "meta caption", textContent: hit.caption }) : "",
+               like, plus, minus));
 }
 
 function summary(hit) {
@@ -130,6 +145,25 @@ function moreLike(hit) {
   window.scrollTo({ top: 0 });
 }
 
+function addPart(list, hit) {
+  if (!state[list].includes(hit.id)) state[list] = [...state[list], hit.id].slice(-10);
+  run(false);
+}
+
+function showParts() {
+  // The query's extra parts as chips; × removes one.
+  const chips = [];
+  for (const [list, sign] of [["plusIds", "+"], ["minusIds", "−"]]) {
+    for (const id of state[list]) {
+      const remove = el("button", { type: "button", textContent: "×", title: "Remove from the query" });
+      remove.addEventListener("click", () => { state[list] = state[list].filter((x) => x !== id); run(false); });
+      chips.push(el("span", { className: "part" }, el("img", { src: "/thumbs/" + id, alt: "" }), `${sign} #${id}`, remove));
+    }
+  }
+  $("parts").replaceChildren(...chips);
+  $("parts").hidden = !chips.length;
+}
+
 function view(hit) {
   $("viewer-img").src = hit.image_url;
   $("viewer-img").alt = hit.name;
@@ -140,6 +174,7 @@ function view(hit) {
 }
 
 function showQuery() {
+  showParts();
   const byImage = state.imageId !== null || state.file;
   $("query").hidden = !byImage;
   if (!byImage) return;
@@ -177,8 +212,12 @@ async function loadFacets() {
 function restore() {
   const p = new URLSearchParams(location.search);
   state.q = p.get("q") || "";
+  $("hybrid").checked = p.get("hybrid") === "true";
   $("q").value = state.q;
-  if (p.get("image_id")) Object.assign(state, { imageId: Number(p.get("image_id")), imageName: "", thumb: "/thumbs/" + p.get("image_id") });
+  const ids = p.getAll("image_id").map(Number);
+  if (ids.length) Object.assign(state, { imageId: ids[0], imageName: "", thumb: "/thumbs/" + ids[0], plusIds: ids.slice(1) });
+  state.minusIds = p.getAll("minus_image_id").map(Number);
+  $("minus").value = p.getAll("minus").join(", ");
   for (const name of FILTERS) {
     if (!p.get(name)) continue;
     const input = $(name);
@@ -197,7 +236,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.addEventListener("keydown", (event) => { if (event.key === "Enter") userActed = true; }, true);
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
-    Object.assign(state, { q: $("q").value.trim(), imageId: null, file: null, thumb: null });
+    Object.assign(state, { q: $("q").value.trim(), imageId: null, file: null, thumb: null, plusIds: [], minusIds: [] });
     run(false);
   });
   $("upload").addEventListener("change", () => {

@@ -1,0 +1,67 @@
+"""The loading part of :class:`clipsql.Collection`: folders (locally or on Ray) and
+precomputed embeddings (the work is done in :mod:`clipsql.ingest`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from clipsql.database import connection as dbconn
+from clipsql.errors import ConfigError
+from clipsql.ingest import importer, loader
+
+
+class IngestMixin:
+    """Methods of :class:`~clipsql.Collection` that write rows."""
+
+    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = 32,
+             workers: int | None = None, processes: bool = False,
+             progress: Callable[[int, int], None] | None = None, engine: str = "local",
+             address: str | None = None, actors: int | None = None) -> loader.LoadReport:
+        """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
+
+        ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
+        ``engine="ray"`` decodes and embeds on a Ray cluster instead (``pip install
+        "clipsql[ray]"``): ``address`` None for a local runtime, ``"auto"`` for the running
+        cluster, or an address; ``actors`` embedding actors (see :mod:`clipsql.ingest.ray_engine`).
+        """
+        def connect():
+            return dbconn.connect(self._dsn)
+
+        if engine == "ray":
+            from clipsql.ingest import ray_engine
+
+            report = ray_engine.load(connect, self.model, paths, address=address, actors=actors,
+                                     prune=prune, batch_size=batch_size, progress=progress)
+        elif engine != "local":
+            raise ConfigError(f'engine must be "local" or "ray", not {engine!r}')
+        elif address is not None or actors is not None:
+            raise ConfigError('address and actors are options of engine="ray"')
+        else:
+            report = loader.load(connect, self.model, paths, prune=prune, batch_size=batch_size,
+                                 workers=workers, processes=processes, progress=progress)
+        if self.model.loaded:  # so the first text search of a new process needs no model
+            self.model.export_text_tower()
+        return report
+
+    def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,
+                       batch_size: int = importer.BATCH,
+                       build_index: bool = True) -> importer.ImportReport:
+        """Import precomputed embeddings of the collection's model under ``keys`` (paths, ids,
+        URLs), with optional ``metadata`` (column -> values).
+
+        >>> db.add_embeddings(["photo-1", "photo-2"], np.eye(2, 512))  # doctest: +SKIP
+        """
+        return importer.add_embeddings(self.conn, self.model, keys, vectors, metadata,
+                                       batch_size=batch_size, build_index=build_index)
+
+    def import_files(self, features: str, ids_path: str, *, id_column: str | None = None,
+                     metadata_path: str | None = None, ignore_extra: bool = False,
+                     prefix: str = "") -> importer.ImportReport:
+        """:meth:`add_embeddings` from files: a ``.npy`` of vectors, a CSV of keys and an
+        optional CSV of metadata (see :func:`clipsql.ingest.importer.read_files`)."""
+        keys, vectors, meta = importer.read_files(
+            features, ids_path, id_column=id_column, metadata_path=metadata_path,
+            ignore_extra=ignore_extra, prefix=prefix)
+        return self.add_embeddings(keys, vectors, meta)
+
