@@ -52,12 +52,13 @@ from clipsql.database import images
 from clipsql.errors import ConfigError, QueryError
 from clipsql.sqlalchemy import functions  # noqa: F401  (registers func.clipsql.*)
 from clipsql.sqlalchemy.alembic import include_name, include_object
+from clipsql.sqlalchemy.image_sets import relevant_images, search_images, similar_images
 
 SCHEMA = images.SCHEMA
 
 __all__ = ["Image", "ClipsqlBase", "clip_text", "clip_image", "clip_query", "query_vector", "configure",
            "install_search_settings",
-           "similar_images", "search_images", "include_name", "include_object", "SCHEMA"]
+           "similar_images", "search_images", "relevant_images", "include_name", "include_object", "SCHEMA"]
 
 
 class ClipsqlBase(DeclarativeBase):
@@ -276,18 +277,3 @@ def clip_image(image) -> ColumnElement:
         return func.clipsql.image_embedding(bindparam("clip_image_id", int(image), BigInteger,
                                                       unique=True))
     return query_vector(_collection().embed_image(image), "clip_image")
-
-
-def similar_images(image_id: int, k: int = 10, name: str | None = None):
-    """``clipsql.similar_images(image_id, k)`` as a FROM item with columns ``id, path, score``."""
-    from sqlalchemy import func
-
-    return func.clipsql.similar_images(image_id, k).table_valued(name=name)
-
-
-def search_images(text: str, k: int = 10, name: str | None = None):
-    """``clipsql.search_images(text, k)`` (a text embedded before) as a FROM item."""
-    from sqlalchemy import func
-
-    return func.clipsql.search_images(text, k).table_valued(name=name)
-

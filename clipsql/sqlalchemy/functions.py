@@ -79,6 +79,14 @@ class similar_images(_RowsFunction):
     inherit_cache = True
 
 
+class relevant_images(_RowsFunction):
+    """``clipsql.relevant_images(q halfvec, within, min_score, candidates)``: the relevant set
+    (``id, path, score``), to order by your own columns."""
+
+    package = "clipsql"
+    inherit_cache = True
+
+
 class search_images(_RowsFunction):
     """``clipsql.search_images(query text, k int)``: ``(id, path, score)`` for an embedded text."""
 

@@ -84,7 +84,7 @@ class Backend:
         self.wait_s = wait_s
         self._model_request = config.model_spec(model)
         self._device = device
-        self._model = None
+        self._model, self._generation = None, None
         self._model_lock = threading.Lock()  # loading it, and each encode call
         self._searches = _pool(self.dsn, search_connections, wait_s, "clipsql-search")
         try:
@@ -124,21 +124,23 @@ class Backend:
 
     # --- the model ---------------------------------------------------------------------------
     def model(self, conn=None):
-        """The collection's model, loaded once (on the first call after a model is bound)."""
-        if self._model is not None:
-            return self._model
+        """The collection's model, loaded once (on the first call after a model is bound), and
+        again after a ``reembed`` switched the collection to another one."""
         if conn is None:
             with self.connection() as own:
                 return self.model(own)
+        now = binding.generation(conn)
+        if self._model is not None and (self._model_request or now == self._generation):
+            return self._model
         from clipsql.models.openclip import ClipModel
 
         bound = binding.bound_from_row(conn.execute(binding.BOUND_SQL).fetchone())
         spec = self._model_request or binding.usable_spec(bound)
         with self._model_lock:
-            if self._model is None:
+            if self._model is None or (not self._model_request and now != self._generation):
                 model = ClipModel(spec, device=self._device)
                 binding.check_model(conn, model.identity())
-                self._model = model
+                self._model, self._generation = model, now
         return self._model
 
     def warm_up(self) -> bool:

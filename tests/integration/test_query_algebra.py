@@ -190,3 +190,36 @@ def test_cli_algebra_cutoff_and_order(rows, dsn, tiny_model):
     assert "cut by within" in human.stderr
     bad = CliRunner().invoke(main, ["search", "--minus", "people"], env=env)
     assert bad.exit_code == 2 and "QUERY or an --image" in bad.output
+
+
+def test_relevant_set_in_sql_and_sqlalchemy_ordered_by_a_column(rows, dsn):
+    from pgvector import HalfVector
+    from sqlalchemy import create_engine, select
+
+    import clipsql.sqlalchemy as cs
+
+    db, ids, emb, taken, _ = rows
+    parts = [clipsql.Image(int(ids[40])), clipsql.Image(int(ids[41]))]
+    q = emb[40] + emb[41]
+    _, scores = reference(emb, ids, q)
+    top = np.argsort(-scores, kind="stable")[:60]
+    relevant = [i for i in top if scores[i] >= scores[top[0]] - 0.4]
+    expected = [int(ids[i]) for i in sorted(relevant, key=lambda i: (-taken[i].timestamp(),
+                                                                     -scores[i]))][:10]
+    vector = db.embed_query(parts)
+    got = [r[0] for r in db.conn.execute(
+        "SELECT i.id FROM clipsql.relevant_images(%s, within => 0.4, candidates => 60) r "
+        "JOIN clipsql.images i USING (id) ORDER BY i.taken_at DESC, r.score DESC LIMIT 10",
+        (HalfVector(vector),))]
+    assert got == expected
+    assert 3 < len(relevant) < 60, "the rule must keep several and cut the rest"
+    library = db.search(parts, within=0.4, candidates=60, order_by="taken_at desc",
+                        strategy="exact")
+    assert [h.id for h in library] == expected
+    rel = cs.relevant_images(vector, within=0.4, candidates=60)
+    stmt = (select(cs.Image.id).join(rel, rel.c.id == cs.Image.id)
+            .order_by(cs.Image.taken_at.desc(), rel.c.score.desc()).limit(10))
+    engine = create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.execute(stmt)] == expected
+    engine.dispose()

@@ -232,3 +232,26 @@ def test_old_vectors_are_kept_until_dropped(dsn, tiny_model, wide_model, photo_f
         assert_clean_images_table(db.conn, 32)
         back = dict(db.conn.execute("SELECT id, embedding FROM clipsql.images").fetchall())
         assert all(np.abs(back[k].to_numpy() - v.to_numpy()).max() < 2e-3 for k, v in old.items())
+
+
+def test_a_running_web_server_follows_the_switch(dsn, tiny_model, wide_model, photo_folder,
+                                                 tmp_path):
+    import httpx
+
+    from clipsql.web.app import create_app, serve_in_thread
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+    # The server is started without a model: it uses whichever the collection is bound to.
+    app = create_app(dsn, thumbnails_dir=tmp_path / "thumbs")
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        before = client.get("/api/search", params={"q": "a red square"})
+        assert before.status_code == 200 and before.json()["results"]
+        with clipsql.connect(dsn) as db:
+            db.reembed(wide_model)
+        after = client.get("/api/search", params={"q": "a red square", "limit": 5})
+        assert after.status_code == 200, after.text
+        with clipsql.connect(dsn) as db:
+            expected = [h.id for h in db.search("a red square", limit=5)]
+            assert db.status()["model"]["dim"] == 48
+        assert [h["id"] for h in after.json()["results"]] == expected
