@@ -16,10 +16,11 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_model
 
 TINY_COCA = {
     "embed_dim": 32,
@@ -32,16 +33,6 @@ TINY_COCA = {
                        "layers": 2, "attn_pooler_heads": 2},
     "custom_text": True,
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pixels(preprocess, n: int, folder: Path):

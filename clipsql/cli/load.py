@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 import clipsql
 from clipsql.cli.options import collection_options, json_option, precision_option
-from clipsql.cli.output import echo_json, friendly
+from clipsql.cli.output import echo_json, friendly, printable, progress_bar
 
 
 @click.command()
@@ -31,29 +29,20 @@ from clipsql.cli.output import echo_json, friendly
 def load(paths, prune, batch_size, workers, processes, ray_address, actors, precision, as_json,
          dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
-    show_bar = not as_json and sys.stderr.isatty()
-    bar = click.progressbar(length=0, label="embedding", file=sys.stderr) if show_bar else None
-
-    def progress(done, total):
-        if bar is not None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
     if actors is not None and ray_address is None:
         raise click.UsageError("--actors needs --ray")
     engine = {"engine": "ray", "address": ray_address, "actors": actors} if ray_address else {}
-    with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
+    with clipsql.connect(dsn, model=model, device=device, precision=precision) as db, \
+            progress_bar("embedding", as_json) as progress:
         report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
                          processes=processes, progress=progress, **engine)
-    if bar is not None:
-        bar.render_finish()
     if as_json:
         echo_json(report.to_dict())
         return
     for path, reason in report.failures:
-        click.echo(f"failed: {path}: {reason}", err=True)
+        click.echo(f"failed: {printable(path)}: {printable(reason)}", err=True)
     for path, reason in report.skipped:
-        click.echo(f"skipped: {path}: {reason}", err=True)
+        click.echo(f"skipped: {printable(path)}: {printable(reason)}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
                f"removed {report.removed}, failed {report.failed}, {_ignored(report)} "
                f"in {report.seconds:.1f} s")

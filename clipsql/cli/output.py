@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
+import sys
 
 import click
 
@@ -42,6 +44,23 @@ def printable(text) -> str:
     'a\\\\nb\\\\x1b[31mred'
     """
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, quiet: bool = False):
+    """A ``progress(done, total)`` callback that draws a bar on a terminal's stderr (nothing
+    when ``quiet`` or when stderr is not a terminal); the bar is finished on exit."""
+    bar = None if quiet or not sys.stderr.isatty() else \
+        click.progressbar(length=0, label=label, file=sys.stderr)
+
+    def progress(done, total):
+        if bar is not None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    yield progress
+    if bar is not None:
+        bar.render_finish()
 
 
 def echo_json(data) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 import clipsql
 from clipsql import config
 from clipsql.cli.options import json_option, precision_option
-from clipsql.cli.output import echo_json, friendly
+from clipsql.cli.output import echo_json, friendly, progress_bar
 from clipsql.ingest import reembed as reembedding
 
 
@@ -41,23 +39,15 @@ def reembed(target, drop_old, cancel, show_status, batch_size, workers, processe
     """
     if not (target or drop_old or cancel or show_status):
         raise click.UsageError("give --model SPEC (or --drop-old, --cancel or --status)")
-    show_bar = not as_json and sys.stderr.isatty()
-    bar = click.progressbar(length=0, label="re-embedding", file=sys.stderr) if show_bar else None
-
-    def progress(done, total):
-        if bar is not None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
     with clipsql.connect(dsn, device=device, precision=precision) as db:
         if show_status:
             row = reembedding.progress(db.conn)
             _print_status(row, as_json)
             return
-        report = db.reembed(target, drop_old=drop_old, cancel=cancel, batch_size=batch_size,
-                            workers=workers, processes=processes, progress=progress)
-    if bar is not None:
-        bar.render_finish()
+        with progress_bar("re-embedding", as_json) as progress:
+            report = db.reembed(target, drop_old=drop_old, cancel=cancel,
+                                batch_size=batch_size, workers=workers, processes=processes,
+                                progress=progress)
     if as_json:
         echo_json(report.to_dict())
         return
