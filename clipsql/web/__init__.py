@@ -6,6 +6,7 @@
 ...     print(url)                                             # http://127.0.0.1:PORT
 """
 
-from clipsql.web.app import create_app, is_loopback, serve, serve_in_thread
+from clipsql.web.app import create_app, is_loopback
+from clipsql.web.server import serve, serve_in_thread
 
 __all__ = ["create_app", "is_loopback", "serve", "serve_in_thread"]

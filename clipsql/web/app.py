@@ -44,11 +44,8 @@ from clipsql.web import schemas as m
 from clipsql.web.backend import MAX_RANK, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
 from clipsql.web.filters import MAX_WHERE_CHARS
 from clipsql.web.guard import LOOPBACK_HOSTS, CrossSiteGuard, is_loopback
-from clipsql.web.server import check_port as _check_port
-from clipsql.web.server import serve, serve_in_thread
 
-__all__ = ["MAX_UPLOAD_BYTES", "create_app", "is_loopback", "serve", "serve_in_thread",
-           "_check_port"]
+__all__ = ["MAX_UPLOAD_BYTES", "create_app", "is_loopback"]
 
 STATIC = Path(__file__).parent / "static"
 #: Largest request body (an uploaded query image with its multipart wrapping).

@@ -105,7 +105,7 @@ class UI:
 def serve(browser, dsn, tiny_model, tmp_path):
     """serve(folder) -> UI on a fresh database loaded from ``folder``."""
     import clipsql
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     opened = []
 

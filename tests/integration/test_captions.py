@@ -311,7 +311,7 @@ def test_cli_caption_and_hybrid_search(dsn, tiny_model, coca_model, photo_folder
 def test_web_api_hybrid_search_and_captions(dsn, tiny_model, captioned, tmp_path):
     import httpx
 
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     ids = captioned
     app = create_app(dsn, model=tiny_model, thumbnails_dir=tmp_path / "thumbs")

