@@ -117,7 +117,7 @@ function card(hit, rank) {
             el("figcaption", {}, el("span", { className: "name", textContent: hit.name, title: hit.path }),
                el("span", { className: "meta", textContent: summary(hit) }),
                hit.caption ? el("span", { className: "meta caption", textContent: hit.caption }) : "",
-               like, plus, minus));
+               el("span", { className: "actions" }, like, plus, minus)));
 }
 
 function summary(hit) {
