@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,13 +41,18 @@ def fresh_database(admin_url: str) -> str:
 
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from clipsql.models.machine import cpu_model as model
+
+    return model()
+
+
+def print_machine() -> None:
+    """The first line of every benchmark: date, CPU model and features, package versions."""
+    import datetime
+
+    from clipsql.models.machine import one_line
+
+    print(f"{datetime.date.today()}  {one_line()}", flush=True)
 
 
 def make_photos(folder: Path, count: int) -> Path:

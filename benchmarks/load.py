@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import fresh_database, make_photos, random_vitb32, scratch_dir
+from common import fresh_database, make_photos, print_machine, random_vitb32, scratch_dir
 
 
 def image_files(folder: Path) -> list[str]:
@@ -119,11 +119,13 @@ def main() -> None:
     ap.add_argument("--model", help="model spec (default: ViT-B-32 with random weights)")
     ap.add_argument("--db", help="admin URL of a server to create databases on (default: temporary embedded)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
-                    help="for all three contenders (CPU: bf16 or int8)")
+    ap.add_argument("--precision", default="auto",
+                    help="for all three contenders: auto (measured per machine), fp32, bf16, "
+                         "int8, onnx-fp32, onnx-int8")
     ap.add_argument("--processes", action="store_true",
                     help="clipsql decodes in worker processes instead of threads")
     args = ap.parse_args()
+    print_machine()
 
     tmp = scratch_dir("clipsql-bench-")
     folder = args.folder
@@ -143,7 +145,8 @@ def main() -> None:
     files = image_files(folder)
     model = ClipModel(spec, precision=args.precision)
     print(f"{len(files)} images in {folder}; model {model.spec.arch}; batch {args.batch_size}; "
-          f"torch threads {__import__('torch').get_num_threads()}; {args.precision}")
+          f"torch threads {__import__('torch').get_num_threads()}; precision {args.precision}: "
+          f"{model.backend} ({model.backend_reason})")
     rate_model = model_only(model, max(len(files), 4 * args.batch_size), args.batch_size)
 
     model.export_text_tower()  # once per model (0.6 s), so not inside the timed load

@@ -1,14 +1,21 @@
-"""Text encoding: clipsql's text path vs open_clip's encode_text, one query at a time.
+"""Text queries: every text path of clipsql against open_clip's encode_text, one new query at a time.
 
-    python benchmarks/text.py [--model ViT-B-32] [--repeats 5] [--check 500]
+    python benchmarks/text.py [--model ViT-B-32] [--repeats 5] [--check 300]
 
-Random weights unless a pretrained spec is given (speed does not depend on the weights).
-Three paths per query, each with the tokenizer included: open_clip's ``encode_text`` (77
-padded tokens), the trimmed tower through open_clip's own transformer (real tokens only),
-and clipsql's default (trimmed, blocks on prepacked oneDNN weights, one thread for a short
-query). Then the largest difference of clipsql's normalised embeddings from open_clip's over
-``--check`` generated queries of 3 to 12 words. Last, the exported numpy text tower that a
-new process uses before (instead of) loading the model (``clipsql/models/text_numpy.py``).
+Random weights (a seeded checkpoint saved in a scratch folder; speed does not depend on the
+weights). Per short query (2 to 9 words), tokenizer included, the median over
+``QUERIES x --repeats``:
+
+- open_clip ``encode_text`` (77 padded tokens): the baseline;
+- clipsql's torch path (real tokens only, prepacked oneDNN weights, one thread);
+- the exported numpy tower (what a new process uses without torch);
+- ONNX Runtime fp32 and int8 on the real tokens (the ``onnx`` extra);
+- the public API: ``ClipModel.encode_text`` of a fresh model object, which takes whichever
+  engine :mod:`clipsql.models.text_choice` measured fastest here among those that passed
+  their accuracy check.
+
+Each path's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12
+words is printed beside it (the bar: 0.999).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import statistics
 import time
 
 import numpy as np
-from common import scratch_dir
+from common import print_machine, random_vitb32, scratch_dir
 
 QUERIES = [
     "a dog", "two dogs in snow", "a red bicycle leaning on a wall",
@@ -35,74 +42,81 @@ def random_queries(n, seed=0):
     return [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 12))) for _ in range(n)]
 
 
-def timed(f, repeats):
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        out.append(1000 * (time.perf_counter() - t))
-    return out
+def p50_ms(encode, repeats):
+    times = []
+    for q in QUERIES:
+        encode([q])  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            encode([q])
+            times.append(1000 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def worst_cosine(encode, reference, queries):
+    got = np.concatenate([encode([q]) for q in queries])
+    return float(((got * reference).sum(1) / np.linalg.norm(got, axis=1)).min())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--check", type=int, default=500)
+    ap.add_argument("--check", type=int, default=300)
     args = ap.parse_args()
+    print_machine()
     import torch
 
+    from clipsql.models import onnx_export, runner, text_numpy
+    from clipsql.models.onnx_runtime import TextEncoder
     from clipsql.models.openclip import ClipModel
-    from clipsql.models.text_torch import encode_trimmed
 
-    torch.manual_seed(0)
-    model = ClipModel(args.model)
+    tmp = scratch_dir("clipsql-text-")
+    spec = random_vitb32(tmp) if args.model == "ViT-B-32" else args.model
+    model = ClipModel(spec, device="cpu", precision="fp32")
     m, tok = model.torch_model, model.tokenizer
 
-    def full(q):
+    def full(texts):
         with torch.inference_mode():
-            return torch.nn.functional.normalize(m.encode_text(tok([q])).float(), dim=-1).numpy()
+            return torch.nn.functional.normalize(m.encode_text(tok(texts)).float(), dim=-1).numpy()
 
-    def trimmed(q):
-        with torch.inference_mode():
-            return encode_trimmed(m, tok([q]), packed=False)
-
-    full_ms, trim_ms, fast_ms = [], [], []
-    for q in QUERIES:
-        full(q), trimmed(q), model.encode_text([q])  # warm up (packs the weights once)
-        full_ms += timed(lambda q=q: full(q), args.repeats)
-        trim_ms += timed(lambda q=q: trimmed(q), args.repeats)
-        fast_ms += timed(lambda q=q: model.encode_text([q]), args.repeats)
-    path = model.last_text_path
-    diff = 0.0
-    for q in random_queries(args.check):
-        diff = max(diff, float(np.abs(model.encode_text([q]) - full(q)).max()))
-    full_p50, trim, fast = (statistics.median(x) for x in (full_ms, trim_ms, fast_ms))
-    print(f"{args.model}, {len(QUERIES)} queries of 2-9 words x {args.repeats}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"open_clip encode_text:        p50 {full_p50:6.1f} ms")
-    print(f"trimmed, open_clip blocks:    p50 {trim:6.1f} ms   speedup {full_p50 / trim:.1f}x")
-    print(f"clipsql (trimmed + packed):   p50 {fast:6.1f} ms   speedup {full_p50 / fast:.1f}x   "
-          f"path {path}")
-    print(f"max |diff| of normalised embeddings over {args.check} queries of 3-12 words: {diff:.1e}")
-
-    from clipsql.models import text_numpy as texttower
-
-    folder = scratch_dir("clipsql-text-") / "tower"
-    if not texttower.export(m, tok, lambda texts: model.encode_text(texts), folder):
-        print("exported numpy tower: this model's text tower cannot be exported")
-        return
+    paths = {"open_clip encode_text (77 tokens)": full,
+             "clipsql torch (trimmed, packed)": model.encode_text_torch}
+    model.export_text_tower()
+    tower = text_numpy.open_for(model)
+    if tower is not None:
+        tower.engine = None
+        paths["exported numpy tower"] = tower.encode
+    meta = runner.ensure_export(model)
+    folder = onnx_export.cache_dir(model)
+    for precision in ("fp32", "int8"):
+        info = (meta or {}).get("files", {}).get(f"text-{precision}")
+        if info and info.get("ok") and tower is not None:
+            enc = TextEncoder(folder / onnx_export.FILES[f"text-{precision}"])
+            paths[f"ONNX Runtime {precision} (real tokens)"] = \
+                lambda texts, enc=enc: enc.encode_ids(tower.ids(texts)[0])
+        elif info:
+            print(f"ONNX Runtime {precision}: export not kept ({info})")
+    fresh = ClipModel(spec, device="cpu")
     t = time.perf_counter()
-    tower = texttower.TextTower.open(folder)  # maps the weights, loads the BPE merges, checks
+    fresh.encode_text(["warm-up"])
     opened = 1000 * (time.perf_counter() - t)
-    tower_ms = []
-    for q in QUERIES:
-        tower.encode([q])
-        tower_ms += timed(lambda q=q: tower.encode([q]), args.repeats)
-    tdiff = max(float(np.abs(tower.encode([q]) - full(q)).max()) for q in random_queries(args.check))
-    print(f"exported numpy tower:         p50 {statistics.median(tower_ms):6.1f} ms   speedup "
-          f"{full_p50 / statistics.median(tower_ms):.1f}x   (opening it: {opened:.0f} ms, once per "
-          f"process); max |diff| {tdiff:.1e}")
+    engine = fresh.text_tower().engine if fresh.text_tower() is not None else None
+    chosen = "numpy" if engine is None else engine.path.stem
+    paths[f"public API: ClipModel.encode_text ({chosen})"] = fresh.encode_text
+
+    checks = random_queries(args.check)
+    reference = full(checks)
+    rows = {name: (p50_ms(f, args.repeats), worst_cosine(f, reference, checks))
+            for name, f in paths.items()}
+    base = rows["open_clip encode_text (77 tokens)"][0]
+    print(f"{args.model}: one new query of 2-9 words, p50 over {len(QUERIES)} queries x "
+          f"{args.repeats}; worst cosine to open_clip fp32 over {args.check} queries; torch "
+          f"threads {torch.get_num_threads()}")
+    for name, (ms, cos) in rows.items():
+        print(f"  {name:<46} p50 {ms:6.1f} ms  {base / ms:5.1f}x open_clip   worst cosine {cos:.5f}")
+    print(f"  (the fresh model's first query, opening the export and choosing the engine: "
+          f"{opened:.0f} ms, once per process)")
 
 
 if __name__ == "__main__":

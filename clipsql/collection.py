@@ -20,7 +20,9 @@ from clipsql.collection_ingest import IngestMixin
 from clipsql.collection_labels import LabelsMixin
 from clipsql.database import binding, hnsw, images, migrations
 from clipsql.database import connection as dbconn
-from clipsql.errors import ImageError, QueryError
+from clipsql.errors import ClipsqlError, ImageError, QueryError
+from clipsql.models import runner
+from clipsql.models.preprocess import stack
 from clipsql.query import algebra, model_switch, relevance, search, text_cache
 
 if TYPE_CHECKING:
@@ -128,7 +130,7 @@ class Collection(IngestMixin, LabelsMixin):
             decoded = read(path, self.model.preprocess)
         except ImageError as exc:
             raise QueryError(f"cannot use {path} as a query image: {exc}") from None
-        return self.model.encode_images(decoded.pixels.unsqueeze(0))[0]
+        return self.model.encode_images(stack([decoded.pixels]))[0]
 
     def _embed_image_bytes(self, data: bytes) -> np.ndarray:
         import tempfile
@@ -202,25 +204,8 @@ class Collection(IngestMixin, LabelsMixin):
 
     # --- status ----------------------------------------------------------------------------
     def status(self) -> dict:
-        """Rows, failures, model, database and index, as a JSON-ready dict."""
-        c = self.conn
-        rows = c.execute(f"SELECT count(*) FROM {images.TABLE}").fetchone()[0]
-        failures = dict(c.execute(
-            "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
-        size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
-        return {
-            "database": self.url,
-            "server_version": c.execute("SHOW server_version").fetchone()[0],
-            "pgvector": ".".join(map(str, dbconn.vector_version(c))),
-            "schema_version": migrations.current_version(c),
-            "model": binding.bound_model(c),
-            "images": rows,
-            "failures": sum(failures.values()),
-            "failures_by_reason": failures,
-            "ignored": c.execute("SELECT count(*) FROM clipsql.ignored").fetchone()[0],
-            "index": hnsw.INDEX_NAME if hnsw.has_index(c) else None,
-            "table_bytes": size,
-        }
+        """Rows, failures, model, backend, database and index, as a JSON-ready dict."""
+        return status_of(self.conn, self.url, lambda: self.model)
 
     # --- captions and hybrid search (docs/captions.md) ------------------------------------
     def caption(self, model: str | None = None, **kwargs):
@@ -256,3 +241,30 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
     modes keep embeddings within cosine 0.999 of fp32 (benchmarks/precision.py).
     """
     return Collection(dsn, model=model, device=device, precision=precision)
+
+
+def status_of(c, url: str, model=None) -> dict:
+    """:meth:`Collection.status` for connection ``c``; ``model()`` gives the model whose backend
+    is reported (nothing is loaded or measured for it)."""
+    rows = c.execute(f"SELECT count(*) FROM {images.TABLE}").fetchone()[0]
+    failures = dict(c.execute(
+        "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
+    size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
+    try:
+        backend = runner.describe(model()) if model else None
+    except ClipsqlError as exc:  # e.g. the bound checkpoint is gone: status still answers
+        backend = {"backend": None, "precision": None, "reason": str(exc)}
+    return {
+        "database": url,
+        "server_version": c.execute("SHOW server_version").fetchone()[0],
+        "pgvector": ".".join(map(str, dbconn.vector_version(c))),
+        "schema_version": migrations.current_version(c),
+        "model": binding.bound_model(c),
+        "images": rows,
+        "failures": sum(failures.values()),
+        "failures_by_reason": failures,
+        "ignored": c.execute("SELECT count(*) FROM clipsql.ignored").fetchone()[0],
+        "index": hnsw.index_name(hnsw.index_kind(c)[0]) if hnsw.has_index(c) else None,
+        "table_bytes": size,
+        "backend": backend,
+    }

@@ -43,6 +43,8 @@ def load(paths, prune, batch_size, workers, processes, ray_address, actors, prec
         click.echo(f"failed: {printable(path)}: {printable(reason)}", err=True)
     for path, reason in report.skipped:
         click.echo(f"skipped: {printable(path)}: {printable(reason)}", err=True)
+    if report.backend:
+        click.echo(f"embedded with {report.backend} ({report.backend_reason})", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
                f"removed {report.removed}, failed {report.failed}, {_ignored(report)} "
                f"in {report.seconds:.1f} s")
@@ -81,6 +83,8 @@ def status(as_json, dsn, model, device):
     click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
     click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
     click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
+    b = info["backend"]
+    click.echo(f"backend:    {b['backend'] or 'auto'} ({b['reason']})")
 
 
 COMMANDS = [load, status]

@@ -14,6 +14,7 @@ one PyTorch thread. Tensors come back pickled (about 0.6 MB per image at 224 px)
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -24,9 +25,8 @@ _state: dict = {}
 
 
 def _start_process(preprocess, draft_size) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
+        sys.modules["torch"].set_num_threads(1)
     _state.update(preprocess=preprocess, draft_size=draft_size)
 
 

@@ -28,6 +28,7 @@ from clipsql.ingest import accounting
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.walk import discover
+from clipsql.models.preprocess import stack
 
 
 @dataclass
@@ -47,6 +48,9 @@ class LoadReport:
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     ignored_by_reason: dict = field(default_factory=dict)
+    #: What embedded the images (``onnx-int8``, ``torch-fp32``...) and why; "" if nothing was.
+    backend: str = ""
+    backend_reason: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +100,8 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
             else:
                 _run_pipeline(connect, model, todo, report, batch_size, workers, draft,
                               processes, progress)
+            if model.backend_known:  # (a Ray load with a fixed precision resolves it in actors)
+                report.backend, report.backend_reason = model.backend, model.backend_reason
         if prune:
             report.removed = _prune(conn, found, known)
         report.index_built = hnsw.ensure_index(conn)
@@ -172,9 +178,7 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, proc
 def _embed(model, batch):
     if not batch:
         return []
-    import torch
-
-    vectors = model.encode_images(torch.stack([d.pixels for d in batch]))
+    vectors = model.encode_images(stack([d.pixels for d in batch]))
     for d, v in zip(batch, vectors):
         d.embedding, d.pixels = v, None  # the tensor is no longer needed: free it early
     return batch

@@ -115,7 +115,14 @@ def _plan(ray, actors):
 def _actor_precision(model, device):
     """The precision asked for, where the actors' device takes it (else the default)."""
     asked = model.requested_precision
-    if (asked == "fp16" and device == "cpu") or (asked == "int8" and device != "cpu"):
+    if asked == "auto" and device == "cpu":
+        # the driver's choice, measured once on this machine, for every actor: actors that
+        # each calibrated would measure while the others run, and could disagree
+        from clipsql.models.backends import precision_of
+
+        return precision_of(model.backend)
+    cpu_only = ("int8", "onnx-fp32", "onnx-int8")
+    if (asked == "fp16" and device == "cpu") or (asked in cpu_only and device != "cpu"):
         return None
     return asked
 
@@ -185,9 +192,10 @@ def _batches(ray, ds, batch_size):
 def _decode_batch(batch, preprocess, draft_size):
     """Decode one batch of paths (a Ray task): pickled Decoded without pixels, the pixels
     apart, or a pickled (reason, detail) for a file that failed."""
-    import torch
+    import sys
 
-    torch.set_num_threads(1)
+    if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
+        sys.modules["torch"].set_num_threads(1)
     paths = [str(p) for p in batch["path"]]
     ok, records, pixels = [], [], []
     for path in paths:
@@ -199,7 +207,7 @@ def _decode_batch(batch, preprocess, draft_size):
             pixels.append(b"")
             continue
         ok.append(True)
-        pixels.append(pickle.dumps(decoded.pixels.numpy()))
+        pixels.append(pickle.dumps(np.asarray(decoded.pixels)))
         decoded.pixels = None
         records.append(pickle.dumps(decoded))
     return {"path": np.array(paths, dtype=object), "ok": np.array(ok, dtype=bool),
@@ -213,20 +221,19 @@ class _Embedder:
         from clipsql.models.openclip import ClipModel
 
         self.model = ClipModel(spec, device=device, precision=precision)
-        self.model.torch_model  # load the weights now, not on the first batch
+        # choose the backend (auto: calibrate) and load it now, not on the first batch
+        if not self.model.backend.startswith("onnx-"):
+            self.model.torch_model
         if threads:
             import torch
 
             torch.set_num_threads(threads)
 
     def __call__(self, batch):
-        import torch
-
         records = list(batch["record"])
         good = np.flatnonzero(batch["ok"])
         if len(good):
-            pixels = torch.stack([torch.from_numpy(pickle.loads(batch["pixels"][i]))
-                                  for i in good])
+            pixels = np.stack([pickle.loads(batch["pixels"][i]) for i in good])
             for i, vector in zip(good, self.model.encode_images(pixels)):
                 decoded = pickle.loads(records[i])
                 decoded.embedding = np.array(vector, dtype=np.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from clipsql.errors import ImageError, LoadError
 from clipsql.ingest.decoder_pool import Decoders
+from clipsql.models.preprocess import stack
 
 NEXT = "embedding_next"
 MISSING = f"l2_norm({NEXT}) = 0"
@@ -53,9 +54,7 @@ class Filler:
                 self.progress(done, total)
 
     def _write(self, decoded) -> int:
-        import torch
-
-        vectors = self.model.encode_images(torch.stack([d.pixels for _, d in decoded]))
+        vectors = self.model.encode_images(stack([d.pixels for _, d in decoded]))
         texts = ["[" + ",".join(f"{x:.6g}" for x in v.tolist()) + "]" for v in vectors]
         with self.conn.transaction():
             n = self.conn.execute(

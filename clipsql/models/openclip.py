@@ -10,7 +10,6 @@ Which model is a :class:`~clipsql.models.spec.ModelSpec` (``ARCH/PRETRAINED``, s
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -19,11 +18,12 @@ import numpy as np
 
 from clipsql import config
 from clipsql.errors import ConfigError, ModelError
-from clipsql.models.device import PRECISIONS, pick_device, quantize_int8, resolve_precision
+from clipsql.models import weights
+from clipsql.models.device import PRECISIONS, pick_device, resolve_precision
 from clipsql.models.spec import (
     ModelSpec,
+    architecture_config,
     checkpoint_fingerprint,
-    config_without_open_clip,
     register_extra_configs,
 )
 
@@ -48,36 +48,18 @@ class ClipModel:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
                               f"not {self._precision_request!r}")
         self._lock = threading.Lock()
+        self._backend_lock = threading.Lock()  # calibrating loads the model (under _lock)
         self._loaded = None
         self._text_tower = _UNSET
         self._export_tried = False
+        self._backend = None      # (name, reason, calibration), resolved on first image use
+        self._light = _UNSET      # preprocessing config of a cached ONNX export, if used
+        self._encoder = None
 
     # --- identity, available without loading weights -------------------------------------
     @cached_property
     def model_config(self) -> dict:
-        cfg = config_without_open_clip(self.spec.arch)
-        if cfg is not None:
-            return cfg
-        import open_clip
-
-        register_extra_configs()
-        if self.spec.arch.startswith("hf-hub:"):
-            cfg = None
-            try:
-                from open_clip.factory import _get_hf_config
-
-                cfg = _get_hf_config(self.spec.arch[len("hf-hub:"):])["model_cfg"]
-            except Exception as exc:
-                raise ModelError(f"cannot read the config of {self.spec.arch}: {exc}") from None
-        else:
-            cfg = open_clip.get_model_config(self.spec.arch)
-        if cfg is None:
-            raise ModelError(
-                f"unknown model architecture {self.spec.arch!r}; `python -c \"import open_clip; "
-                f"print(open_clip.list_models())\"` lists them (custom configs: set "
-                f"{config.ENV_MODEL_CONFIGS} to a folder of open_clip JSON configs)"
-            )
-        return cfg
+        return architecture_config(self.spec.arch)
 
     @property
     def dim(self) -> int:
@@ -111,17 +93,67 @@ class ClipModel:
         return self._loaded is not None
 
     @property
+    def device_request(self) -> str:
+        return self._device_request
+
+    @property
     def device(self) -> str:
+        if self._loaded is None and self._light_config() is not None:
+            return "cpu"  # an ONNX Runtime path: no torch model needed
         return self._load()[3]
 
     @property
     def preprocess(self):
+        """The eval image transform (from a cached ONNX export's config, without building
+        the torch model, where the chosen backend is an ONNX one)."""
+        if self._loaded is None and (cfg := self._light_config()) is not None:
+            from clipsql.models.runner import transform
+
+            return transform(cfg)
         return self._load()[1]
 
     @property
     def image_size(self) -> int:
-        size = self._load()[0].visual.image_size
+        size = (cfg["size"] if self._loaded is None and (cfg := self._light_config())
+                else self._load()[0].visual.image_size)
         return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    # --- backend: which runtime and precision embed the images (models/runner.py) ----------
+    @property
+    def backend(self) -> str:
+        """``torch-fp32``, ``onnx-int8``...: resolved (auto: calibrated) on first use."""
+        return self._resolved()[0]
+
+    @property
+    def backend_known(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def backend_reason(self) -> str:
+        """Why :attr:`backend` was chosen, with the measured rates for ``auto``."""
+        return self._resolved()[1]
+
+    @property
+    def calibration(self):
+        """The :class:`~clipsql.models.calibrate.Choice` behind ``auto``, or None."""
+        return self._resolved()[2]
+
+    def _resolved(self):
+        if self._backend is None:
+            from clipsql.models import runner
+
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = runner.resolve(self)
+        return self._backend
+
+    def _light_config(self) -> dict | None:
+        """The preprocessing config of a cached ONNX export the backend will use, or None."""
+        from clipsql.models import runner
+
+        if self._light is _UNSET:
+            self._light = runner.light_config(self)
+        return self._light
 
     @property
     def logit_scale(self) -> float:
@@ -165,21 +197,19 @@ class ClipModel:
             pretrained = str(Path(pretrained).expanduser())
             self.pretrained_id  # checks the file exists
         elif pretrained and not self.spec.arch.startswith("hf-hub:"):
-            self._check_downloadable(pretrained)
+            weights.check_downloadable(self.spec, pretrained)
         precision = resolve_precision(self._precision_request, device)
         try:
             # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face
             # text tower is built from its config alone; the CLIP weights replace its own
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.spec.arch, pretrained=pretrained, device=device,
-                precision=precision if precision in ("fp16", "bf16") else "fp32",
-                pretrained_hf=False,
-            )
+            with weights.skipped_init(enabled=bool(pretrained)):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.spec.arch, pretrained=pretrained, device=device, precision=precision,
+                    pretrained_hf=False)
         except Exception as exc:
-            raise ModelError(self._load_error_message(exc)) from None
+            raise ModelError(weights.load_error_message(self.spec, exc)) from None
         model.eval()
-        if precision == "int8":
-            model = quantize_int8(model)
+        #: The precision the torch weights were loaded in; others are made from a copy.
         self.precision = precision
         try:
             tokenizer = open_clip.get_tokenizer(self.spec.arch)
@@ -189,67 +219,34 @@ class ClipModel:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         return model, preprocess, tokenizer, device
 
-    def _check_downloadable(self, tag: str) -> None:
-        """Fail in seconds, not after a minute of retries, when weights are neither cached nor reachable."""
-        import open_clip
-
-        cfg = open_clip.get_pretrained_cfg(self.spec.arch, tag)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(self.spec.arch)
-            raise ModelError(
-                f"{self.spec.arch} has no pretrained weights named {tag!r}; known tags: "
-                f"{', '.join(tags) or 'none'}; or give a local checkpoint: {self.spec.arch}/PATH"
-            )
-        hub = (cfg.get("hf_hub") or "").rstrip("/")
-        if not hub or os.environ.get("HF_HUB_OFFLINE"):
-            return
-        from huggingface_hub import try_to_load_from_cache
-
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            if isinstance(try_to_load_from_cache(hub, filename), str):
-                return
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=5).close()
-        except OSError:
-            raise ModelError(
-                f"cannot download the weights of {self.spec} (huggingface.co is unreachable and "
-                f"they are not in the local cache). Download them where you have internet, or "
-                f"point clipsql at a local checkpoint: the model {self.spec.arch}/PATH/TO/weights.bin"
-            ) from None
-
-    def _load_error_message(self, exc: Exception) -> str:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Failed to download" in text or "connection" in text.lower():
-            return (
-                f"cannot download the weights of {self.spec}: {text}. Point clipsql at a local "
-                f"checkpoint instead: the model {self.spec.arch}/PATH/TO/weights.bin"
-            )
-        return f"cannot load model {self.spec}: {text}"
-
     # --- encoding --------------------------------------------------------------------------
     def encode_images(self, batch) -> np.ndarray:
-        """Embed a preprocessed image tensor batch (N, 3, H, W)."""
-        import torch
+        """Embed a preprocessed image tensor batch (N, 3, H, W) with :attr:`backend`."""
+        if self._encoder is None:
+            from clipsql.models import runner
 
-        model, _, _, device = self._load()
-        with torch.inference_mode():
-            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
-            out = model.encode_image(batch.to(device, dtype=dtype))
-            out = torch.nn.functional.normalize(out.float(), dim=-1)
-        return out.cpu().numpy()
+            backend = self.backend
+            encoder = runner.encoder(self, backend)
+            if encoder is None:  # an ONNX path whose export failed its check: the reference
+                self._backend = ("torch-fp32", f"{backend} unavailable (its export failed the "
+                                 "check against torch): torch-fp32", self._backend[2])
+                encoder = runner.encoder(self, "torch-fp32")
+            self._encoder = encoder
+        return self._encoder.encode(batch)
 
-    def encode_text(self, texts: list[str]) -> np.ndarray:
+    def encode_text(self, texts: list[str], exact: bool = False) -> np.ndarray:
         """Embed a list of strings; one row per string.
 
         Before the model is loaded, an exported text tower (:mod:`clipsql.models.text_numpy`)
-        answers without torch; after the first full-model call the tower is exported for
-        next time.
+        answers without torch (on ONNX Runtime where that was measured faster); after the
+        first full-model call the tower is exported for next time. ``exact``: fp32 only,
+        never an int8 engine (labels and other stored embeddings).
         """
         texts = list(texts)
         if self._loaded is None and (tower := self.text_tower()) is not None:
             #: "exported", "trimmed" or "full": which path the last call took (tests check it).
             self.last_text_path = "exported"
-            return tower.encode(texts)
+            return tower.encode(texts, exact)
         out = self.encode_text_torch(texts)
         self.export_text_tower()
         return out
@@ -264,10 +261,10 @@ class ClipModel:
 
     def export_text_tower(self) -> None:
         """Export the loaded text tower for later processes (once per instance)."""
+        from clipsql.models import text_numpy
+
         if not self._export_tried:
             self._export_tried = True
-            from clipsql.models import text_numpy
-
             text_numpy.export_for(self)
 
     def encode_text_torch(self, texts: list[str]) -> np.ndarray:

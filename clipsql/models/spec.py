@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipsql import config
-from clipsql.errors import ConfigError
+from clipsql.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,29 @@ def checkpoint_fingerprint(path: Path) -> str:
             f.seek(-(4 << 20), os.SEEK_END)
             h.update(f.read())
     return h.hexdigest()[:16]
+
+
+def architecture_config(arch: str) -> dict:
+    """open_clip's model config of ``arch`` (read without importing open_clip where possible)."""
+    cfg = config_without_open_clip(arch)
+    if cfg is not None:
+        return cfg
+    import open_clip
+
+    register_extra_configs()
+    if arch.startswith("hf-hub:"):
+        try:
+            from open_clip.factory import _get_hf_config
+
+            cfg = _get_hf_config(arch[len("hf-hub:"):])["model_cfg"]
+        except Exception as exc:
+            raise ModelError(f"cannot read the config of {arch}: {exc}") from None
+    else:
+        cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ModelError(
+            f"unknown model architecture {arch!r}; `python -c \"import open_clip; "
+            f"print(open_clip.list_models())\"` lists them (custom configs: set "
+            f"{config.ENV_MODEL_CONFIGS} to a folder of open_clip JSON configs)"
+        )
+    return cfg

@@ -51,12 +51,16 @@ def cache_dir(model) -> Path | None:
 def open_for(model) -> TextTower | None:
     """The checked export for ``model`` (a :class:`~clipsql.models.openclip.ClipModel`), or None."""
     from clipsql.errors import ModelError
+    from clipsql.models import text_choice
 
     try:
         folder = cache_dir(model)
-        return TextTower.open(folder) if folder else None
+        tower = TextTower.open(folder) if folder else None
     except (ModelError, OSError):
         return None
+    if tower is not None:
+        tower.engine = text_choice.engine_for(model, tower)
+    return tower
 
 
 def export_for(model) -> None:
@@ -99,6 +103,9 @@ class TextTower:
 
     def __init__(self, meta: dict, weights: np.ndarray, tokenizer):
         self.meta, self.tokenizer = meta, tokenizer
+        #: An ONNX Runtime encoder of the same tower, where it was measured faster (see
+        #: :mod:`clipsql.models.text_choice`); None: numpy.
+        self.engine = None
         self._w = {name: weights[o:o + int(np.prod(shape))].reshape(shape)
                    for name, (o, shape) in meta["tensors"].items()}
         self._act = _ACTIVATIONS[meta["activation"]]
@@ -126,11 +133,11 @@ class TextTower:
             return None
         return tower
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids cut after the longest text's end-of-text token, and each text's
+        pooling position."""
         rows = self.tokenizer(list(texts))
-        if not rows:
-            return np.zeros((0, self.dim), np.float32)
-        length = max(len(r) for r in rows)
+        length = max((len(r) for r in rows), default=1)
         ids = np.zeros((len(rows), length), np.int64)
         for i, r in enumerate(rows):
             ids[i, :len(r)] = r
@@ -138,11 +145,26 @@ class TextTower:
             last = (ids == self.tokenizer.eot).argmax(-1)
         else:
             last = ids.argmax(-1)  # the end-of-text token has the highest id
+        return ids, last
+
+    def encode(self, texts: list[str], exact: bool = False) -> np.ndarray:
+        """L2-normalised embeddings, from :attr:`engine` (ONNX Runtime) where one was chosen;
+        ``exact``: fp32 arithmetic only (never an int8 engine), for embeddings that are stored."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        ids, last = self.ids(texts)
+        if self.engine is not None and not (exact and self.engine.int8):
+            return self.engine.encode_ids(ids)
+        return self.run(ids, last)
+
+    def run(self, ids: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The tower in numpy on token ids (see :meth:`ids`)."""
+        n, length = ids.shape
         w, m = self._w, self.meta
         x = w["token_embedding"][ids] + w["positional_embedding"][:length]
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
         heads, eps = m["heads"], m["eps"]
-        n, width = len(rows), x.shape[-1]
+        width = x.shape[-1]
         for i in range(m["layers"]):
             p = f"{i}."
             h = _layer_norm(x, w[p + "ln_1.w"], w[p + "ln_1.b"], eps)

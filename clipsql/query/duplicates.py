@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from clipsql.database import binding
 from clipsql.errors import QueryError
+from clipsql.query import quantized
 from clipsql.query.settings import ef_search_for
 
 DEFAULT_THRESHOLD = 0.97
@@ -27,6 +28,20 @@ NEIGHBOURS_SQL = (
     "CROSS JOIN LATERAL (SELECT b.id, 1 - (b.embedding <=> a.embedding) AS sim "
     "  FROM clipsql.images b ORDER BY b.embedding <=> a.embedding LIMIT %s + r.copies) n "
     "WHERE n.id <> r.id AND n.sim >= %s")
+
+
+def neighbours_sql(binary=None) -> str:
+    """:data:`NEIGHBOURS_SQL`, or with a binary index (:mod:`clipsql.query.quantized`) its
+    Hamming candidates per representative re-ranked by cosine similarity; parameters
+    (candidates, k, threshold) then."""
+    if binary is None:
+        return NEIGHBOURS_SQL
+    order = quantized.order_sql(binary.dim, "b.embedding", "a.embedding")
+    lateral = (f"(SELECT c.id, c.sim FROM (SELECT b.id, 1 - (b.embedding <=> a.embedding) "
+               f"AS sim FROM clipsql.images b ORDER BY {order} LIMIT %s) c "
+               "ORDER BY c.sim DESC, c.id LIMIT %s + r.copies) n ")
+    head, tail = NEIGHBOURS_SQL.split("(SELECT b.id", 1)
+    return head + lateral + tail.split(") n ", 1)[1]
 
 
 @dataclass
@@ -106,9 +121,12 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
                     rep[other] = ids[0]
             most = max((len(ids) for (ids,) in exact), default=1)
             # The index yields at most ef_search rows per probe; exact copies take slots too.
-            conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search_for(2 * (k + most), base=100)}")
+            binary = quantized.plan(conn, k + most)
+            wanted = binary.candidates if binary else 2 * (k + most)
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search_for(wanted, base=100)}")
             with conn.cursor(name="clipsql_duplicates") as cur:
-                cur.execute(NEIGHBOURS_SQL, (k, float(threshold)))
+                cur.execute(neighbours_sql(binary), ((binary.candidates,) if binary else ())
+                            + (k, float(threshold)))
                 for a, b, sim in cur:
                     b = rep.get(b, b)
                     if a != b:

@@ -57,7 +57,7 @@ def prepare(conn, model) -> dict:
             cur.executemany(
                 "INSERT INTO clipsql.reembed_texts (query, embedding) VALUES (%s, %s) "
                 "ON CONFLICT (query) DO NOTHING",
-                [(q, HalfVector(v)) for q, v in zip(chunk, model.encode_text(chunk))])
+                [(q, HalfVector(v)) for q, v in zip(chunk, model.encode_text(chunk, exact=True))])
     return {"labels": n_labels, "texts": len(queries)}
 
 

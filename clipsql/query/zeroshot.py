@@ -122,7 +122,8 @@ def classify(conn, label_set: LabelSet, *, where=None, params=(), top: int | Non
 
 def neutral_embedding(model, prompts=NEUTRAL_PROMPTS) -> np.ndarray:
     """One background label: the normalised mean of the (untemplated) neutral prompts."""
-    return normalize(normalize(model.encode_text(list(prompts))).mean(axis=0, keepdims=True))[0]
+    return normalize(normalize(model.encode_text(list(prompts), exact=True))
+                     .mean(axis=0, keepdims=True))[0]
 
 
 def flag(conn, label_set: LabelSet, threshold: float, *, neutral: np.ndarray | None = None,

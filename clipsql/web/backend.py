@@ -24,6 +24,7 @@ import numpy as np
 from clipsql.database import binding, images
 from clipsql.database import connection as dbmod
 from clipsql.errors import DatabaseError, QueryError
+from clipsql.models.preprocess import stack
 from clipsql.web.filters import LABELS_TABLE, build_filter
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
@@ -45,14 +46,6 @@ class Row:
     path: str
     sha256: str
     format: str
-
-
-@dataclass
-class _StatusView:
-    """What :meth:`Collection.status` reads: a connection and the redacted URL."""
-
-    conn: object
-    url: str
 
 
 def _pool(dsn: str, size: int, wait_s: float, name: str):
@@ -169,7 +162,7 @@ class Backend:
         except ImageError as exc:
             raise QueryError(f"cannot use the uploaded file as a query image: {exc}") from None
         with self._model_lock:
-            return model.encode_images(decoded.pixels.unsqueeze(0))[0]
+            return model.encode_images(stack([decoded.pixels]))[0]
 
     # --- searches ------------------------------------------------------------------------------
     def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),
@@ -234,10 +227,11 @@ class Backend:
 
     def status(self) -> dict:
         """Rows, failures, model, database and index, as ``clipsql status --json``."""
-        from clipsql.collection import Collection
+        from clipsql.collection import status_of
 
         with self.connection() as conn:
-            return Collection.status(_StatusView(conn, dbmod.redact(self.dsn)))
+            model = self._model  # the loaded one, if any: status loads nothing
+            return status_of(conn, dbmod.redact(self.dsn), (lambda: model) if model else None)
 
     # --- look-ups ------------------------------------------------------------------------------
     def _query(self, sql, params=()):

@@ -44,7 +44,19 @@ def test_index_build_and_storage_benchmarks(tmp_path):
 @pytest.mark.slow
 def test_text_benchmark(tmp_path):
     out = bench("text.py", "--repeats", "1", "--check", "5", tmp_path=tmp_path)
-    assert "clipsql (trimmed + packed)" in out and "exported numpy tower" in out
+    assert out.startswith(str(__import__("datetime").date.today())) and "CPU: " in out
+    for path in ("open_clip encode_text", "clipsql torch (trimmed, packed)",
+                 "exported numpy tower", "ONNX Runtime fp32 (real tokens)",
+                 "public API: ClipModel.encode_text"):
+        assert path in out, path
+
+
+@pytest.mark.slow
+def test_precision_benchmark(tmp_path, exif_samples):
+    out = bench("precision.py", "--images", "4", "--rounds", "1", "--folder",
+                str(exif_samples / "jpg"), tmp_path=tmp_path)
+    for line in ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "auto: calibration"):
+        assert line in out, line
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_low_precision_load_matches_fp32_on_real_photos(dsn, tiny_model, exif_sa
         fp32 = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
     with fresh_database(pg_admin_url) as other:
         with clipsql.connect(other, model=tiny_model, precision=precision) as db:
-            assert db.load(folder).added == 9 and db.model.precision == precision
+            assert db.load(folder).added == 9 and db.model.backend == f"torch-{precision}"
             low = dict(db.conn.execute("SELECT path, embedding FROM clipsql.images").fetchall())
     cos = [float(np.dot(fp32[p].to_numpy(), low[p].to_numpy())
                  / np.linalg.norm(fp32[p].to_numpy()) / np.linalg.norm(low[p].to_numpy())) for p in fp32]

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import clipsql
 from clipsql.cli import main
 from clipsql.errors import ConfigError
+from clipsql.models.openclip import ClipModel
 from tests.conftest import (
     ROOT,
     TINY_CONFIG,
@@ -53,7 +54,11 @@ def ray_runtime(model_configs):
 
 @pytest.fixture(scope="module")
 def slow_model(ray_runtime, tmp_path_factory):
-    return make_checkpoint("clipsql-ray-slow", tmp_path_factory.mktemp("slow") / "slow.pt", 0)
+    spec = make_checkpoint("clipsql-ray-slow", tmp_path_factory.mktemp("slow") / "slow.pt", 0)
+    # calibrate --precision auto now (cached for the session's home): the fault tests below
+    # time the load itself, and kill things while it runs
+    ClipModel(spec, device="cpu").backend
+    return spec
 
 
 @pytest.fixture

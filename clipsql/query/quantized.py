@@ -1,0 +1,62 @@
+"""Searches through the binary-quantized HNSW index (index kind ``binary``).
+
+The index orders rows by the Hamming distance between ``binary_quantize(embedding)`` and the
+query's bits, a coarse proxy of cosine distance. A search takes ``limit x oversample`` such
+candidates (at most :data:`MAX_CANDIDATES`, pgvector's ``ef_search`` cap) and re-ranks them
+by the exact cosine distance of the stored halfvec embeddings. The SQL functions do the same
+(``clipsql._binary_candidates`` and ``clipsql._nearest``, migration 0013).
+
+>>> candidates_for(10, 40), candidates_for(10, 1), candidates_for(100, 40)
+(400, 10, 1000)
+>>> order_sql(512)
+'binary_quantize(embedding)::bit(512) <~> binary_quantize(%s)::bit(512)'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The most candidates one search re-ranks (pgvector's cap on hnsw.ef_search); from
+#: ``limit`` > this, searches rank exactly.
+MAX_CANDIDATES = 1000
+
+
+@dataclass(frozen=True)
+class BinaryPlan:
+    """How to scan the binary index: candidates to fetch, and the ``ORDER BY`` expression
+    (one ``%s``: the query embedding) that the index serves."""
+
+    candidates: int
+    order: str
+    dim: int
+
+
+def candidates_for(limit: int, oversample: int) -> int:
+    """Hamming candidates re-ranked for ``limit`` results (mirrors the SQL function)."""
+    return min(max(limit * oversample, limit), MAX_CANDIDATES)
+
+
+def order_sql(dim: int, column: str = "embedding", query: str = "%s") -> str:
+    """The distance expression of the binary index on ``dim``-d embeddings (it must match the
+    index expression of :func:`clipsql.database.hnsw.create_sql` for the planner to use it)."""
+    bits = f"::bit({int(dim)})"
+    return f"binary_quantize({column}){bits} <~> binary_quantize({query}){bits}"
+
+
+def plan(conn, limit: int) -> BinaryPlan | None:
+    """The binary scan for ``limit`` results, or None when the collection does not search
+    through the binary index (kind ``halfvec``, its index not built, or ``limit`` too large)."""
+    if limit >= MAX_CANDIDATES:
+        return None
+    row = conn.execute("SELECT clipsql._binary_candidates(%s), m.dim FROM clipsql.model m",
+                       [limit]).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return BinaryPlan(row[0], order_sql(row[1]), row[1])
+
+
+def rerank_sql(candidate_sql: str) -> str:
+    """``candidate_sql`` (rows with ``score`` and ``id``, ending in ``LIMIT %s``) wrapped so
+    that its rows are re-ranked by exact score and cut to a final ``LIMIT %s``."""
+    return (f"WITH candidates AS MATERIALIZED ({candidate_sql}) SELECT * FROM candidates "
+            "ORDER BY score DESC, id LIMIT %s")
