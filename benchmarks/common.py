@@ -74,3 +74,18 @@ def random_vitb32(tmp: Path) -> str:
     torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
     os.environ["CLIPSQL_HOME"] = str(tmp / "home")
     return f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
+
+
+def model_only(model, n: int, batch: int = 32) -> float:
+    """Images/s of ``model.encode_images`` alone, on random preprocessed batches (no decoding)."""
+    import time
+
+    import torch
+
+    x = torch.randn(batch, 3, model.image_size, model.image_size)
+    model.encode_images(x)  # warm-up
+    done, started = 0, time.perf_counter()
+    while done < n:
+        model.encode_images(x)
+        done += batch
+    return done / (time.perf_counter() - started)

@@ -17,25 +17,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import fresh_database, make_photos, print_machine, random_vitb32, scratch_dir
+from common import (
+    fresh_database,
+    make_photos,
+    model_only,
+    print_machine,
+    random_vitb32,
+    scratch_dir,
+)
 
 
 def image_files(folder: Path) -> list[str]:
     from clipsql.ingest.walk import discover
 
     return list(discover([folder]).files)
-
-
-def model_only(model, n: int, batch: int) -> float:
-    import torch
-
-    x = torch.randn(batch, 3, model.image_size, model.image_size)
-    model.encode_images(x)  # warm-up
-    done, started = 0, time.perf_counter()
-    while done < n:
-        model.encode_images(x)
-        done += batch
-    return done / (time.perf_counter() - started)
 
 
 def naive(model, files: list[str], dsn: str, batch: int) -> float:

@@ -66,7 +66,14 @@ import time
 import warnings
 from pathlib import Path
 
-from common import fresh_database, make_photos, print_machine, random_vitb32, scratch_dir
+from common import (
+    fresh_database,
+    make_photos,
+    model_only,
+    print_machine,
+    random_vitb32,
+    scratch_dir,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPSQL = Path(sys.executable).parent / "clipsql"
@@ -214,18 +221,6 @@ def rclip_datadir(where: Path, export: Path, info: dict) -> Path:
 
 
 # --- clipsql in this process: model-only and steady-state rates ------------------------------
-def model_only(model, n: int, batch: int = 32) -> float:
-    import torch
-
-    x = torch.randn(batch, 3, model.image_size, model.image_size)
-    model.encode_images(x)  # warm-up
-    done, started = 0, time.perf_counter()
-    while done < n:
-        model.encode_images(x)
-        done += batch
-    return done / (time.perf_counter() - started)
-
-
 def steady_load(spec: str, folder: Path, dsn: str, batch: int, precision: str):
     """clipsql's own load in this process: (whole-load rate, steady-state rate or None)."""
     import torch
