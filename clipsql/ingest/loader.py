@@ -95,6 +95,7 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
                 todo.append(path)
         if todo:
             binding.bind_model(conn, identity, model.spec.resolved())
+            model.plan(len(todo))  # auto weighs start-up costs against this many images
             if pipeline is not None:
                 pipeline(connect, model, todo, report, progress)
             else:

@@ -9,6 +9,12 @@ reference for a path that is not really faster). The choice is cached per machin
 (CPU, features, package versions: :func:`clipsql.models.machine.fingerprint`) and weights in
 ``$CLIPSQL_HOME/cache/calibration/``. On CUDA auto means fp16; on Apple's MPS, fp32.
 
+The stored choice is the fastest path for a large load. A load that knows how many images
+it will embed also weighs what each path costs before its first image (importing torch and
+building the model, or opening an ONNX Runtime session; measured at calibration) and takes
+the path that finishes first (:func:`for_workload`), among the same accurate, faster-than-fp32
+ones: for a hundred photos that is usually ONNX Runtime, which imports no torch.
+
 >>> decide({"torch-fp32": 10.0, "torch-int8": 10.5, "onnx-int8": 15.0},
 ...        {"torch-fp32": 1.0, "torch-int8": 0.9999, "onnx-int8": 0.9985})[0]
 'torch-fp32'
@@ -29,7 +35,7 @@ import numpy as np
 from clipsql.models.backends import BASELINE
 from clipsql.models.onnx_export import ACCURACY_BAR, cosines
 
-FORMAT = 1
+FORMAT = 2  # 2: start-up costs measured
 #: A candidate must be at least this much faster than fp32 to replace it.
 MARGIN = 1.10
 #: The loader's default batch: the ranking of the backends changes with the batch size
@@ -48,9 +54,22 @@ class Choice:
     cosines: dict = field(default_factory=dict)    # worst cosine to torch fp32
     machine: str = ""
     measured: str = ""                             # when (UTC, ISO 8601)
+    #: seconds before the first image, per part: torch_import, torch_build, onnx_import (a
+    #: new process pays the parts it has not done yet), and prepare: {backend: seconds to make
+    #: its encoder (open an ONNX session, convert a copy of the torch weights)}
+    startup: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def admissible(rates: dict, cos: dict, bar: float = ACCURACY_BAR,
+               margin: float = MARGIN) -> dict:
+    """backend -> rate of the paths auto may use: fp32 and every path at least ``margin``
+    faster than it with worst cosine >= ``bar``."""
+    base = rates[BASELINE]
+    return {BASELINE: base, **{n: r for n, r in rates.items() if n != BASELINE
+                               and cos.get(n, 0.0) >= bar and r >= base * margin}}
 
 
 def decide(rates: dict, cos: dict, bar: float = ACCURACY_BAR,
@@ -58,7 +77,7 @@ def decide(rates: dict, cos: dict, bar: float = ACCURACY_BAR,
     """The backend to keep and why, from measured ``rates`` and worst-case cosines ``cos``."""
     base = rates[BASELINE]
     accurate = {n: r for n, r in rates.items() if n != BASELINE and cos.get(n, 0.0) >= bar}
-    faster = {n: r for n, r in accurate.items() if r >= base * margin}
+    faster = {n: r for n, r in admissible(rates, cos, bar, margin).items() if n != BASELINE}
     if not faster:
         near = max(accurate, key=accurate.get, default=None)
         why = (f"no other path is {margin:.2f}x faster at cosine >= {bar}"
@@ -67,6 +86,41 @@ def decide(rates: dict, cos: dict, bar: float = ACCURACY_BAR,
     best = max(faster, key=faster.get)
     return best, (f"{faster[best]:.1f} images/s vs torch-fp32 {base:.1f} "
                   f"({faster[best] / base:.2f}x), worst cosine to fp32 {cos[best]:.5f}")
+
+
+def startup_of(backend: str, startup: dict, done: set) -> float:
+    """Seconds ``backend`` needs before its first image, skipping the parts in ``done``."""
+    parts = ("onnx_import",) if backend.startswith("onnx-") else ("torch_import", "torch_build")
+    own = float((startup.get("prepare") or {}).get(backend, 0.0))
+    return own + sum(float(startup.get(p, 0.0)) for p in parts if p not in done)
+
+
+def for_workload(choice: Choice, images: int | None, done: set = frozenset()) -> tuple[str, str]:
+    """The admissible backend that embeds ``images`` soonest, counting the start-up parts
+    not yet ``done`` in this process; the stored choice when the count is unknown.
+
+    >>> c = Choice("torch-bf16", "", rates={"torch-fp32": 9.0, "torch-bf16": 26.0,
+    ...            "onnx-int8": 20.0}, cosines={"torch-bf16": 1.0, "onnx-int8": 1.0},
+    ...            startup={"torch_import": 4.0, "torch_build": 1.0, "prepare": {"onnx-int8": 0.5}})
+    >>> for_workload(c, 100)[0], for_workload(c, 100_000)[0]
+    ('onnx-int8', 'torch-bf16')
+    >>> for_workload(c, 100, done={"torch_import", "torch_build"})[0]
+    'torch-bf16'
+    """
+    if not images or not choice.startup or not choice.rates.get(BASELINE):
+        return choice.backend, choice.reason
+    paths = admissible(choice.rates, choice.cosines)
+    if choice.backend not in paths:  # a rule changed since it was measured: keep the stored one
+        return choice.backend, choice.reason
+    cost = {n: startup_of(n, choice.startup, done) + images / r for n, r in paths.items()}
+    best = min(cost, key=cost.get)
+    if best == choice.backend:
+        return best, choice.reason
+    stored = choice.backend
+    return best, (f"{images} images: {best} done in about {cost[best]:.1f} s "
+                  f"({startup_of(best, choice.startup, done):.1f} s to start) vs "
+                  f"{stored} {cost[stored]:.1f} s ({startup_of(stored, choice.startup, done):.1f}"
+                  f" s to start); for large loads: {choice.reason}")
 
 
 def cache_file(model, device: str) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -55,6 +56,9 @@ class ClipModel:
         self._backend = None      # (name, reason, calibration), resolved on first image use
         self._light = _UNSET      # preprocessing config of a cached ONNX export, if used
         self._encoder = None
+        self._workload = None     # images the next use will embed (plan())
+        #: seconds create_model_and_transforms took (the calibration's start-up cost)
+        self.build_seconds = None
 
     # --- identity, available without loading weights -------------------------------------
     @cached_property
@@ -138,6 +142,24 @@ class ClipModel:
         """The :class:`~clipsql.models.calibrate.Choice` behind ``auto``, or None."""
         return self._resolved()[2]
 
+    @property
+    def workload(self) -> int | None:
+        """How many images the current use embeds, as told by :meth:`plan` (None: unknown)."""
+        return self._workload
+
+    def plan(self, images: int) -> None:
+        """Tell ``auto`` that about ``images`` images are to be embedded now, before it picks
+        a backend: for a few images a path that starts faster can finish first
+        (:func:`clipsql.models.calibrate.for_workload`). No effect once the backend is chosen.
+
+        >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k", precision="fp32")
+        >>> m.plan(100); m.workload
+        100
+        """
+        if self._backend is None:
+            self._workload = int(images)
+            self._light = _UNSET
+
     def _resolved(self):
         if self._backend is None:
             from clipsql.models import runner
@@ -202,10 +224,12 @@ class ClipModel:
         try:
             # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face
             # text tower is built from its config alone; the CLIP weights replace its own
+            started = time.perf_counter()
             with weights.skipped_init(enabled=bool(pretrained)):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     self.spec.arch, pretrained=pretrained, device=device, precision=precision,
                     pretrained_hf=False)
+            self.build_seconds = round(time.perf_counter() - started, 3)
         except Exception as exc:
             raise ModelError(weights.load_error_message(self.spec, exc)) from None
         model.eval()
@@ -239,17 +263,26 @@ class ClipModel:
 
         Before the model is loaded, an exported text tower (:mod:`clipsql.models.text_numpy`)
         answers without torch (on ONNX Runtime where that was measured faster); after the
-        first full-model call the tower is exported for next time. ``exact``: fp32 only,
-        never an int8 engine (labels and other stored embeddings).
+        first full-model call the tower is exported for next time. Once the model is loaded,
+        the torch path answers unless the tower has an ONNX Runtime engine (measured faster
+        than numpy, and so than torch: benchmarks/text.py). ``exact``: fp32 only, never an
+        int8 engine (labels and other stored embeddings).
         """
         texts = list(texts)
-        if self._loaded is None and (tower := self.text_tower()) is not None:
+        if (tower := self._tower_for(exact)) is not None:
             #: "exported", "trimmed" or "full": which path the last call took (tests check it).
             self.last_text_path = "exported"
             return tower.encode(texts, exact)
         out = self.encode_text_torch(texts)
         self.export_text_tower()
         return out
+
+    def _tower_for(self, exact: bool):
+        if self._loaded is None:
+            return self.text_tower()
+        tower = self.text_tower()
+        engine = tower.engine if tower is not None else None
+        return tower if engine is not None and not (exact and engine.int8) else None
 
     def text_tower(self):
         """The exported numpy text tower of these weights, or None (looked up once)."""

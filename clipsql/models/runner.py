@@ -14,9 +14,10 @@ preprocessing config, and embedded by ONNX Runtime.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from clipsql.errors import ConfigError
-from clipsql.models import backends, calibrate, onnx_export
+from clipsql.models import backends, calibrate, onnx_export, startup
 from clipsql.models.device import pick_device
 
 
@@ -34,12 +35,17 @@ def resolve(model) -> tuple[str, str, calibrate.Choice | None]:
     if device != "cpu":
         return "torch-fp32", f"auto on {device}: fp32", None
     choice = calibrate.cached(model) or run_calibration(model)
-    backend = choice.backend
+    backend, reason = auto_backend(model, choice)
     if backends.is_onnx(backend) and onnx_file(model, backend) is None:
         # the choice outlived its export (cache cleared, onnxruntime uninstalled): measure again
         choice = run_calibration(model)
-        backend = choice.backend
-    return backend, f"auto: {choice.reason}", choice
+        backend, reason = auto_backend(model, choice)
+    return backend, f"auto: {reason}", choice
+
+
+def auto_backend(model, choice: calibrate.Choice) -> tuple[str, str]:
+    """What auto uses for ``model``'s planned workload, given its stored calibration."""
+    return calibrate.for_workload(choice, model.workload, startup.done_parts(model))
 
 
 def onnx_file(model, backend: str):
@@ -81,19 +87,26 @@ def run_calibration(model) -> calibrate.Choice:
     """Measure every candidate on this CPU and store the choice."""
     from clipsql.models.machine import fingerprint
 
+    costs = {"torch_import": startup.import_seconds(startup.TORCH)}
     model.torch_model  # the reference (torch fp32) is always measured
+    costs["torch_build"] = model.build_seconds
+    if onnx_export.available():
+        costs["onnx_import"] = startup.import_seconds(startup.ONNX)
     meta = ensure_export(model)
     model.export_text_tower()  # the weights are loaded: later text queries need no model
     onnx_ok = bool(meta and any(meta["files"].get(f"image-{p}", {}).get("ok")
                                 for p in ("fp32", "int8")))
-    encoders = {}
+    encoders, costs["prepare"] = {}, {}
     for name in backends.cpu_candidates(onnx=onnx_ok):
         if not backends.is_onnx(name) or onnx_file(model, name) is not None:
+            started = time.perf_counter()  # a session opened, a converted copy of the weights
             encoders[name] = encoder(model, name)
+            costs["prepare"][name] = round(time.perf_counter() - started, 3)
     rates, cos = calibrate.measure(encoders, sample_batch(model))
     backend, reason = calibrate.decide(rates, cos)
     choice = calibrate.Choice(backend, reason, rates, cos, fingerprint(),
-                              dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                              dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                              {k: v for k, v in costs.items() if v is not None})
     calibrate.store(model, "cpu", choice)
     return choice
 
@@ -121,7 +134,7 @@ def light_config(model) -> dict | None:
         if model.device_request not in ("auto", "cpu") or pick_device(model.device_request) != "cpu":
             return None
         choice = calibrate.cached(model)
-        backend = choice.backend if choice else None
+        backend = auto_backend(model, choice)[0] if choice else None
     else:
         backend = requested
     if not backend or not backends.is_onnx(backend) or onnx_file(model, backend) is None:

@@ -22,7 +22,9 @@ Plan choice per query (measured in ``benchmarks/search.py``; README "Search perf
   scans its Hamming index for ``limit x oversample`` candidates (at most 1000, the filter
   applied, iterative scan in ``relaxed_order``: at 100k rows and a 10% filter, strict order
   found 0.967 recall@10 where relaxed found 1.000) and re-ranks them exactly by cosine
-  similarity; the exact scan is unchanged, and its threshold uses the candidate count.
+  similarity; the exact scan is unchanged, and its threshold uses the candidate count (and
+  ``BINARY_EXACT_FACTOR``). A filter takes fewer candidates, by its estimated selectivity
+  (:func:`quantized.for_filter`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from clipsql.query import quantized, relevance, settings
 EXACT_ROWS_MIN = 2_000
 #: Exact when estimated rows < sqrt(EXACT_FACTOR * ef_search * table rows) (see module docs).
 EXACT_FACTOR = 4.0
+#: The same for the binary index, with its candidates for ef_search. Measured at 200k rows
+#: and a 10% filter (benchmarks/quantized.py): a filtered binary scan costs 0.021 ms per
+#: index tuple it visits, an exact scan 0.0028 ms per row it keeps, a ratio of 7.6.
+BINARY_EXACT_FACTOR = 8.0
 
 
 def _to_dict(self) -> dict:
@@ -110,9 +116,14 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
     filter_params += [q, 1 - float(min_score)] if min_score is not None else []
     with user_sql.read_only(conn, where) as conn:
         binary = quantized.plan(conn, limit)
-        if strategy == "auto":
-            strategy = "index" if not conditions else _choose(conn, where_sql, filter_params,
-                                                              limit, binary)
+        if conditions and (strategy == "auto" or (binary and strategy == "index")):
+            estimated, total = _estimate(conn, where_sql, filter_params)
+            if binary:  # fewer candidates re-ranked where the filter keeps fewer rows
+                binary = quantized.for_filter(binary, limit, estimated / max(total, 1.0))
+            if strategy == "auto":
+                strategy = _choose(estimated, total, limit, binary)
+        elif strategy == "auto":
+            strategy = "index"
         rows = _run(conn, q, where_sql, filter_params, limit, strategy, binary)
         if strategy == "index" and len(rows) < limit and conditions:
             rows = _run(conn, q, where_sql, filter_params, limit, "exact")
@@ -150,24 +161,30 @@ def find(conn, query, *, limit=10, min_score=None, within=None, adaptive=None, o
 
 def exact_threshold(table_rows: float, limit: int = 10, candidates: int = 0) -> float:
     """Estimated filtered rows below which the exact scan is chosen (see module docs);
-    ``candidates``: the rows a binary-index scan must find before re-ranking.
+    ``candidates``: the rows a binary-index scan must find before re-ranking (0: the
+    halfvec index).
 
     >>> round(exact_threshold(1_000_000)), round(exact_threshold(1_000_000, candidates=400))
-    (28284, 40000)
+    (28284, 56569)
     """
     ef = max(settings.EF_SEARCH_FILTERED, limit, candidates)
-    return max(EXACT_ROWS_MIN, (EXACT_FACTOR * ef * max(table_rows, 0.0)) ** 0.5)
+    factor = BINARY_EXACT_FACTOR if candidates else EXACT_FACTOR
+    return max(EXACT_ROWS_MIN, (factor * ef * max(table_rows, 0.0)) ** 0.5)
 
 
-def _choose(conn, where_sql, params, limit, binary=None) -> str:
+def _estimate(conn, where_sql, params) -> tuple[float, float]:
+    """(rows the planner expects the filter to keep, rows in the table), planned only."""
     plan = conn.execute(
         f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {images.TABLE} {where_sql}", params).fetchone()[0]
-    estimated = plan[0]["Plan"]["Plan Rows"]
-    if estimated <= EXACT_ROWS_MIN:
-        return "exact"
     # The planner's own table size (pg_class.reltuples, kept by autovacuum/ANALYZE).
     total = conn.execute("SELECT greatest(reltuples, 0) FROM pg_class "
                          f"WHERE oid = '{images.TABLE}'::regclass").fetchone()[0]
+    return float(plan[0]["Plan"]["Plan Rows"]), float(total)
+
+
+def _choose(estimated, total, limit, binary=None) -> str:
+    if estimated <= EXACT_ROWS_MIN:
+        return "exact"
     candidates = binary.candidates if binary else 0
     return "exact" if estimated < exact_threshold(total, limit, candidates) else "index"
 

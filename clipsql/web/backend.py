@@ -157,6 +157,7 @@ class Backend:
         from clipsql.ingest.decode import read
 
         model = self.model()
+        model.plan(1)  # one image (a first upload need not import torch: for_workload)
         try:
             decoded = read(path, model.preprocess)
         except ImageError as exc:

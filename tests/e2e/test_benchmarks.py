@@ -31,9 +31,10 @@ def test_search_benchmark(tmp_path):
     again = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
                   "--ef-construction", "32", tmp_path=tmp_path)  # reuses the rows, rebuilds
     assert "ef_construction=32" in again
-    for run in (out, again):  # the second run finds the export: the first path must still be torch
-        assert "model loaded (text path: trimmed)" in run
-        assert "as in a new process (text path: exported)" in run
+    for run in (out, again):  # the second run finds the exports: the first rows must not use ONNX
+        assert "model loaded, no ONNX export (text path: trimmed)" in run
+        assert "as in a new process, no ONNX export (text path: exported, numpy)" in run
+        assert "model not loaded, ONNX export cached (after a load here) (text path: exported" in run
 
 
 def test_index_build_and_storage_benchmarks(tmp_path):

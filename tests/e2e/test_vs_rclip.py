@@ -44,6 +44,7 @@ def test_vs_rclip_benchmark(tmp_path, request):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     out = proc.stdout
     for line in ("rclip_time / clipsql_time", "nothing new", "model only", "load rate / model-only",
+                 "timed clipsql load: embedded with",
                  "max |onnxruntime - torch|", "check: `rclip"):
         assert line in out, out
     left = sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file())

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import clipsql
-
 from clipsql.errors import EmptyCollectionError, LabelError, QueryError
 from clipsql.models.openclip import ModelSpec
 from clipsql.query import zeroshot

@@ -1,6 +1,7 @@
 """The binary-quantized index kind on real PostgreSQL: switching kinds builds one index and
 drops the other, searches (Python API and SQL functions) go through the Hamming index, and
-with candidates covering the rows their results equal exact search, filters included."""
+with candidates covering the rows their results equal exact search, filters included; a
+filter re-ranks fewer candidates, by its selectivity."""
 
 from datetime import datetime, timedelta
 
@@ -130,3 +131,29 @@ def test_duplicates_through_the_binary_index_match_the_halfvec_ones(db):
     hnsw.set_index_kind(db.conn, "binary")
     after = sorted(g.ids for g in db.duplicates(threshold=0.999))
     assert after == before
+
+
+def test_a_filter_re_ranks_fewer_candidates(filled, monkeypatch):
+    db, queries = filled
+    hnsw.set_index_kind(db.conn, "binary")  # 1000 candidates unfiltered
+    seen, real = [], search.quantized.for_filter
+
+    def spy(plan, limit, selectivity):
+        seen.append((selectivity, real(plan, limit, selectivity).candidates))
+        return real(plan, limit, selectivity)
+
+    monkeypatch.setattr(search.quantized, "for_filter", spy)
+    for where, params, share in (("taken_at >= %s", [START + timedelta(days=500)], 0.5),
+                                 ("camera_make = %s", ["Canon"], 0.1)):
+        seen.clear()
+        fast = search.rank(db.conn, queries[0], where=where, params=params, limit=10,
+                           strategy="index")
+        selectivity, candidates = seen[0]
+        assert selectivity == pytest.approx(share, abs=0.05)  # the planner's estimate
+        assert candidates == max(round(1000 * selectivity ** 0.5), 40 * 10) < 1000
+        exact = search.rank(db.conn, queries[0], where=where, params=params, limit=10,
+                            strategy="exact")
+        assert len(fast) == 10 and len({h.id for h in fast} & {h.id for h in exact}) >= 9
+    seen.clear()
+    search.rank(db.conn, queries[0], limit=10, strategy="index")
+    assert seen == []  # no filter: the unfiltered count, nothing to scale

@@ -85,3 +85,45 @@ def test_sample_images_are_deterministic_and_varied():
     b = [np.asarray(i) for i in calibrate.sample_images(64, 4)]
     assert all((x == y).all() for x, y in zip(a, b))
     assert len({x.tobytes() for x in a}) == 4 and a[0].shape == (64, 96, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.floats(0.1, 1000), images=st.integers(1, 10_000_000),
+       others=st.dictionaries(st.sampled_from(NAMES),
+                              st.tuples(st.floats(0.01, 5000), st.floats(0.9, 1.0)), max_size=4),
+       parts=st.dictionaries(st.sampled_from(["torch_import", "torch_build", "onnx_import"]),
+                             st.floats(0, 60)),
+       prepare=st.dictionaries(st.sampled_from(NAMES), st.floats(0, 10)),
+       done=st.sets(st.sampled_from(["torch_import", "torch_build", "onnx_import"])))
+def test_a_planned_load_keeps_the_rules_and_finishes_first(base, images, others, parts, prepare,
+                                                           done):
+    parts = {**parts, "prepare": prepare}
+    rates = {"torch-fp32": base, **{n: r for n, (r, _) in others.items()}}
+    cos = {"torch-fp32": 1.0, **{n: c for n, (_, c) in others.items()}}
+    stored, reason = calibrate.decide(rates, cos)
+    choice = calibrate.Choice(stored, reason, rates, cos, startup=parts)
+    chosen, why = calibrate.for_workload(choice, images, done)
+    # still never a path slower per image than fp32, nor a less accurate one
+    assert chosen in calibrate.admissible(rates, cos)
+    assert rates[chosen] >= base and cos[chosen] >= (1.0 if chosen == "torch-fp32" else ACCURACY_BAR)
+
+    def total(name):
+        return calibrate.startup_of(name, parts, done) + images / rates[name]
+
+    assert total(chosen) <= min(total(n) for n in calibrate.admissible(rates, cos)) + 1e-9
+    assert total(chosen) <= total(stored) + 1e-9
+    assert why == reason if chosen == stored else f"{images} images: {chosen}" in why
+
+
+def test_without_a_planned_count_or_start_up_costs_the_stored_choice_stands():
+    choice = calibrate.Choice("torch-bf16", "why", {"torch-fp32": 9.0, "torch-bf16": 26.0,
+                                                     "onnx-int8": 20.0},
+                              {"torch-bf16": 1.0, "onnx-int8": 1.0})
+    assert calibrate.for_workload(choice, 10) == ("torch-bf16", "why")  # no start-up costs
+    choice.startup = {"torch_import": 4.0, "torch_build": 1.0, "prepare": {"onnx-int8": 0.3}}
+    assert calibrate.for_workload(choice, None) == ("torch-bf16", "why")
+    small, why = calibrate.for_workload(choice, 100)
+    assert small == "onnx-int8" and why.startswith("100 images: onnx-int8") and "5.0 s to start" in why
+    # break-even: 4.7 s of start-up saved = n (1/20 - 1/26) s lost, n ~ 407
+    assert calibrate.for_workload(choice, 380)[0] == "onnx-int8"
+    assert calibrate.for_workload(choice, 440)[0] == "torch-bf16"

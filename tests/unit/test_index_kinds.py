@@ -4,6 +4,8 @@ binary scan's candidates and its ORDER BY (which must match the index expression
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clipsql.database import hnsw
 from clipsql.errors import QueryError
@@ -56,4 +58,18 @@ def test_rerank_wraps_and_cuts():
 
 def test_exact_threshold_counts_binary_candidates():
     assert search.exact_threshold(1e6, candidates=400) > search.exact_threshold(1e6)
-    assert search.exact_threshold(1e6, candidates=10) == search.exact_threshold(1e6)
+    # a binary scan visits dearer tuples (a factor of 8, not 4: measured, see search.py)
+    assert search.exact_threshold(1e6, candidates=200) == pytest.approx(
+        search.exact_threshold(1e6) * 2 ** 0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidates=st.integers(1, 1000), limit=st.integers(1, 100),
+       a=st.floats(0, 1), b=st.floats(0, 1))
+def test_filtered_candidates_shrink_with_selectivity_within_bounds(candidates, limit, a, b):
+    plan = quantized.BinaryPlan(candidates, "o", 512)
+    lo, hi = sorted((a, b))
+    few, many = (quantized.for_filter(plan, limit, s).candidates for s in (lo, hi))
+    assert few <= many <= candidates  # never more than unfiltered, monotone in selectivity
+    assert few >= min(candidates, quantized.MIN_PER_RESULT * limit)
+    assert quantized.for_filter(plan, limit, 1.0).candidates == candidates
