@@ -56,7 +56,8 @@ class ClipModel:
         self._backend = None      # (name, reason, calibration), resolved on first image use
         self._light = _UNSET      # preprocessing config of a cached ONNX export, if used
         self._encoder = None
-        self._workload = None     # images the next use will embed (plan())
+        #: how many images the current use embeds, as told by :meth:`plan` (None: unknown)
+        self.workload = None
         #: seconds create_model_and_transforms took (the calibration's start-up cost)
         self.build_seconds = None
 
@@ -142,11 +143,6 @@ class ClipModel:
         """The :class:`~clipsql.models.calibrate.Choice` behind ``auto``, or None."""
         return self._resolved()[2]
 
-    @property
-    def workload(self) -> int | None:
-        """How many images the current use embeds, as told by :meth:`plan` (None: unknown)."""
-        return self._workload
-
     def plan(self, images: int) -> None:
         """Tell ``auto`` that about ``images`` images are to be embedded now, before it picks
         a backend: for a few images a path that starts faster can finish first
@@ -157,7 +153,7 @@ class ClipModel:
         100
         """
         if self._backend is None:
-            self._workload = int(images)
+            self.workload = int(images)
             self._light = _UNSET
 
     def _resolved(self):
@@ -268,21 +264,16 @@ class ClipModel:
         than numpy, and so than torch: benchmarks/text.py). ``exact``: fp32 only, never an
         int8 engine (labels and other stored embeddings).
         """
+        from clipsql.models.text_choice import answering
+
         texts = list(texts)
-        if (tower := self._tower_for(exact)) is not None:
+        if (tower := answering(self.text_tower(), self.loaded, exact)) is not None:
             #: "exported", "trimmed" or "full": which path the last call took (tests check it).
             self.last_text_path = "exported"
             return tower.encode(texts, exact)
         out = self.encode_text_torch(texts)
         self.export_text_tower()
         return out
-
-    def _tower_for(self, exact: bool):
-        if self._loaded is None:
-            return self.text_tower()
-        tower = self.text_tower()
-        engine = tower.engine if tower is not None else None
-        return tower if engine is not None and not (exact and engine.int8) else None
 
     def text_tower(self):
         """The exported numpy text tower of these weights, or None (looked up once)."""
@@ -303,15 +294,7 @@ class ClipModel:
     def encode_text_torch(self, texts: list[str]) -> np.ndarray:
         """Embed texts with the loaded torch model (trimmed to the real tokens when possible)."""
         model, _, tokenizer, device = self._load()  # first: its errors come before torch loads
-        import torch
+        from clipsql.models.text_torch import encode_texts
 
-        from clipsql.models.text_torch import encode_trimmed
-
-        with torch.inference_mode():
-            tokens = tokenizer(texts).to(device)
-            out = encode_trimmed(model, tokens)
-            self.last_text_path = "full" if out is None else "trimmed"
-            if out is None:
-                out = model.encode_text(tokens)
-            out = torch.nn.functional.normalize(out.float(), dim=-1)
-        return out.cpu().numpy()
+        out, self.last_text_path = encode_texts(model, tokenizer, device, texts)
+        return out

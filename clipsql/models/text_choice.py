@@ -81,3 +81,13 @@ def measure(tower, encoders: dict) -> dict:
                 run(ids, last)
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
     return {n: round(s / len(batches), 6) for n, s in best.items()}
+
+
+def answering(tower, loaded: bool, exact: bool):
+    """``tower`` if it should answer a text query, else None (the torch model answers): always
+    before the torch model is loaded; once it is, only with an ONNX Runtime engine (measured
+    faster than numpy, which is slower than the loaded torch path) that ``exact`` allows."""
+    if tower is None or not loaded:
+        return tower
+    engine = tower.engine
+    return tower if engine is not None and not (exact and engine.int8) else None

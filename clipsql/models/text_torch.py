@@ -40,6 +40,20 @@ SINGLE_THREAD_TOKENS = 256
 _threads_lock = threading.Lock()
 
 
+def encode_texts(model, tokenizer, device, texts) -> tuple:
+    """(L2-normalised float32 numpy embeddings, "trimmed" or "full": the path that ran)."""
+    import torch
+
+    with torch.inference_mode():
+        tokens = tokenizer(list(texts)).to(device)
+        out = encode_trimmed(model, tokens)
+        path = "full" if out is None else "trimmed"
+        if out is None:
+            out = model.encode_text(tokens)
+        out = torch.nn.functional.normalize(out.float(), dim=-1)
+    return out.cpu().numpy(), path
+
+
 def trimmable(model) -> bool:
     """Whether ``encode_trimmed`` is exact for this model."""
     import open_clip

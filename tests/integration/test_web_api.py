@@ -4,6 +4,7 @@ real PostgreSQL and the tiny model. Results are compared with the library's own.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import statistics
 import time
@@ -25,6 +26,20 @@ EXTS = ["jpg", "png", "webp", "bmp", "gif", "tiff"]
 def module_dsn(pg_admin_url):
     with fresh_database(pg_admin_url, "clipsql_web") as url:
         yield url
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fp32():
+    """One backend for the library and the server: an uploaded image must rank exactly like
+    the library's search by that file, and under auto the two models (each planning one
+    image, with different start-up parts done) may pick different backends."""
+    saved = os.environ.get("CLIPSQL_PRECISION")
+    os.environ["CLIPSQL_PRECISION"] = "fp32"
+    yield
+    if saved is None:
+        os.environ.pop("CLIPSQL_PRECISION", None)
+    else:
+        os.environ["CLIPSQL_PRECISION"] = saved
 
 
 @pytest.fixture(scope="module")

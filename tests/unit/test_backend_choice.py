@@ -127,3 +127,21 @@ def test_without_a_planned_count_or_start_up_costs_the_stored_choice_stands():
     # break-even: 4.7 s of start-up saved = n (1/20 - 1/26) s lost, n ~ 407
     assert calibrate.for_workload(choice, 380)[0] == "onnx-int8"
     assert calibrate.for_workload(choice, 440)[0] == "torch-bf16"
+
+
+def test_a_loaded_model_answers_text_through_the_tower_only_with_an_onnx_engine():
+    class Engine:
+        int8 = True
+
+    class Tower:
+        engine = None
+
+    tower = Tower()
+    assert text_choice.answering(None, loaded=False, exact=False) is None
+    assert text_choice.answering(tower, loaded=False, exact=True) is tower  # no torch yet
+    assert text_choice.answering(tower, loaded=True, exact=False) is None   # numpy < torch
+    tower.engine = Engine()
+    assert text_choice.answering(tower, loaded=True, exact=False) is tower
+    assert text_choice.answering(tower, loaded=True, exact=True) is None    # stored: no int8
+    tower.engine.int8 = False
+    assert text_choice.answering(tower, loaded=True, exact=True) is tower
