@@ -87,11 +87,15 @@ def many_photos(folder, n):
     return folder
 
 
-def test_ray_load_matches_the_local_loader(ray_runtime, db, second_dsn, tiny_model, photo_folder):
+def test_ray_load_matches_the_local_loader(ray_runtime, dsn, second_dsn, tiny_model,
+                                           photo_folder):
     (photo_folder / "broken.jpg").write_text("this is not an image")
     make_image(photo_folder / "b" / "late.jpg", color=(1, 2, 3), pattern=4)
-    local = db.load(photo_folder)
-    with clipsql.connect(second_dsn, model=tiny_model) as other:
+    # fp32 on both sides: under auto each load picks for its own size and process state, and
+    # two int8 backends (each within cosine 0.999 of fp32) need not agree to 1e-3
+    with clipsql.connect(dsn, model=tiny_model, precision="fp32") as db, \
+            clipsql.connect(second_dsn, model=tiny_model, precision="fp32") as other:
+        local = db.load(photo_folder)
         seen = []
         report = other.load(photo_folder, engine="ray", actors=2, batch_size=4,
                             progress=lambda done, total: seen.append((done, total)))
