@@ -21,8 +21,8 @@ from clipsql.collection_labels import LabelsMixin
 from clipsql.database import binding, hnsw, images, migrations
 from clipsql.database import connection as dbconn
 from clipsql.errors import ClipsqlError, ImageError, QueryError
-from clipsql.models import runner
-from clipsql.models.preprocess import stack
+from clipsql.models import cache
+from clipsql.models.image import stack
 from clipsql.query import algebra, model_switch, relevance, search, text_cache
 
 if TYPE_CHECKING:
@@ -126,7 +126,6 @@ class Collection(IngestMixin, LabelsMixin):
         from clipsql.ingest.decode import read
 
         path = _abspath(image)
-        self.model.plan(1)  # one image: auto may take the path that starts fastest
         try:
             decoded = read(path, self.model.preprocess)
         except ImageError as exc:
@@ -237,9 +236,9 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
             precision: str | None = None) -> Collection:
     """Open a collection: ``dsn`` or ``$CLIPSQL_DATABASE_URL``, else the embedded server.
 
-    ``precision``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (GPU), ``bf16``
-    (GPU, or CPUs with AVX512-BF16/AMX) or ``int8`` (CPU, dynamic quantisation); the faster
-    modes keep embeddings within cosine 0.999 of fp32 (benchmarks/precision.py).
+    ``precision``: ``auto`` (on a CPU, ONNX Runtime int8 where the checkpoint's export keeps
+    cosine >= 0.999 to fp32 on a fixed reference set, else fp32; on CUDA, fp16), or ``fp32``,
+    ``int8`` (CPU) or ``fp16`` (GPU) to force one (docs/models.md).
     """
     return Collection(dsn, model=model, device=device, precision=precision)
 
@@ -252,7 +251,7 @@ def status_of(c, url: str, model=None) -> dict:
         "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
     size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
     try:
-        backend = runner.describe(model()) if model else None
+        backend = model().describe() if model else None
     except ClipsqlError as exc:  # e.g. the bound checkpoint is gone: status still answers
         backend = {"backend": None, "precision": None, "reason": str(exc)}
     return {
@@ -268,4 +267,5 @@ def status_of(c, url: str, model=None) -> dict:
         "index": hnsw.index_name(hnsw.index_kind(c)[0]) if hnsw.has_index(c) else None,
         "table_bytes": size,
         "backend": backend,
+        "cache": {"path": str(cache.root()), "bytes": sum(e["bytes"] for e in cache.entries())},
     }

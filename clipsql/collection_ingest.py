@@ -17,13 +17,16 @@ class IngestMixin:
     def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = 32,
              workers: int | None = None, processes: bool = False,
              progress: Callable[[int, int], None] | None = None, engine: str = "local",
-             address: str | None = None, actors: int | None = None) -> loader.LoadReport:
+             address: str | None = None, actors: int | None = None,
+             steps: Callable[[str], None] | None = None) -> loader.LoadReport:
         """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
 
         ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
         ``engine="ray"`` decodes and embeds on a Ray cluster instead (``pip install
         "clipsql[ray]"``): ``address`` None for a local runtime, ``"auto"`` for the running
         cluster, or an address; ``actors`` embedding actors (see :mod:`clipsql.ingest.ray_engine`).
+        ``steps(what)`` is told what a first use of a checkpoint on this machine does (its
+        one-time export) before the images are embedded; ``progress(done, total)`` after.
         """
         def connect():
             return dbconn.connect(self._dsn)
@@ -32,16 +35,16 @@ class IngestMixin:
             from clipsql.ingest import ray_engine
 
             report = ray_engine.load(connect, self.model, paths, address=address, actors=actors,
-                                     prune=prune, batch_size=batch_size, progress=progress)
+                                     prune=prune, batch_size=batch_size, progress=progress,
+                                     steps=steps)
         elif engine != "local":
             raise ConfigError(f'engine must be "local" or "ray", not {engine!r}')
         elif address is not None or actors is not None:
             raise ConfigError('address and actors are options of engine="ray"')
         else:
             report = loader.load(connect, self.model, paths, prune=prune, batch_size=batch_size,
-                                 workers=workers, processes=processes, progress=progress)
-        if self.model.loaded:  # so the first text search of a new process needs no model
-            self.model.export_text_tower()
+                                 workers=workers, processes=processes, progress=progress,
+                                 steps=steps)
         return report
 
     def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,

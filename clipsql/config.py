@@ -13,17 +13,19 @@ from pathlib import Path
 DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_DEVICE = "auto"
 DEFAULT_PRECISION = "auto"
-#: auto: fp16 on CUDA; on a CPU the fastest path that keeps cosine >= 0.999 to fp32, measured
-#: once per machine and model (clipsql.models.calibrate). bf16: fast only with AVX512-BF16 or
-#: AMX. int8: dynamic quantisation of the Linear layers (CPU). onnx-fp32, onnx-int8: ONNX
-#: Runtime (the onnx extra).
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "onnx-fp32", "onnx-int8")
+#: auto: on a CPU, ONNX Runtime int8 where the export's check on the checkpoint keeps cosine
+#: >= 0.999 to fp32, else fp32 (a rule, never a measurement: clipsql.models.openclip); on CUDA,
+#: torch fp16. fp32 and int8 force ONNX Runtime's fp32 or int8 export on the CPU; fp16 is
+#: for GPUs.
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
 
 ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
 #: How SQL filters log in as clipsql_filter where that needs a password (see the security docs).
 ENV_FILTER_DATABASE_URL = "CLIPSQL_FILTER_DATABASE_URL"
 ENV_MODEL = "CLIPSQL_MODEL"
 ENV_HOME = "CLIPSQL_HOME"
+#: Where model exports are kept (default ``$CLIPSQL_HOME/cache``): see clipsql.models.cache.
+ENV_CACHE = "CLIPSQL_CACHE"
 ENV_DEVICE = "CLIPSQL_DEVICE"
 ENV_PRECISION = "CLIPSQL_PRECISION"
 #: A folder of extra open_clip model configs (``NAME.json``), for custom architectures.
@@ -38,6 +40,12 @@ def home() -> Path:
     import platformdirs
 
     return platformdirs.user_data_path("clipsql")
+
+
+def cache_home() -> Path:
+    """The folder of clipsql's caches (``$CLIPSQL_CACHE``, else ``home() / "cache"``)."""
+    explicit = os.environ.get(ENV_CACHE)
+    return Path(explicit).expanduser().resolve() if explicit else home() / "cache"
 
 
 def database_url(explicit: str | None = None) -> str | None:
@@ -61,5 +69,5 @@ def device(explicit: str | None = None) -> str:
 
 
 def precision(explicit: str | None = None) -> str:
-    """Inference precision: one of PRECISIONS (default auto: measured per machine)."""
+    """Inference precision: one of PRECISIONS (default auto: a fixed rule per checkpoint)."""
     return explicit or os.environ.get(ENV_PRECISION) or DEFAULT_PRECISION

@@ -6,7 +6,7 @@ import click
 
 import clipsql
 from clipsql.cli.options import collection_options, json_option, precision_option
-from clipsql.cli.output import echo_json, friendly, printable, progress_bar
+from clipsql.cli.output import echo_json, friendly, printable, progress_bar, step_printer
 
 
 @click.command()
@@ -32,10 +32,12 @@ def load(paths, prune, batch_size, workers, processes, ray_address, actors, prec
     if actors is not None and ray_address is None:
         raise click.UsageError("--actors needs --ray")
     engine = {"engine": "ray", "address": ray_address, "actors": actors} if ray_address else {}
+    steps = step_printer(as_json)
+    steps("opening the collection")
     with clipsql.connect(dsn, model=model, device=device, precision=precision) as db, \
             progress_bar("embedding", as_json) as progress:
         report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
-                         processes=processes, progress=progress, **engine)
+                         processes=processes, progress=progress, steps=steps, **engine)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -84,7 +86,11 @@ def status(as_json, dsn, model, device):
     click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
     click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
     b = info["backend"]
-    click.echo(f"backend:    {b['backend'] or 'auto'} ({b['reason']})")
+    click.echo(f"backend:    {b['backend'] or 'not decided yet'} ({b['reason']})")
+    if b.get("text"):
+        click.echo(f"text:       {b['text']} (queries; stored texts and labels in fp32)")
+    click.echo(f"cache:      {info['cache']['path']}  ({info['cache']['bytes'] / 1e6:.0f} MB; "
+               "`clipsql cache` lists it, `clipsql cache --clear` empties it)")
 
 
 COMMANDS = [load, status]

@@ -7,6 +7,7 @@ import functools
 import json
 import re
 import sys
+import time
 
 import click
 
@@ -61,6 +62,19 @@ def progress_bar(label: str, quiet: bool = False):
     yield progress
     if bar is not None:
         bar.render_finish()
+
+
+def step_printer(quiet: bool = False):
+    """A ``steps(what)`` callback printing ``clipsql: what`` with the seconds since it was
+    made, on stderr (nothing when ``quiet``): what a long command is doing before its bar."""
+    started = time.perf_counter()
+
+    def steps(what: str) -> None:
+        if not quiet:
+            click.echo(f"clipsql: {printable(what)} [{time.perf_counter() - started:.1f} s]",
+                       err=True)
+
+    return steps
 
 
 def echo_json(data) -> None:

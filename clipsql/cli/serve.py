@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from clipsql.cli.options import collection_options
-from clipsql.cli.output import friendly
+from clipsql.cli.output import friendly, step_printer
 
 
 @click.command()
@@ -23,7 +23,7 @@ def serve(host, port, dsn, model, device):
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
                    f"{port} can search and view the collection's images", err=True)
-    run_server(host, port, dsn=dsn, model=model, device=device,
+    run_server(host, port, dsn=dsn, model=model, device=device, steps=step_printer(),
                announce=lambda url: click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True))
 
 

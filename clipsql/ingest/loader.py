@@ -28,7 +28,7 @@ from clipsql.ingest import accounting
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.walk import discover
-from clipsql.models.preprocess import stack
+from clipsql.models.image import stack
 
 
 @dataclass
@@ -48,7 +48,7 @@ class LoadReport:
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     ignored_by_reason: dict = field(default_factory=dict)
-    #: What embedded the images (``onnx-int8``, ``torch-fp32``...) and why; "" if nothing was.
+    #: What embedded the images (``onnx-int8``, ``onnx-fp32``...) and why; "" if nothing was.
     backend: str = ""
     backend_reason: str = ""
 
@@ -63,8 +63,12 @@ class LoadReport:
 
 
 def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
-         processes=False, progress=None, pipeline=None) -> LoadReport:
+         processes=False, progress=None, pipeline=None, steps=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
+
+    The model is prepared (:meth:`~clipsql.models.openclip.ClipModel.prepare`: a new
+    checkpoint is exported once, ``steps(what)`` told each step) before the collection is
+    bound to it: a model that cannot be had (offline, a bad checkpoint) leaves it unbound.
 
     ``workers`` decoders (default: the number of cores, 2 to 8) run as threads, or as
     processes with ``processes=True`` (see :mod:`clipsql.ingest.decoder_pool`).
@@ -94,15 +98,16 @@ def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, dra
             else:
                 todo.append(path)
         if todo:
+            if steps is not None:
+                steps(f"{len(todo)} of {len(found.files)} files to embed; preparing {model.spec}")
+            model.prepare(steps)
             binding.bind_model(conn, identity, model.spec.resolved())
-            model.plan(len(todo))  # auto weighs start-up costs against this many images
             if pipeline is not None:
                 pipeline(connect, model, todo, report, progress)
             else:
                 _run_pipeline(connect, model, todo, report, batch_size, workers, draft,
                               processes, progress)
-            if model.backend_known:  # (a Ray load with a fixed precision resolves it in actors)
-                report.backend, report.backend_reason = model.backend, model.backend_reason
+            report.backend, report.backend_reason = model.backend, model.backend_reason
         if prune:
             report.removed = _prune(conn, found, known)
         report.index_built = hnsw.ensure_index(conn)

@@ -52,7 +52,7 @@ def import_ray():
 
 
 def load(connect, model, paths, *, address=None, actors=None, prune=False, batch_size=32,
-         draft=True, progress=None) -> loader.LoadReport:
+         draft=True, progress=None, steps=None) -> loader.LoadReport:
     """:func:`clipsql.ingest.loader.load` with decoding and embedding on a Ray cluster.
 
     ``address``: None for a new local Ray runtime on this machine (loopback only);
@@ -70,7 +70,7 @@ def load(connect, model, paths, *, address=None, actors=None, prune=False, batch
             _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
 
     return loader.load(connect, model, paths, prune=prune, batch_size=batch_size, draft=draft,
-                       progress=progress, pipeline=pipeline)
+                       progress=progress, pipeline=pipeline, steps=steps)
 
 
 @contextlib.contextmanager
@@ -115,14 +115,7 @@ def _plan(ray, actors):
 def _actor_precision(model, device):
     """The precision asked for, where the actors' device takes it (else the default)."""
     asked = model.requested_precision
-    if asked == "auto" and device == "cpu":
-        # the driver's choice, measured once on this machine, for every actor: actors that
-        # each calibrated would measure while the others run, and could disagree
-        from clipsql.models.backends import precision_of
-
-        return precision_of(model.backend)
-    cpu_only = ("int8", "onnx-fp32", "onnx-int8")
-    if (asked == "fp16" and device == "cpu") or (asked in cpu_only and device != "cpu"):
+    if (asked == "fp16" and device == "cpu") or (asked == "int8" and device != "cpu"):
         return None
     return asked
 
@@ -218,16 +211,14 @@ class _Embedder:
     """A Ray Data actor: the model, loaded once, embeds the decoded files of each batch."""
 
     def __init__(self, spec, device, precision, threads):
+        from clipsql.models import runtime
         from clipsql.models.openclip import ClipModel
 
-        self.model = ClipModel(spec, device=device, precision=precision)
-        # choose the backend (auto: calibrate) and load it now, not on the first batch
-        if not self.model.backend.startswith("onnx-"):
-            self.model.torch_model
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        if threads:  # this actor's share of the node's cores, not all of them
+            runtime.limit_threads(threads)
+        # the same rule as the driver's, on the export the driver made: prepared now, not
+        # on the first batch
+        self.model = ClipModel(spec, device=device, precision=precision).prepare()
 
     def __call__(self, batch):
         records = list(batch["record"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from clipsql.errors import ImageError, LoadError
 from clipsql.ingest.decoder_pool import Decoders
-from clipsql.models.preprocess import stack
+from clipsql.models.image import stack
 
 NEXT = "embedding_next"
 MISSING = f"l2_norm({NEXT}) = 0"

@@ -60,6 +60,12 @@ class Captioner(ClipModel):
                              "(use a CoCa architecture such as coca_ViT-B-32)")
 
     @property
+    def preprocess(self):
+        """open_clip's eval transform: a captioner runs on torch (it is never exported)."""
+        self.torch_model
+        return self._torch[1]
+
+    @property
     def context_length(self) -> int:
         cfg = self.model_config.get("multimodal_cfg", {})
         return int(cfg.get("context_length", self.model_config["text_cfg"].get(

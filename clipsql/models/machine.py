@@ -1,22 +1,16 @@
-"""What this machine can do fast: the CPU's model and the features that decide the backend.
+"""The machine a figure was measured on: CPU model, the features that set ONNX Runtime's
+kernels (AVX2, AVX-512, VNNI for int8, AMX), and package versions.
 
-The right precision depends on the CPU, not on taste: with native bf16 (AVX512-BF16, AMX)
-bf16 runs about twice as fast as fp32, without it about seven times slower (emulated), and
-int8 pays off only with fast integer dot products (AVX512-VNNI, AVX-VNNI). The chooser
-(:mod:`clipsql.models.calibrate`) measures; these facts tell it which paths are worth
-measuring, and key its cache (a measurement on one CPU says nothing about another).
+Every benchmark prints :func:`one_line` first, and ``clipsql status --json`` includes
+:func:`describe`: a timing means little without the CPU it came from.
 
 >>> info = describe()
 >>> sorted(info) == ["cpu", "features", "logical_cpus", "versions"]
 True
->>> has_native_bf16({"avx512_bf16"}), has_native_bf16({"avx2"})
-(True, False)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 from functools import lru_cache
@@ -26,8 +20,8 @@ from pathlib import Path
 #: The /proc/cpuinfo flags that matter for CLIP inference on a CPU, in the order printed.
 FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
             "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "bf16", "i8mm")
-#: Packages whose version changes the speed of a path (a calibration is redone when one does).
-PACKAGES = ("torch", "onnxruntime", "numpy", "open_clip_torch")
+#: Packages whose version changes a figure.
+PACKAGES = ("onnxruntime", "torch", "numpy", "open_clip_torch")
 
 
 @lru_cache(maxsize=1)
@@ -57,12 +51,6 @@ def cpu_features() -> list[str]:
     return [f for f in FEATURES if f in flags]
 
 
-def has_native_bf16(features=None) -> bool:
-    """Whether bf16 matrix products run in hardware (else torch emulates them, slowly)."""
-    features = set(cpu_features() if features is None else features)
-    return bool(features & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def versions() -> dict[str, str]:
     """Installed versions of :data:`PACKAGES` (absent ones are left out)."""
     found = {}
@@ -86,8 +74,3 @@ def one_line() -> str:
     return (f"CPU: {d['cpu']} ({d['logical_cpus']} logical CPUs; "
             f"{' '.join(d['features']) or 'no listed features'}); "
             + ", ".join(f"{k} {v}" for k, v in d["versions"].items()))
-
-
-def fingerprint() -> str:
-    """A short key for "the same machine and software": measurements are cached under it."""
-    return hashlib.sha256(json.dumps(describe(), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,17 +1,25 @@
-"""A small wrapper around an OpenCLIP model: lazy loading, normalised embeddings.
+"""The model: an OpenCLIP checkpoint, its one-time export, and the engine that embeds with it.
 
 Which model is a :class:`~clipsql.models.spec.ModelSpec` (``ARCH/PRETRAINED``, see spec.py).
+On a CPU both towers run on ONNX Runtime. The first use of a checkpoint on a machine builds
+open_clip's torch model once and exports it (:mod:`clipsql.models.export`, with a ``steps``
+callback for progress); every later process embeds from the export without importing torch.
+
+The backend follows a rule, never a measurement (:func:`clipsql.models.export.choose`): on
+a CPU, int8 where the export's check on this checkpoint kept cosine >= 0.999 to fp32, else
+fp32; on CUDA, torch fp16; a tower that cannot be exported, or weights without a checkpoint
+(``ARCH`` alone: random), run on torch fp32. ``precision`` overrides it (``fp32``, ``int8``,
+``fp16`` for GPUs). Stored text embeddings (``exact=True``) are always fp32.
 
 >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k")     # nothing is loaded yet
->>> str(m.spec)
-'ViT-B-32/laion2b_s34b_b79k'
+>>> str(m.spec), m.dim
+('ViT-B-32/laion2b_s34b_b79k', 512)
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import time
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -19,25 +27,34 @@ import numpy as np
 
 from clipsql import config
 from clipsql.errors import ConfigError, ModelError
-from clipsql.models import weights
-from clipsql.models.device import PRECISIONS, pick_device, resolve_precision
-from clipsql.models.spec import (
-    ModelSpec,
-    architecture_config,
-    checkpoint_fingerprint,
-    register_extra_configs,
-)
+from clipsql.models import checkpoint, export
+from clipsql.models.spec import ModelSpec, architecture_config, checkpoint_fingerprint
 
 __all__ = ["ClipModel", "ModelSpec"]
-_UNSET = object()
+PRECISIONS = config.PRECISIONS
+
+
+@dataclass
+class Engine:
+    """What embeds for a prepared model, and why (``clipsql status`` shows it)."""
+
+    image: object             # .encode(pixels) -> rows
+    text: object              # .encode(texts, exact) -> rows
+    backend: str              # onnx-int8, onnx-fp32, torch-fp16, torch-fp32
+    reason: str
+    text_backend: str
+    preprocess: object
+    image_size: int
+    logit_scale: float
+    logit_bias: float | None
+    folder: Path | None       # the export's cache folder, if there is one
 
 
 class ClipModel:
-    """An OpenCLIP model loaded on first use. Outputs are L2-normalised float32 numpy arrays.
+    """An OpenCLIP model, prepared on first use. Outputs are L2-normalised float32 rows.
 
-    >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k")     # nothing is loaded yet
-    >>> m.dim
-    512
+    Thread-safe: preparing happens once under a lock, and ONNX Runtime sessions run calls
+    from several threads at once.
     """
 
     def __init__(self, spec: str | ModelSpec | None = None, device: str | None = None,
@@ -48,18 +65,9 @@ class ClipModel:
         if self._precision_request not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
                               f"not {self._precision_request!r}")
-        self._lock = threading.Lock()
-        self._backend_lock = threading.Lock()  # calibrating loads the model (under _lock)
-        self._loaded = None
-        self._text_tower = _UNSET
-        self._export_tried = False
-        self._backend = None      # (name, reason, calibration), resolved on first image use
-        self._light = _UNSET      # preprocessing config of a cached ONNX export, if used
-        self._encoder = None
-        #: how many images the current use embeds, as told by :meth:`plan` (None: unknown)
-        self.workload = None
-        #: seconds create_model_and_transforms took (the calibration's start-up cost)
-        self.build_seconds = None
+        self._lock = threading.RLock()
+        self._torch = None    # (net, preprocess, tokenizer, device, precision), built on demand
+        self._engine: Engine | None = None
 
     # --- identity, available without loading weights -------------------------------------
     @cached_property
@@ -86,215 +94,200 @@ class ClipModel:
     def identity(self) -> dict:
         return {"arch": self.spec.arch, "pretrained": self.pretrained_id, "dim": self.dim}
 
-    # --- loading ---------------------------------------------------------------------------
     @property
     def requested_precision(self) -> str:
-        """The precision asked for (``auto``, ``fp32``...), before the device resolves it."""
+        """The precision asked for (``auto``, ``fp32``, ``int8``, ``fp16``)."""
         return self._precision_request
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the weights are in memory (nothing loads them but first use)."""
-        return self._loaded is not None
 
     @property
     def device_request(self) -> str:
         return self._device_request
 
-    @property
+    @cached_property
     def device(self) -> str:
-        if self._loaded is None and self._light_config() is not None:
-            return "cpu"  # an ONNX Runtime path: no torch model needed
-        return self._load()[3]
+        return checkpoint.pick_device(self._device_request)
 
     @property
-    def preprocess(self):
-        """The eval image transform (from a cached ONNX export's config, without building
-        the torch model, where the chosen backend is an ONNX one)."""
-        if self._loaded is None and (cfg := self._light_config()) is not None:
-            from clipsql.models.runner import transform
-
-            return transform(cfg)
-        return self._load()[1]
+    def loaded(self) -> bool:
+        """Whether open_clip's torch model is in memory (an export, CUDA, or a torch tower)."""
+        return self._torch is not None
 
     @property
-    def image_size(self) -> int:
-        size = (cfg["size"] if self._loaded is None and (cfg := self._light_config())
-                else self._load()[0].visual.image_size)
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
+    def prepared(self) -> bool:
+        """Whether the engine is ready (the export done or found, sessions open)."""
+        return self._engine is not None
 
-    # --- backend: which runtime and precision embed the images (models/runner.py) ----------
+    @property
+    def export_folder(self) -> Path | None:
+        """Where this checkpoint's export lives (None: weights without a checkpoint)."""
+        return None if self.spec.pretrained is None else export.folder_for(self.identity())
+
+    # --- preparing: the one-time set-up ------------------------------------------------------
+    def prepare(self, steps=None) -> ClipModel:
+        """Make the engine now (export the towers if this machine has no export of them yet);
+        ``steps(what)`` is told each step of an export. Returns the model."""
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._make_engine(steps or (lambda what: None))
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        return self.prepare()._engine
+
+    def _make_engine(self, steps) -> Engine:
+        from clipsql.models.image import OnnxImageEncoder, TorchImageEncoder, transform
+        from clipsql.models.text import OnnxTextEncoder, TorchTextEncoder
+
+        device, requested = self.device, self._precision_request
+        if requested == "fp16" and device == "cpu":
+            raise ConfigError("precision fp16 is for GPUs; on a CPU use auto, fp32 or int8")
+        if requested == "int8" and device != "cpu":
+            raise ConfigError(f"precision int8 runs on the CPU; on {device} use fp16 or fp32")
+        meta = self._exported(steps)
+        folder = self.export_folder
+        image_tower = (meta or {}).get("image") or {}
+        text_tower = (meta or {}).get("text") or {}
+        why_torch = ("weights without a checkpoint (random): nothing to export" if meta is None
+                     else image_tower.get("error", ""))
+        if device != "cpu":
+            half = device.startswith("cuda") and requested in ("auto", "fp16")
+            net = self._torch_model(device, "fp16" if half else "fp32")[0]
+            image = TorchImageEncoder(net, _dtype(half), device)
+            backend = "torch-fp16" if half else "torch-fp32"
+            reason = f"{'auto' if requested == 'auto' else 'asked for'} on {device}: {backend}"
+        elif "fp32" in image_tower:
+            precision, reason = export.choose(image_tower, requested)
+            image = OnnxImageEncoder(folder / image_tower[precision]["file"],
+                                     per_image=precision == "int8")
+            backend = f"onnx-{precision}"
+        else:
+            image = TorchImageEncoder(self._torch_model("cpu", "fp32")[0], _dtype(False), "cpu")
+            backend, reason = "torch-fp32", f"torch fp32 ({why_torch})"
+        if "fp32" in text_tower:
+            precision, _ = export.choose(text_tower, requested if requested != "fp16" else "auto")
+            text = OnnxTextEncoder(folder, text_tower, self.spec.arch, int8=precision == "int8")
+            text_backend = f"onnx-{precision}"
+        else:
+            net, _, tokenizer, dev, _ = self._torch_model(device, "fp32")
+            text, text_backend = TorchTextEncoder(net, tokenizer, dev), "torch-fp32"
+        if meta is not None:
+            preprocess = transform(meta["preprocess"])
+            size, scale, bias = meta["preprocess"]["size"], meta["logit_scale"], meta["logit_bias"]
+        else:
+            net, preprocess = self._torch_model(device, "fp32")[:2]
+            size, scale, bias = net.visual.image_size, float(net.logit_scale.exp()), export.logit_bias(net)
+        size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        return Engine(image, text, backend, reason, text_backend, preprocess, size, scale, bias,
+                      folder if meta else None)
+
+    def _exported(self, steps) -> dict | None:
+        """The export's meta, exported now (in a subprocess: :func:`export.in_subprocess`)
+        if this machine has none; None for weights without a checkpoint (random)."""
+        folder = self.export_folder
+        if folder is None:
+            return None
+        meta = export.read(folder)
+        if meta is None:
+            checkpoint.precheck(self.spec, self.model_config)  # seconds, not a subprocess
+            export.in_subprocess(self.spec.resolved(), steps)
+            meta = export.read(folder)
+        if meta is None:
+            raise ModelError(f"the export of {self.spec} in {folder} is unreadable after it "
+                             "was made: remove that folder and try again")
+        return meta
+
+    def _torch_model(self, device: str, precision: str):
+        """open_clip's torch model on ``device`` in ``precision``, built once per pair."""
+        with self._lock:
+            if self._torch is None or self._torch[3:] != (device, precision):
+                self._torch = None
+                net, preprocess, tokenizer, _ = checkpoint.build(
+                    self.spec, self.model_config, device, precision)
+                self._torch = (net, preprocess, tokenizer, device, precision)
+            return self._torch
+
+    # --- what the engine knows ---------------------------------------------------------------
     @property
     def backend(self) -> str:
-        """``torch-fp32``, ``onnx-int8``...: resolved (auto: calibrated) on first use."""
-        return self._resolved()[0]
-
-    @property
-    def backend_known(self) -> bool:
-        return self._backend is not None
+        """``onnx-int8``, ``onnx-fp32``, ``torch-fp16`` or ``torch-fp32`` (the image tower)."""
+        return self.engine.backend
 
     @property
     def backend_reason(self) -> str:
-        """Why :attr:`backend` was chosen, with the measured rates for ``auto``."""
-        return self._resolved()[1]
+        return self.engine.reason
 
     @property
-    def calibration(self):
-        """The :class:`~clipsql.models.calibrate.Choice` behind ``auto``, or None."""
-        return self._resolved()[2]
+    def preprocess(self):
+        """The eval image transform (PIL image -> (3, H, W) array)."""
+        return self.engine.preprocess
 
-    def plan(self, images: int) -> None:
-        """Tell ``auto`` that about ``images`` images are to be embedded now, before it picks
-        a backend: for a few images a path that starts faster can finish first
-        (:func:`clipsql.models.calibrate.for_workload`). No effect once the backend is chosen.
-
-        >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k", precision="fp32")
-        >>> m.plan(100); m.workload
-        100
-        """
-        if self._backend is None:
-            self.workload = int(images)
-            self._light = _UNSET
-
-    def _resolved(self):
-        if self._backend is None:
-            from clipsql.models import runner
-
-            with self._backend_lock:
-                if self._backend is None:
-                    self._backend = runner.resolve(self)
-        return self._backend
-
-    def _light_config(self) -> dict | None:
-        """The preprocessing config of a cached ONNX export the backend will use, or None."""
-        from clipsql.models import runner
-
-        if self._light is _UNSET:
-            self._light = runner.light_config(self)
-        return self._light
+    @property
+    def image_size(self) -> int:
+        return self.engine.image_size
 
     @property
     def logit_scale(self) -> float:
-        return float(self._load()[0].logit_scale.exp().item())
+        return self.engine.logit_scale
 
     @property
     def logit_bias(self) -> float | None:
         """SigLIP's learned bias: ``sigmoid(logit_scale * cos + logit_bias)`` per label; None
         for CLIP models, whose probabilities are a softmax over the labels."""
-        bias = getattr(self._load()[0], "logit_bias", None)
-        return None if bias is None else float(bias.detach().float().reshape(-1)[0].item())
+        return self.engine.logit_bias
 
     @property
     def torch_model(self):
-        return self._load()[0]
+        """open_clip's torch model on this model's device (built on first use)."""
+        half = self.device.startswith("cuda") and self._precision_request in ("auto", "fp16")
+        return self._torch_model(self.device, "fp16" if half else "fp32")[0]
 
     @property
     def tokenizer(self):
-        return self._load()[2]
-
-    def _load(self):
-        if self._loaded is not None:
-            return self._loaded
-        with self._lock:
-            if self._loaded is None:
-                self._loaded = self._do_load()
-        return self._loaded
-
-    def _do_load(self):
-        from clipsql.models import hub
-
-        # The architecture first, then its Hugging Face parts: clear errors before torch loads
-        hub.check(self.spec.arch, self.model_config)
+        """open_clip's tokenizer for the architecture (imports open_clip and torch)."""
         import open_clip
-        import torch
 
-        register_extra_configs()  # the config may have been read without open_clip
-        device = pick_device(self._device_request)
-        pretrained = self.spec.pretrained
-        if self.spec.is_file:
-            pretrained = str(Path(pretrained).expanduser())
-            self.pretrained_id  # checks the file exists
-        elif pretrained and not self.spec.arch.startswith("hf-hub:"):
-            weights.check_downloadable(self.spec, pretrained)
-        precision = resolve_precision(self._precision_request, device)
-        try:
-            # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face
-            # text tower is built from its config alone; the CLIP weights replace its own
-            started = time.perf_counter()
-            with weights.skipped_init(enabled=bool(pretrained)):
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    self.spec.arch, pretrained=pretrained, device=device, precision=precision,
-                    pretrained_hf=False)
-            self.build_seconds = round(time.perf_counter() - started, 3)
-        except Exception as exc:
-            raise ModelError(weights.load_error_message(self.spec, exc)) from None
-        model.eval()
-        #: The precision the torch weights were loaded in; others are made from a copy.
-        self.precision = precision
-        try:
-            tokenizer = open_clip.get_tokenizer(self.spec.arch)
-        except Exception as exc:
-            raise ModelError(hub.tokenizer_error(self.spec, self.model_config, exc)) from None
-        if device == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
-        return model, preprocess, tokenizer, device
+        from clipsql.models.spec import register_extra_configs
 
-    # --- encoding --------------------------------------------------------------------------
+        register_extra_configs()
+        return open_clip.get_tokenizer(self.spec.arch)
+
+    def describe(self) -> dict:
+        """The backend as ``status`` reports it, exporting and loading nothing."""
+        if self._engine is not None:
+            e = self._engine
+            return {"backend": e.backend, "reason": e.reason, "text": e.text_backend,
+                    "precision": self._precision_request,
+                    "export": str(e.folder) if e.folder else None}
+        folder = self.export_folder
+        meta = export.read(folder)
+        if meta is None or self.device != "cpu":
+            why = ("the first use exports the model to ONNX (once per checkpoint)"
+                   if folder is not None and self.device == "cpu" else "decided on first use")
+            return {"backend": None, "reason": why, "text": None,
+                    "precision": self._precision_request, "export": None}
+        image = export.choose(meta["image"], self._precision_request) if "fp32" in meta["image"] \
+            else ("fp32", f"torch fp32 ({meta['image'].get('error')})")
+        text = export.choose(meta["text"], self._precision_request) if "fp32" in meta["text"] \
+            else ("fp32", "")
+        runtime = "onnx" if "fp32" in meta["image"] else "torch"
+        return {"backend": f"{runtime}-{image[0]}", "reason": image[1],
+                "text": f"{'onnx' if 'fp32' in meta['text'] else 'torch'}-{text[0]}",
+                "precision": self._precision_request, "export": str(folder)}
+
+    # --- encoding ----------------------------------------------------------------------------
     def encode_images(self, batch) -> np.ndarray:
-        """Embed a preprocessed image tensor batch (N, 3, H, W) with :attr:`backend`."""
-        if self._encoder is None:
-            from clipsql.models import runner
-
-            backend = self.backend
-            encoder = runner.encoder(self, backend)
-            if encoder is None:  # an ONNX path whose export failed its check: the reference
-                self._backend = ("torch-fp32", f"{backend} unavailable (its export failed the "
-                                 "check against torch): torch-fp32", self._backend[2])
-                encoder = runner.encoder(self, "torch-fp32")
-            self._encoder = encoder
-        return self._encoder.encode(batch)
+        """Embed a preprocessed image batch (N, 3, H, W)."""
+        return self.engine.image.encode(batch)
 
     def encode_text(self, texts: list[str], exact: bool = False) -> np.ndarray:
-        """Embed a list of strings; one row per string.
+        """Embed a list of strings; one row per string. ``exact``: fp32 (never int8), for
+        embeddings that are stored (labels, texts kept for SQL)."""
+        return self.engine.text.encode(list(texts), exact)
 
-        Before the model is loaded, an exported text tower (:mod:`clipsql.models.text_numpy`)
-        answers without torch (on ONNX Runtime where that was measured faster); after the
-        first full-model call the tower is exported for next time. Once the model is loaded,
-        the torch path answers unless the tower has an ONNX Runtime engine (measured faster
-        than numpy, and so than torch: benchmarks/text.py). ``exact``: fp32 only, never an
-        int8 engine (labels and other stored embeddings).
-        """
-        from clipsql.models.text_choice import answering
 
-        texts = list(texts)
-        if (tower := answering(self.text_tower(), self.loaded, exact)) is not None:
-            #: "exported", "trimmed" or "full": which path the last call took (tests check it).
-            self.last_text_path = "exported"
-            return tower.encode(texts, exact)
-        out = self.encode_text_torch(texts)
-        self.export_text_tower()
-        return out
+def _dtype(half: bool):
+    import torch
 
-    def text_tower(self):
-        """The exported numpy text tower of these weights, or None (looked up once)."""
-        if self._text_tower is _UNSET:
-            from clipsql.models import text_numpy
-
-            self._text_tower = text_numpy.open_for(self)
-        return self._text_tower
-
-    def export_text_tower(self) -> None:
-        """Export the loaded text tower for later processes (once per instance)."""
-        from clipsql.models import text_numpy
-
-        if not self._export_tried:
-            self._export_tried = True
-            text_numpy.export_for(self)
-
-    def encode_text_torch(self, texts: list[str]) -> np.ndarray:
-        """Embed texts with the loaded torch model (trimmed to the real tokens when possible)."""
-        model, _, tokenizer, device = self._load()  # first: its errors come before torch loads
-        from clipsql.models.text_torch import encode_texts
-
-        out, self.last_text_path = encode_texts(model, tokenizer, device, texts)
-        return out
+    return torch.float16 if half else torch.float32

@@ -9,7 +9,10 @@ Python (or with ``clipsql embed-text``) also works from psql::
      ORDER BY embedding <=> clipsql.text_embedding('two dogs in snow') LIMIT 10;
 
 Texts are stored only once a model is bound (the first load), because binding empties the
-table. Vectors read back from the table are half precision, like the image embeddings.
+table. Vectors read back from the table are half precision, like the image embeddings. A
+query is embedded by the model's query engine (int8 where its export passed the check); a
+text stored on purpose (:func:`save`: ``clipsql embed-text``, ``Collection.store_texts``) is
+embedded in fp32 and replaces what a query cached.
 
 >>> import clipsql
 >>> db = clipsql.connect()                                               # doctest: +SKIP
@@ -36,6 +39,8 @@ _lock = threading.Lock()
 _SELECT = "SELECT embedding FROM clipsql.text_embeddings WHERE query = %s"
 _INSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s) "
            "ON CONFLICT (query) DO NOTHING")
+_UPSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s) "
+           "ON CONFLICT (query) DO UPDATE SET embedding = EXCLUDED.embedding")
 
 
 def check_text(text) -> str:
@@ -180,14 +185,14 @@ def save(conn, model, texts) -> list[dict]:
     from pgvector import HalfVector
 
     out = []
-    for text in texts:
+    vectors = model.encode_text(texts, exact=True)  # stored on purpose: fp32
+    for text, vec in zip(texts, vectors):
         known = stored(conn, text) is not None
-        vec = embed(conn, model, text)
-        if not known:  # also when the vector came from memory but the row was deleted since
-            try:
-                conn.execute(_INSERT, (text, HalfVector(vec)))
-            except psycopg.Error as exc:
-                reason = exc.diag.message_primary or exc
-                raise DatabaseError(f"cannot store the query embedding: {reason}") from None
+        try:
+            conn.execute(_UPSERT, (text, HalfVector(vec)))
+        except psycopg.Error as exc:
+            reason = exc.diag.message_primary or exc
+            raise DatabaseError(f"cannot store the query embedding: {reason}") from None
+        _put(_key(conn, model, text), vec)
         out.append({"query": text, "dim": int(vec.shape[0]), "new": not known})
     return out

@@ -68,14 +68,15 @@ _FILE_ERRORS = {200: {"content": {"image/*": {}}}, **m.errors(304, 403, 404, 503
 def create_app(dsn: str | None = None, model: str | None = None, device: str | None = None, *,
                thumbnails_dir: Path | None = None, max_body_bytes: int = MAX_UPLOAD_BYTES,
                allowed_hosts=LOOPBACK_HOSTS, search_connections: int = SEARCH_CONNECTIONS,
-               pool_wait_s: float = POOL_WAIT_S):
-    """The ASGI app: opens the collection and loads its model now, so the first query is fast.
+               pool_wait_s: float = POOL_WAIT_S, steps=None):
+    """The ASGI app: opens the collection and prepares its model now (a first use on this
+    machine exports it, told to ``steps(what)``), so no request pays a one-time set-up.
 
     ``allowed_hosts=None`` accepts any Host header (for ``--host 0.0.0.0`` behind Docker);
     the cross-site check stays on either way.
     """
     backend = Backend(dsn, model, device, search_connections=search_connections,
-                      wait_s=pool_wait_s)
+                      wait_s=pool_wait_s, steps=steps)
     thumbs = ThumbnailCache(thumbnails_dir)
 
     @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ import numpy as np
 from clipsql.database import binding, images
 from clipsql.database import connection as dbmod
 from clipsql.errors import DatabaseError, QueryError
-from clipsql.models.preprocess import stack
+from clipsql.models.image import stack
 from clipsql.web.filters import LABELS_TABLE, build_filter
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
@@ -68,7 +68,7 @@ class Backend:
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
                  device: str | None = None, *, search_connections: int = SEARCH_CONNECTIONS,
-                 wait_s: float = POOL_WAIT_S):
+                 wait_s: float = POOL_WAIT_S, steps=None):
         from clipsql import config
         from clipsql.collection import Collection
 
@@ -78,14 +78,14 @@ class Backend:
         self._model_request = config.model_spec(model)
         self._device = device
         self._model, self._generation = None, None
-        self._model_lock = threading.Lock()  # loading it, and each encode call
+        self._model_lock = threading.Lock()  # opening it (ClipModel itself is thread-safe)
         self._searches = _pool(self.dsn, search_connections, wait_s, "clipsql-search")
         try:
             self._lookups = _pool(self.dsn, LOOKUP_CONNECTIONS, wait_s, "clipsql-lookup")
         except Exception:
             self._searches.close()
             raise
-        self.warm_up()
+        self.warm_up(steps)
 
     def close(self) -> None:
         self._searches.close()
@@ -136,20 +136,20 @@ class Backend:
                 self._model, self._generation = model, now
         return self._model
 
-    def warm_up(self) -> bool:
-        """Load the model now (not on the first query) when the collection has one bound."""
+    def warm_up(self, steps=None) -> bool:
+        """Prepare the model now, at start-up (a first use on this machine exports it, told to
+        ``steps``), so that no request pays a one-time set-up; False if none is bound yet."""
         with self.connection() as conn:
             if binding.bound_model(conn) is None:
                 return False
-            self._embed_text(conn, "warm up")
+            model = self.model(conn)
+        model.prepare(steps)
         return True
 
     def _embed_text(self, conn, text: str) -> np.ndarray:
         from clipsql.query import text_cache
 
-        model = self.model(conn)
-        with self._model_lock:
-            return text_cache.embed(conn, model, text, store=False)
+        return text_cache.embed(conn, self.model(conn), text, store=False)
 
     def embed_upload(self, path: str) -> np.ndarray:
         """The embedding of an uploaded image file (its header already checked)."""
@@ -157,13 +157,11 @@ class Backend:
         from clipsql.ingest.decode import read
 
         model = self.model()
-        model.plan(1)  # one image (a first upload need not import torch: for_workload)
         try:
             decoded = read(path, model.preprocess)
         except ImageError as exc:
             raise QueryError(f"cannot use the uploaded file as a query image: {exc}") from None
-        with self._model_lock:
-            return model.encode_images(stack([decoded.pixels]))[0]
+        return model.encode_images(stack([decoded.pixels]))[0]
 
     # --- searches ------------------------------------------------------------------------------
     def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),

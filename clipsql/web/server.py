@@ -41,10 +41,11 @@ def shown_url(host: str, port: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, dsn: str | None = None,
           model: str | None = None, device: str | None = None, log_level: str = "info",
-          announce=None) -> None:
+          announce=None, steps=None) -> None:
     """Run the web UI until interrupted (what ``clipsql serve`` does).
 
-    ``announce(url)`` is called once the collection and model are loaded, just before listening.
+    ``announce(url)`` is called once the collection and model are ready, just before
+    listening; ``steps(what)`` is told what preparing the model does (a first use exports it).
     """
     import uvicorn
 
@@ -52,7 +53,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, dsn: str | None = None,
 
     host = host.strip("[]")
     check_port(host, port)
-    app = create_app(dsn, model, device,
+    app = create_app(dsn, model, device, steps=steps,
                      allowed_hosts=allowed_hosts(host) if is_loopback(host) else None)
     if announce is not None:
         announce(shown_url(host, port))

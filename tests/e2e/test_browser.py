@@ -107,10 +107,6 @@ def serve(browser, dsn, tiny_model, tmp_path, monkeypatch):
     import clipsql
     from clipsql.web import create_app, serve_in_thread
 
-    # one backend for the library and the server: an upload's scores are compared with the
-    # library's search by that file, and under auto two models may pick different backends
-    monkeypatch.setenv("CLIPSQL_PRECISION", "fp32")
-
     opened = []
 
     def start(folder, viewport=(1000, 700)):

@@ -46,26 +46,15 @@ def test_model_identity_needs_no_open_clip_import():
                    "heavy": False}
 
 
-def test_new_text_query_with_an_exported_tower_loads_no_model(db, dsn, tmp_path):
-    """Once a process has embedded text with the full model (exporting the text tower), a
-    new process answers a text it has never seen without importing torch or open_clip."""
-    db.add_embeddings([f"k{i}" for i in range(30)], np.random.default_rng(1).normal(size=(30, 32)))
-    db.embed_text("exporting query")  # full model: exports the tower into CLIPSQL_HOME
-    expected = [h.id for h in db.search("a text never seen before", limit=3)]
-    db.conn.execute("DELETE FROM clipsql.text_embeddings")
+def test_new_text_query_after_a_load_loads_no_model(dsn, tiny_model, photo_folder):
+    """A text never seen before, in a new process after a load: ONNX Runtime's text tower
+    answers (the load left the export), neither torch nor open_clip is imported."""
+    import clipsql
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+        expected = [h.id for h in db.search("a text never seen before", limit=3)]
+        db.conn.execute("DELETE FROM clipsql.text_embeddings")
     out = run(PROBE.format(text="a text never seen before"), CLIPSQL_DATABASE_URL=dsn)
     assert out["heavy"] == []
     assert out["text"] == expected
-
-
-def test_a_load_exports_the_text_tower_for_the_first_search(dsn, tiny_model, photo_folder,
-                                                            tmp_path, monkeypatch):
-    import clipsql
-
-    monkeypatch.setenv("CLIPSQL_HOME", str(tmp_path / "home"))
-    with clipsql.connect(dsn, model=tiny_model) as db:
-        db.load(photo_folder)
-    assert len(list((tmp_path / "home" / "cache" / "text").iterdir())) == 1
-    out = run(PROBE.format(text="first text ever"), CLIPSQL_DATABASE_URL=dsn,
-              CLIPSQL_HOME=str(tmp_path / "home"))
-    assert out["heavy"] == [] and len(out["text"]) == 3

@@ -9,6 +9,7 @@ from clipsql.errors import EmptyCollectionError, LabelError, QueryError
 from clipsql.models.openclip import ModelSpec
 from clipsql.query import zeroshot
 from tests.integration.test_duplicates import scene
+from tests.integration.test_models_multilingual_siglip import stored_images
 
 LABELS = ["cat", "dog", "car", "a screenshot"]
 TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "art of the {}."]
@@ -24,8 +25,10 @@ def labelled(tmp_path):
     return root
 
 
-def reference(tiny_model, paths, labels, templates):
-    """Probabilities computed directly with open_clip and numpy, nothing from clipsql."""
+def reference(tiny_model, paths, labels, templates, stored=None):
+    """Probabilities computed directly with open_clip and numpy, nothing from clipsql but, if
+    given, the ``stored`` image embeddings (the engine's: its accuracy against open_clip is
+    tests/integration/test_engine.py's; here the label arithmetic is checked)."""
     import open_clip
     import torch
     from PIL import Image
@@ -36,7 +39,7 @@ def reference(tiny_model, paths, labels, templates):
     tokenizer = open_clip.get_tokenizer(spec.arch)
     with torch.no_grad():
         pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
-        img = model.encode_image(pixels).numpy()
+        img = model.encode_image(pixels).numpy() if stored is None else np.array(stored)
         txt = model.encode_text(tokenizer([t.format(lb) for lb in labels for t in templates])).numpy()
         scale = model.logit_scale.exp().item()
     img /= np.linalg.norm(img, axis=1, keepdims=True)
@@ -49,10 +52,7 @@ def reference(tiny_model, paths, labels, templates):
 
 
 def test_probabilities_sum_to_one_and_match_open_clip(dsn, labelled, tiny_model):
-    # fp32 on purpose: this checks the classify arithmetic against open_clip fp32. Under
-    # --precision auto the loader may pick int8/bf16 (cosine >= 0.999, tested in
-    # tests/unit/test_backends_models.py), which moves probabilities by up to ~3e-3.
-    with clipsql.connect(dsn, model=tiny_model, precision="fp32") as db:
+    with clipsql.connect(dsn, model=tiny_model) as db:
         check_probabilities(db, labelled, tiny_model)
 
 
@@ -65,7 +65,7 @@ def check_probabilities(db, labelled, tiny_model):
     for row, (idx, prob) in enumerate(zip(result.top_index, result.top_probability)):
         full[row, idx] = prob
     assert np.allclose(full.sum(axis=1), 1, atol=1e-5)
-    ref = reference(tiny_model, result.paths, LABELS, TEMPLATES)
+    ref = reference(tiny_model, result.paths, LABELS, TEMPLATES, stored_images(db, result.paths))
     # Embeddings are stored as halfvec (about 3 decimal digits); measured max difference 2.5e-4.
     assert np.abs(full - ref).max() < 2e-3, np.abs(full - ref).max()
     best = db.classify("default", top=1)

@@ -165,9 +165,7 @@ def test_decoding_in_processes_gives_the_same_rows_and_failures(pg_admin_url, ti
     rows = {}
     for processes in (False, True):
         with fresh_database(pg_admin_url) as url:
-            # fp32: the two loads must agree to 1e-3; under auto they may run different
-            # backends (the first one may calibrate, which builds the torch model)
-            with clipsql.connect(url, model=tiny_model, precision="fp32") as db:
+            with clipsql.connect(url, model=tiny_model) as db:
                 report = db.load(photo_folder, batch_size=5, workers=2, processes=processes)
                 assert (report.added, report.failed) == (12, 2)
                 failures = db.conn.execute(

@@ -55,9 +55,9 @@ def ray_runtime(model_configs):
 @pytest.fixture(scope="module")
 def slow_model(ray_runtime, tmp_path_factory):
     spec = make_checkpoint("clipsql-ray-slow", tmp_path_factory.mktemp("slow") / "slow.pt", 0)
-    # calibrate --precision auto now (cached for the session's home): the fault tests below
-    # time the load itself, and kill things while it runs
-    ClipModel(spec, device="cpu").backend
+    # export it now (cached for the session): the fault tests below time the load itself,
+    # and kill things while it runs
+    ClipModel(spec, device="cpu").prepare()
     return spec
 
 
@@ -91,10 +91,8 @@ def test_ray_load_matches_the_local_loader(ray_runtime, dsn, second_dsn, tiny_mo
                                            photo_folder):
     (photo_folder / "broken.jpg").write_text("this is not an image")
     make_image(photo_folder / "b" / "late.jpg", color=(1, 2, 3), pattern=4)
-    # fp32 on both sides: under auto each load picks for its own size and process state, and
-    # two int8 backends (each within cosine 0.999 of fp32) need not agree to 1e-3
-    with clipsql.connect(dsn, model=tiny_model, precision="fp32") as db, \
-            clipsql.connect(second_dsn, model=tiny_model, precision="fp32") as other:
+    with clipsql.connect(dsn, model=tiny_model) as db, \
+            clipsql.connect(second_dsn, model=tiny_model) as other:
         local = db.load(photo_folder)
         seen = []
         report = other.load(photo_folder, engine="ray", actors=2, batch_size=4,

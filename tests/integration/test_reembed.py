@@ -62,10 +62,9 @@ def assert_clean_images_table(conn, dim):
 
 def test_reembed_equals_a_fresh_load_with_the_new_model(dsn, pg_admin_url, tiny_model, wide_model,
                                                        photo_folder):
-    # fp32 on both sides: int8 backends (which auto may pick) quantise activations per batch,
-    # so a vector depends on its batch-mates by up to the accuracy bar (cosine 0.999), more
-    # than this comparison of a reembed (batches of 4) with a fresh load (batches of 32) allows
-    with clipsql.connect(dsn, model=tiny_model, precision="fp32") as db:
+    # an int8 tower embeds one image at a time, so a reembed in batches of 4 and a fresh load
+    # in batches of 32 give the same vectors
+    with clipsql.connect(dsn, model=tiny_model) as db:
         db.load(photo_folder)
         db.add_labels(LABELS, templates=TEMPLATES)
         db.store_texts(QUERIES)
@@ -100,7 +99,7 @@ def test_reembed_equals_a_fresh_load_with_the_new_model(dsn, pg_admin_url, tiny_
         assert new_model.identity()["dim"] == 48
 
     with fresh_database(pg_admin_url) as fresh_dsn, \
-            clipsql.connect(fresh_dsn, model=wide_model, precision="fp32") as ref:
+            clipsql.connect(fresh_dsn, model=wide_model) as ref:
         ref.load(photo_folder)
         ref.add_labels(LABELS, templates=TEMPLATES)
         expected = by_path(ref.conn)
@@ -114,7 +113,7 @@ def test_reembed_equals_a_fresh_load_with_the_new_model(dsn, pg_admin_url, tiny_
     assert [s["model"] for s in sets] == [f"clipsql-tiny48/{new_model.pretrained_id}"]
     assert sets[0]["stored_rows"] == 0
     for query in QUERIES:
-        want = new_model.encode_text([query])[0]
+        want = new_model.encode_text([query], exact=True)[0]  # stored texts are fp32
         assert texts[query].to_numpy().shape == (48,)
         assert np.abs(texts[query].to_numpy() - want).max() < 2e-3
 
@@ -206,7 +205,7 @@ def test_a_killed_reembed_resumes_without_loss_or_duplicates(dsn, tiny_model, wi
 def _pixels(model, path):
     from clipsql.ingest.decode import read
 
-    return read(path, model.preprocess, 2 * model.image_size).pixels.unsqueeze(0)
+    return read(path, model.preprocess, 2 * model.image_size).pixels[None]
 
 
 def test_old_vectors_are_kept_until_dropped(dsn, tiny_model, wide_model, photo_folder):
@@ -214,9 +213,8 @@ def test_old_vectors_are_kept_until_dropped(dsn, tiny_model, wide_model, photo_f
 
     from clipsql.cli import main
 
-    # fp32 both times: the vectors must come back equal after two switches, and auto may pick
-    # a different (each within the accuracy bar) backend for a 12-photo load than for a reembed
-    with clipsql.connect(dsn, model=tiny_model, precision="fp32") as db:
+    # the vectors come back equal after two switches: one backend for a load and a reembed
+    with clipsql.connect(dsn, model=tiny_model) as db:
         db.load(photo_folder)
         old = dict(db.conn.execute("SELECT id, embedding FROM clipsql.images").fetchall())
         report = db.reembed(wide_model)
@@ -229,7 +227,7 @@ def test_old_vectors_are_kept_until_dropped(dsn, tiny_model, wide_model, photo_f
         assert db.conn.execute("SELECT count(*) FROM clipsql.reembed_old").fetchone()[0] == 0
         # Back to the first model with the command, the old data dropped at once.
         result = CliRunner().invoke(main, ["reembed", "--model", tiny_model, "--drop-old",
-                                           "--precision", "fp32", "--db", dsn, "--json"])
+                                           "--db", dsn, "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["state"] == "done"
         assert db.conn.execute("SELECT count(*) FROM clipsql.reembed_old").fetchone()[0] == 0

@@ -28,20 +28,6 @@ def module_dsn(pg_admin_url):
         yield url
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fp32():
-    """One backend for the library and the server: an uploaded image must rank exactly like
-    the library's search by that file, and under auto the two models (each planning one
-    image, with different start-up parts done) may pick different backends."""
-    saved = os.environ.get("CLIPSQL_PRECISION")
-    os.environ["CLIPSQL_PRECISION"] = "fp32"
-    yield
-    if saved is None:
-        os.environ.pop("CLIPSQL_PRECISION", None)
-    else:
-        os.environ["CLIPSQL_PRECISION"] = saved
-
-
 @pytest.fixture(scope="module")
 def lib(module_dsn, tiny_model, tmp_path_factory):
     """The library's view of a loaded collection; three rows get camera, date and GPS."""

@@ -50,7 +50,7 @@ def test_model_spec_errors():
 
 def test_model_dimension_without_loading_weights():
     m = ClipModel("ViT-B-32/laion2b_s34b_b79k")
-    assert m.dim == 512 and m._loaded is None
+    assert m.dim == 512 and not m.loaded and not m.prepared
     assert m.identity() == {"arch": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "dim": 512}
 
 
@@ -74,9 +74,10 @@ def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch):
     except OSError:
         pass
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / "cache"))
     started = time.perf_counter()
-    with pytest.raises(ModelError) as info:
-        ClipModel("ViT-B-32/laion2b_s34b_b79k").torch_model
+    with pytest.raises(ModelError) as info:  # the export's own process says it
+        ClipModel("ViT-B-32/laion2b_s34b_b79k").prepare()
     assert "ViT-B-32/laion2b_s34b_b79k" in str(info.value)
     assert "local checkpoint: the model ViT-B-32/PATH/TO/weights.bin" in str(info.value)
     assert time.perf_counter() - started < 30

@@ -1,4 +1,8 @@
-"""Getting pretrained weights: fail in seconds, with the way out, when they cannot be had.
+"""Checkpoints: building open_clip's torch model from its weights, and failing in seconds,
+with the way out, when the weights cannot be had.
+
+torch and open_clip are needed here only: to build the model once per checkpoint for its
+export (:mod:`clipsql.models.export`), on CUDA, and for the few towers ONNX cannot run.
 
 Weights named by a tag (``ViT-B-32/laion2b_s34b_b79k``) come from the Hugging Face hub on
 first use and from its local cache after that. Offline, open_clip would retry for a minute
@@ -12,8 +16,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from clipsql.errors import ModelError
 
@@ -94,3 +101,69 @@ def skipped_init(enabled: bool = True):
 
 def _keep(tensor, *args, **kwargs):
     return tensor
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto``: cuda if available, then mps, then cpu; anything else is returned as given.
+
+    On Linux without NVIDIA device nodes the answer is cpu without importing torch (seconds
+    saved for everything that runs on ONNX Runtime)."""
+    if requested != "auto":
+        return requested
+    if sys.platform.startswith("linux") and "torch" not in sys.modules \
+            and not any(Path("/dev").glob("nvidia*")):
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def precheck(spec, model_config: dict) -> str | None:
+    """The cheap checks, before torch is imported: the checkpoint file exists, the Hugging
+    Face parts can be had (:func:`clipsql.models.hub.check`). The ``pretrained`` to build with."""
+    from clipsql.models import hub
+
+    hub.check(spec.arch, model_config)
+    pretrained = spec.pretrained
+    if spec.is_file:
+        pretrained = str(Path(pretrained).expanduser())
+        if not Path(pretrained).is_file():
+            raise ModelError(f"checkpoint file {pretrained} does not exist")
+    return pretrained
+
+
+def build(spec, model_config: dict, device: str = "cpu", precision: str = "fp32"):
+    """(net, preprocess, tokenizer, seconds) of open_clip's model for ``spec`` (a ModelSpec).
+
+    Every failure is one ModelError: unknown tags, weights that cannot be downloaded, missing
+    Hugging Face parts (checked before torch loads), a checkpoint of another architecture.
+    """
+    from clipsql.models import hub
+    from clipsql.models.spec import register_extra_configs
+
+    pretrained = precheck(spec, model_config)
+    import open_clip
+
+    register_extra_configs()  # the config may have been read without open_clip
+    if pretrained and not spec.is_file and not spec.arch.startswith("hf-hub:"):
+        check_downloadable(spec, pretrained)
+    started = time.perf_counter()
+    try:
+        # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face text
+        # tower is built from its config alone; the CLIP weights replace its own
+        with skipped_init(enabled=bool(pretrained)):
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch, pretrained=pretrained, device=device, precision=precision,
+                pretrained_hf=False)
+    except Exception as exc:
+        raise ModelError(load_error_message(spec, exc)) from None
+    net.eval()
+    try:
+        tokenizer = open_clip.get_tokenizer(spec.arch)
+    except Exception as exc:
+        raise ModelError(hub.tokenizer_error(spec, model_config, exc)) from None
+    return net, preprocess, tokenizer, round(time.perf_counter() - started, 3)

@@ -11,7 +11,7 @@ import pytest
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from clipsql.models.preprocess import for_config, stack
+from clipsql.models.image import for_config, stack
 
 SIZES = [(640, 480), (480, 640), (224, 224), (225, 300), (1000, 223), (224, 500), (99, 77),
          (3000, 2000), (1, 900)]
@@ -59,7 +59,7 @@ def test_stack_keeps_numpy_numpy():
 @pytest.mark.skipif(not sys.platform.startswith("linux") or any(Path("/dev").glob("nvidia*")),
                     reason="needs Linux without NVIDIA devices")
 def test_auto_device_is_cpu_without_importing_torch():
-    code = ("import json, sys; from clipsql.models.device import pick_device; "
+    code = ("import json, sys; from clipsql.models.checkpoint import pick_device; "
             "print(json.dumps([pick_device(), 'torch' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["cpu", False]

@@ -1,0 +1,142 @@
+"""The one cache layout: what clipsql keeps on disk for its models, and how to see and clear it.
+
+Everything lives under one folder, ``$CLIPSQL_CACHE`` (default ``$CLIPSQL_HOME/cache``)::
+
+    models/<key>/            one folder per checkpoint and package versions
+        meta.json            what was exported and checked, preprocessing, logit scale
+        image-fp32.onnx      the image tower (ViT-B-32: 352 MB)
+        image-int8.onnx      its int8 quantisation (ViT-B-32: 89 MB)
+        text-fp32.onnx       the text tower (ViT-B-32: 254 MB)
+        text-int8.onnx       its int8 quantisation (ViT-B-32: 66 MB)
+
+``<key>`` is a hash of the model's identity (architecture, weights tag or checkpoint
+fingerprint) and the versions that shape an export (:data:`KEYED_PACKAGES`): the same
+checkpoint with the same packages finds the same folder on every machine, and an upgrade
+exports again instead of trusting an old file. A folder is written under a temporary name and
+renamed into place, so a reader sees a whole export or none. Folders of older clipsql
+versions (``onnx/``, ``text/``, ``calibration/``) are listed as stale and removed by
+:func:`clear`.
+
+>>> key_of(["x"]) == key_of(["x"]) != key_of(["y"])
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from clipsql import config
+
+#: Kinds of cache folder in use; anything else under the cache root is stale.
+KINDS = ("models",)
+#: Packages whose version changes what an export is (a different version exports anew).
+KEYED_PACKAGES = ("torch", "open_clip_torch", "onnx", "onnxruntime")
+
+
+def root() -> Path:
+    return config.cache_home()
+
+
+def key_of(parts) -> str:
+    """A short stable key for JSON-able ``parts``."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of :data:`KEYED_PACKAGES` (absent ones are left out)."""
+    found = {}
+    for name in KEYED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def folder(kind: str, parts) -> Path:
+    """The cache folder of ``kind`` for the key ``parts`` (it may not exist yet)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}")
+    return root() / kind / key_of([parts, versions()])
+
+
+def write(target: Path, fill: Callable[[Path], None], replace: bool = False) -> bool:
+    """Make ``target`` by ``fill(tmp)`` on a temporary folder beside it, renamed into place;
+    ``replace``: an existing ``target`` (one its reader refused) is moved aside and removed.
+
+    False when another process renamed its folder first (``target`` is then that one's) or
+    the disk refused; the temporary folder never stays.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        fill(tmp)
+        if replace and target.exists():
+            old = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+            os.replace(target, old / "old")
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, target)
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def entries() -> list[dict]:
+    """One dict per cache folder: ``kind``, ``path``, ``bytes``, ``model`` (from its
+    meta.json) and ``stale`` (left by an older clipsql, or an unfinished write)."""
+    out = []
+    base = root()
+    if not base.is_dir():
+        return out
+    for top in sorted(base.iterdir()):
+        children = sorted(top.iterdir()) if top.is_dir() and top.name in KINDS else [top]
+        for path in children:
+            model = None
+            try:
+                meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+                ident = meta.get("identity") or {}
+                model = f"{ident.get('arch')}/{ident.get('pretrained')}"
+            except (OSError, ValueError, AttributeError):
+                pass
+            out.append({"kind": top.name, "path": str(path), "bytes": size_of(path),
+                        "model": model,
+                        "stale": top.name not in KINDS or path.name.startswith(".tmp-")})
+    return out
+
+
+def clear(stale_only: bool = False) -> tuple[int, int]:
+    """Remove cache folders (all, or only stale ones); (folders removed, bytes freed).
+
+    Nothing here is needed for correctness: a removed export is made again on next use.
+    """
+    removed = freed = 0
+    for entry in entries():
+        if stale_only and not entry["stale"]:
+            continue
+        path = Path(entry["path"])
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+        freed += entry["bytes"]
+    base = root()
+    for top in (base.iterdir() if base.is_dir() else ()):
+        if top.is_dir() and not any(top.iterdir()):
+            top.rmdir()
+    return removed, freed

@@ -1,0 +1,220 @@
+"""The engine: one export per checkpoint, checked against open_clip; ONNX Runtime for both
+towers; a precision rule, not a measurement; loads and text queries without torch. Real
+open_clip models (random weights, saved and loaded back), real ONNX Runtime, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import clipsql
+from clipsql.errors import ConfigError, ModelError
+from clipsql.models import cache, export
+from clipsql.models.openclip import ClipModel
+
+TEXTS = ["two dogs playing in the snow", "雪の中で遊ぶ2匹の犬", "invoice", "a", "Ünïcödé 🐕"]
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A cache of this test's own (the session's shared one stays untouched)."""
+    monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def open_clip_reference(spec):
+    """open_clip's own fp32 model, preprocessing and tokenizer for ``spec`` (the reference)."""
+    import open_clip
+
+    arch, path = spec.split("/", 1)
+    net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=path)
+    return net.eval(), preprocess, open_clip.get_tokenizer(arch)
+
+
+def pixels_of(model, n=6, size=(90, 120)):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)) for _ in range(n)]
+    return images, np.stack([model.preprocess(img) for img in images])
+
+
+def cos_min(a, b) -> float:
+    return float(export.cosines(a, b).min())
+
+
+def test_auto_follows_the_rule_and_matches_open_clip(tiny_model, own_cache):
+    model = ClipModel(tiny_model, device="cpu")
+    images, pixels = pixels_of(model)
+    got_images, got_texts = model.encode_images(pixels), model.encode_text(TEXTS)
+    exact = model.encode_text(TEXTS, exact=True)
+    meta = export.read(model.export_folder)
+    expected = export.choose(meta["image"], "auto")[0]
+    assert model.backend == f"onnx-{expected}" and model.backend_reason.startswith("auto: ")
+    net, preprocess, tokenizer = open_clip_reference(tiny_model)
+    with torch.no_grad():
+        ref_images = net.encode_image(torch.stack([preprocess(i) for i in images])).numpy()
+        ref_texts = net.encode_text(tokenizer(TEXTS)).numpy()
+    bar = export.ACCURACY_BAR if expected == "int8" else 1 - 1e-6
+    assert cos_min(got_images, ref_images) >= bar
+    assert cos_min(got_texts, ref_texts) >= export.ACCURACY_BAR
+    # stored embeddings (labels, texts for SQL) are fp32: open_clip's within 1e-4
+    unit = ref_texts / np.linalg.norm(ref_texts, axis=1, keepdims=True)
+    assert np.abs(exact - unit).max() <= 1e-4
+    assert meta["text"]["input"] == "trimmed" and meta["text"]["tokenizer"] == "clip-bpe"
+    assert abs(model.logit_scale - float(net.logit_scale.exp())) < 1e-4
+    assert model.logit_bias is None and model.engine.text_backend.startswith("onnx-")
+
+
+def test_forced_precisions(tiny_model, own_cache):
+    fp32 = ClipModel(tiny_model, device="cpu", precision="fp32")
+    int8 = ClipModel(tiny_model, device="cpu", precision="int8")
+    _, pixels = pixels_of(fp32)
+    a, b = fp32.encode_images(pixels), int8.encode_images(pixels)
+    assert fp32.backend == "onnx-fp32" and int8.backend == "onnx-int8"
+    assert fp32.backend_reason == "asked for (fp32)" and "worst cosine" in int8.backend_reason
+    assert cos_min(a, b) >= 0.99
+    assert fp32.engine.text_backend == "onnx-fp32"
+    with pytest.raises(ConfigError, match="fp16 is for GPUs"):
+        ClipModel(tiny_model, device="cpu", precision="fp16").prepare()
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, int8, fp16"):
+        ClipModel(tiny_model, precision="bf16")
+
+
+def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
+    model = ClipModel(tiny_model, device="cpu").prepare()
+    meta_path = model.export_folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["image"]["int8"]["min_cosine"] = 0.98
+    meta_path.write_text(json.dumps(meta))
+    again = ClipModel(tiny_model, device="cpu")
+    assert again.backend == "onnx-fp32" and "0.98000 < 0.999" in again.backend_reason
+    forced = ClipModel(tiny_model, device="cpu", precision="int8")
+    assert forced.backend == "onnx-int8" and "0.98000" in forced.backend_reason
+
+
+def test_two_fresh_caches_give_the_same_export_and_backend(tiny_model, tmp_path, monkeypatch):
+    """The same checkpoint with the same packages: the same checks, hence the same backend,
+    wherever it is exported (nothing is timed)."""
+    seen = []
+    for name in ("one", "two"):
+        monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / name))
+        model = ClipModel(tiny_model, device="cpu").prepare()
+        meta = export.read(model.export_folder)
+        seen.append((model.backend, model.engine.text_backend,
+                     meta["image"]["int8"]["min_cosine"], meta["text"]["int8"]["min_cosine"],
+                     model.export_folder.name))
+    assert seen[0] == seen[1]
+
+
+def test_the_export_is_made_once_with_its_steps_and_reused(tiny_model, own_cache):
+    steps = []
+    model = ClipModel(tiny_model, device="cpu").prepare(steps.append)
+    assert steps[:2] == ["importing torch and open_clip", "building the model from its weights"]
+    assert steps[2:] == list(export.STEPS)
+    folder = model.export_folder
+    assert folder.parent == own_cache / "models"
+    stamp = (folder / "image-fp32.onnx").stat().st_mtime_ns
+    again = []
+    ClipModel(tiny_model, device="cpu").prepare(again.append)
+    assert again == [] and (folder / "image-fp32.onnx").stat().st_mtime_ns == stamp
+    (entry,) = cache.entries()
+    assert entry["model"].startswith("clipsql-tiny/file:tiny.pt#") and not entry["stale"]
+    assert entry["bytes"] == cache.size_of(folder)
+
+
+def test_a_broken_export_is_made_again_not_trusted(tiny_model, own_cache):
+    model = ClipModel(tiny_model, device="cpu").prepare()
+    folder = model.export_folder
+    with open(folder / "image-int8.onnx", "ab") as f:
+        f.write(b"\0" * 10)  # another size than the one recorded
+    assert export.read(folder) is None
+    steps = []
+    model = ClipModel(tiny_model, device="cpu").prepare(steps.append)
+    assert steps and export.read(model.export_folder) is not None  # exported anew
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["format"] = 1  # a folder of another format: made again too
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert ClipModel(tiny_model, device="cpu").prepare().backend.startswith("onnx-")
+    assert export.read(folder)["format"] == export.FORMAT
+
+
+def test_a_model_that_cannot_be_had_fails_in_the_export_with_its_message(tmp_path, own_cache,
+                                                                        model_configs):
+    with pytest.raises(ModelError, match="does not exist"):
+        ClipModel(f"clipsql-tiny/{tmp_path / 'missing.pt'}").prepare()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load model"):
+        ClipModel(f"clipsql-tiny/{bad}").prepare()
+    assert not (own_cache / "models").exists() or not any((own_cache / "models").iterdir())
+
+
+def test_random_weights_run_on_torch_by_the_rule(model_configs, own_cache):
+    model = ClipModel("clipsql-tiny", device="cpu")
+    assert model.backend == "torch-fp32" and "random" in model.backend_reason
+    assert model.encode_text(["x"]).shape == (1, 32) and model.export_folder is None
+
+
+PROBE = """
+import json, sys
+import clipsql
+with clipsql.connect({dsn!r}, model={spec!r}) as db:
+    report = db.load({folder!r})
+    hits = db.search("a text never seen before", limit=3)
+    status = db.status()
+print(json.dumps({{"added": report.added, "backend": report.backend, "hits": len(hits),
+                  "status": status["backend"],
+                  "heavy": sorted(m for m in ("torch", "open_clip", "torchvision")
+                                  if m in sys.modules)}}))
+"""
+
+
+def test_a_load_and_a_text_query_never_import_torch(dsn, tiny_model, photo_folder):
+    """Also on a first use: the export runs in a process of its own."""
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(dsn=dsn, spec=tiny_model,
+                                                             folder=str(photo_folder))],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ),
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [] and out["added"] == 12 and out["hits"] == 3
+    assert out["status"]["backend"] == out["backend"] and out["backend"].startswith("onnx-")
+    assert out["status"]["text"].startswith("onnx-") and out["status"]["export"]
+
+
+def test_an_offline_first_load_leaves_the_collection_unbound(dsn, tiny_model, photo_folder,
+                                                             monkeypatch, own_cache):
+    """The default model's weights cannot be downloaded: the load fails before binding, so
+    the advised local checkpoint then works (no model mismatch)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with clipsql.connect(dsn, model="ViT-B-32/laion2b_s34b_b79k") as db:
+        with pytest.raises(ModelError):
+            db.load(photo_folder)
+        assert db.status()["model"] is None
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        assert db.load(photo_folder).added == 12
+
+
+@pytest.mark.slow
+def test_the_real_vitb32_architecture_exports_and_keeps_the_bar(vitb32_model):
+    """One test on the full-size ViT-B-32 (random weights): both towers exported, fp32
+    within 1e-4 of torch, int8 within the bar, queries on the torch-free tokenizer."""
+    model = ClipModel(vitb32_model, device="cpu").prepare()
+    meta = export.read(model.export_folder)
+    for tower in ("image", "text"):
+        assert meta[tower]["fp32"]["max_diff"] <= export.FP32_TOLERANCE
+        assert meta[tower]["int8"]["min_cosine"] >= export.ACCURACY_BAR, meta[tower]
+    assert model.backend == "onnx-int8" and model.engine.text_backend == "onnx-int8"
+    assert meta["text"]["tokenizer"] == "clip-bpe" and meta["preprocess"]["size"] == [224, 224]
+    net, _, tokenizer = open_clip_reference(vitb32_model)
+    with torch.no_grad():
+        ref = net.encode_text(tokenizer(TEXTS)).numpy()
+    assert cos_min(model.encode_text(TEXTS), ref) >= export.ACCURACY_BAR
+    assert cos_min(model.encode_text(TEXTS, exact=True), ref) >= 1 - 1e-6
