@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from struct import error as struct_error
@@ -31,6 +33,8 @@ __all__ = ["EXTENSIONS", "MAX_BYTES", "MAX_PIXELS", "Decoded", "decode_bytes", "
 MAX_PIXELS = 180_000_000
 #: Files above this size are not read at all.
 MAX_BYTES = 512 << 20
+#: Bytes the decodes of one process may hold at once (file bytes plus decoded pixels).
+DECODE_MEMORY = 1 << 30
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -49,38 +53,103 @@ class Decoded:
     embedding: object = None  # filled in by the loader after inference
 
 
+class MemoryBudget:
+    """Bytes that concurrent decodes may hold together; a decode takes its share as it learns
+    it (the file's size, then its pixels' once the header is read) and gives it all back at
+    the end. One that does not fit waits, unless it is the oldest decode running: that one
+    always goes on, so decodes never wait on each other in a circle, and what they hold stays
+    under ``limit`` plus the one oversized image the pixel limit allows.
+
+    >>> budget = MemoryBudget(100)
+    >>> with budget.reservation() as r:
+    ...     budget.take(r, 150)    # the oldest (here the only) decode is never held up
+    ...     budget.used
+    150
+    >>> budget.used, budget.peak
+    (0, 150)
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.peak = int(limit), 0, 0
+        self._cond = threading.Condition()
+        self._running: list = []
+
+    @contextmanager
+    def reservation(self):
+        ticket = _Ticket()
+        with self._cond:
+            self._running.append(ticket)
+        try:
+            yield ticket
+        finally:
+            with self._cond:
+                self.used -= ticket.held
+                self._running.remove(ticket)
+                self._cond.notify_all()
+
+    def take(self, ticket: _Ticket, n: int) -> None:
+        with self._cond:
+            while self.used + n > self.limit and self._running[0] is not ticket:
+                self._cond.wait()
+            self.used += n
+            self.peak = max(self.peak, self.used)
+            ticket.held += n
+
+
+class _Ticket:
+    """One decode's share of a :class:`MemoryBudget` (compared by identity)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self):
+        self.held = 0
+
+
+#: The budget of this process's decodes (decoder processes get a share each).
+BUDGET = MemoryBudget(DECODE_MEMORY)
+
+
 def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
     """Decode ``path`` and run ``preprocess`` (open_clip's transform) on the oriented RGB image.
 
     ``draft_size`` lets JPEG decoding use DCT scaling so that both sides stay at least this
-    large; 2x the model input keeps the preprocessed tensor close to the full decode.
+    large; 2x the model input keeps the preprocessed tensor close to the full decode. The
+    file's bytes and decoded pixels count against :data:`BUDGET` until the pixels are
+    preprocessed.
     """
-    try:
-        st = os.stat(path)
-        if st.st_size == 0:
-            raise ImageError("empty", "the file is empty (0 bytes)")
-        if st.st_size > MAX_BYTES:
-            raise ImageError("too_large", f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
-        with open(path, "rb") as f:
-            data = f.read()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError("vanished", "the file disappeared before it could be read") from None
-    except PermissionError:
-        raise ImageError("unreadable", "permission denied") from None
-    except OSError as exc:
-        raise ImageError("unreadable", exc.strerror or str(exc)) from None
-    return decode_bytes(path, data, st, preprocess, draft_size)
+    with BUDGET.reservation() as ticket:
+        try:
+            st = os.stat(path)
+            if st.st_size == 0:
+                raise ImageError("empty", "the file is empty (0 bytes)")
+            if st.st_size > MAX_BYTES:
+                raise ImageError("too_large", f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
+            BUDGET.take(ticket, st.st_size)
+            with open(path, "rb") as f:
+                data = f.read()
+        except ImageError:
+            raise
+        except FileNotFoundError:
+            raise ImageError("vanished", "the file disappeared before it could be read") from None
+        except PermissionError:
+            raise ImageError("unreadable", "permission denied") from None
+        except OSError as exc:
+            raise ImageError("unreadable", exc.strerror or str(exc)) from None
+        return decode_bytes(path, data, st, preprocess, draft_size, ticket)
 
 
-def decode_bytes(path, data: bytes, st, preprocess, draft_size=None) -> Decoded:
+def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None) -> Decoded:
+    """:func:`read` for bytes already in memory (``ticket``: the budget reservation they
+    are counted in, if any; else one is made for the pixels)."""
+    if ticket is None:
+        with BUDGET.reservation() as own:
+            return decode_bytes(path, data, st, preprocess, draft_size, own)
     digest = hashlib.sha256(data).hexdigest()
     try:
         if is_raw(path):
             width, height, fmt, meta, img = _open_raw(path, data, draft_size)
         else:
-            width, height, fmt, meta, img = _open_pillow_or_without_text(data, draft_size)
+            width, height, fmt, meta, img = _open_pillow_or_without_text(data, draft_size, ticket)
         pixels = preprocess(img)
     except ImageError:
         raise
@@ -101,18 +170,18 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None) -> Decoded:
     )
 
 
-def _open_pillow_or_without_text(data: bytes, draft_size):
+def _open_pillow_or_without_text(data: bytes, draft_size, ticket):
     try:
-        return _open_pillow(data, draft_size)
+        return _open_pillow(data, draft_size, ticket)
     except ValueError as exc:
         # A PNG text chunk past PngImagePlugin's limits is still an image: read it without
         # its text chunks (the limits stay: they guard memory against zlib bombs).
         if not data.startswith(_PNG_SIGNATURE) or "text" not in str(exc).lower():
             raise
-        return _open_pillow(_without_png_text(data), draft_size)
+        return _open_pillow(_without_png_text(data), draft_size, ticket)
 
 
-def _open_pillow(data: bytes, draft_size):
+def _open_pillow(data: bytes, draft_size, ticket):
     """(width, height, format, meta, upright RGB image) of a file Pillow reads."""
     img = Image.open(io.BytesIO(data))
     fmt = img.format or "UNKNOWN"
@@ -125,6 +194,8 @@ def _open_pillow(data: bytes, draft_size):
         img.seek(0)
     if draft_size and fmt == "JPEG":
         img.draft("RGB", (draft_size, draft_size))
+    # the decoded frame, and one converted or rotated copy of it, 4 bytes a pixel at most
+    BUDGET.take(ticket, 8 * img.size[0] * img.size[1])
     img = ImageOps.exif_transpose(img)
     img = img.convert("RGB") if img.mode != "RGB" else img
     if meta["orientation"] in (5, 6, 7, 8):

@@ -19,14 +19,16 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from clipsql.errors import LoadError
+from clipsql.ingest import decode
 from clipsql.ingest.decode import read
 
 _state: dict = {}
 
 
-def _start_process(preprocess, draft_size) -> None:
+def _start_process(preprocess, draft_size, workers) -> None:
     if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
         sys.modules["torch"].set_num_threads(1)
+    decode.BUDGET = decode.MemoryBudget(decode.DECODE_MEMORY // workers)  # a share each
     _state.update(preprocess=preprocess, draft_size=draft_size)
 
 
@@ -43,7 +45,7 @@ class Decoders:
         if processes:
             self._pool = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_process, initargs=(preprocess, draft_size))
+                initializer=_start_process, initargs=(preprocess, draft_size, workers))
         else:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clipsql-decode")
 

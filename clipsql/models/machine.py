@@ -1,8 +1,8 @@
 """The machine a figure was measured on: CPU model, the features that set ONNX Runtime's
 kernels (AVX2, AVX-512, VNNI for int8, AMX), and package versions.
 
-Every benchmark prints :func:`one_line` first, and ``clipsql status --json`` includes
-:func:`describe`: a timing means little without the CPU it came from.
+Every benchmark prints :func:`one_line` first: a timing means little without the CPU it
+came from.
 
 >>> info = describe()
 >>> sorted(info) == ["cpu", "features", "logical_cpus", "versions"]
@@ -51,10 +51,10 @@ def cpu_features() -> list[str]:
     return [f for f in FEATURES if f in flags]
 
 
-def versions() -> dict[str, str]:
-    """Installed versions of :data:`PACKAGES` (absent ones are left out)."""
+def versions(packages=PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (absent ones are left out)."""
     found = {}
-    for name in PACKAGES:
+    for name in packages:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -119,8 +119,8 @@ class ClipModel:
 
     @property
     def export_folder(self) -> Path | None:
-        """Where this checkpoint's export lives (None: weights without a checkpoint)."""
-        return None if self.spec.pretrained is None else export.folder_for(self.identity())
+        """Where this checkpoint's export lives (None: random weights, nothing to key it by)."""
+        return None if self.pretrained_id == "random" else export.folder_for(self.identity())
 
     # --- preparing: the one-time set-up ------------------------------------------------------
     def prepare(self, steps=None) -> ClipModel:
@@ -141,8 +141,9 @@ class ClipModel:
         from clipsql.models.text import OnnxTextEncoder, TorchTextEncoder
 
         device, requested = self.device, self._precision_request
-        if requested == "fp16" and device == "cpu":
-            raise ConfigError("precision fp16 is for GPUs; on a CPU use auto, fp32 or int8")
+        if requested == "fp16" and not device.startswith("cuda"):
+            raise ConfigError(f"precision fp16 is for CUDA GPUs; on {device} use auto or fp32"
+                              + (" or int8" if device == "cpu" else ""))
         if requested == "int8" and device != "cpu":
             raise ConfigError(f"precision int8 runs on the CPU; on {device} use fp16 or fp32")
         meta = self._exported(steps)

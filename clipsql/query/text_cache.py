@@ -10,9 +10,11 @@ Python (or with ``clipsql embed-text``) also works from psql::
 
 Texts are stored only once a model is bound (the first load), because binding empties the
 table. Vectors read back from the table are half precision, like the image embeddings. A
-query is embedded by the model's query engine (int8 where its export passed the check); a
-text stored on purpose (:func:`save`: ``clipsql embed-text``, ``Collection.store_texts``) is
-embedded in fp32 and replaces what a query cached.
+query (library, web, psycopg, SQLAlchemy alike) is embedded by the model's query engine,
+int8 where its export passed the check, and the table caches exactly the vector it ranked
+with; a text stored on purpose (:func:`save`: ``clipsql embed-text``,
+``Collection.store_texts``) is embedded in fp32, like labels, and replaces what a query
+cached.
 
 >>> import clipsql
 >>> db = clipsql.connect()                                               # doctest: +SKIP

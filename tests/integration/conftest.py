@@ -18,9 +18,9 @@ def encodes(monkeypatch):
     calls = []
     original = ClipModel.encode_text
 
-    def counting(self, texts):
+    def counting(self, texts, exact=False):
         calls.append(list(texts))
-        return original(self, texts)
+        return original(self, texts, exact)
 
     monkeypatch.setattr(ClipModel, "encode_text", counting)
     return calls

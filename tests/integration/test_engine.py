@@ -81,7 +81,7 @@ def test_forced_precisions(tiny_model, own_cache):
     assert fp32.backend_reason == "asked for (fp32)" and "worst cosine" in int8.backend_reason
     assert cos_min(a, b) >= 0.99
     assert fp32.engine.text_backend == "onnx-fp32"
-    with pytest.raises(ConfigError, match="fp16 is for GPUs"):
+    with pytest.raises(ConfigError, match="fp16 is for CUDA GPUs; on cpu use auto or fp32 or int8"):
         ClipModel(tiny_model, device="cpu", precision="fp16").prepare()
     with pytest.raises(ConfigError, match="precision must be one of auto, fp32, int8, fp16"):
         ClipModel(tiny_model, precision="bf16")

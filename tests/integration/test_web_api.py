@@ -4,7 +4,6 @@ real PostgreSQL and the tiny model. Results are compared with the library's own.
 from __future__ import annotations
 
 import io
-import os
 import socket
 import statistics
 import time

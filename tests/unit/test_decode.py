@@ -1,6 +1,7 @@
 """Decoding: draft-mode JPEG decoding stays within a small error of the exact path."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -60,3 +61,27 @@ def test_vanished_file(tmp_path):
     with pytest.raises(ImageError) as info:
         decode.read(str(tmp_path / "gone.jpg"), lambda img: img)
     assert info.value.reason == "vanished"
+
+
+def test_concurrent_decodes_stay_within_the_memory_budget(tmp_path, monkeypatch):
+    """Large images decoded by many threads at once: what they hold together stays under the
+    budget plus one image (the oldest decode always goes on, so none waits forever)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from clipsql.ingest import decode
+
+    paths = []
+    for i in range(8):  # 3000x2500 PNGs: small files, 7.5 MP each (60 MB counted each)
+        path = tmp_path / f"big{i}.png"
+        Image.new("RGB", (3000, 2500), (i * 30, 0, 0)).save(path)
+        paths.append(str(path))
+    budget = decode.MemoryBudget(100 << 20)
+    monkeypatch.setattr(decode, "BUDGET", budget)
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda p: decode.read(p, lambda img: img.resize((8, 8))), paths))
+    assert [d.width for d in out] == [3000] * 8
+    one = 8 * 3000 * 2500 + max(os.path.getsize(p) for p in paths)
+    assert one < budget.peak <= budget.limit + one
+    assert budget.used == 0

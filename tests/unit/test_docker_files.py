@@ -93,7 +93,7 @@ def test_compose_serves_the_ui_with_photos_and_a_persistent_model_cache(compose)
         mounts[target] = (source, mode)
     assert mounts["/photos"][1] == "ro" and mounts["/photos"][0].startswith("${PHOTOS")
     named = set(compose["volumes"])
-    for variable in ("HF_HOME", "CLIPSQL_HOME"):  # model weights; thumbnails
+    for variable in ("HF_HOME", "CLIPSQL_CACHE", "CLIPSQL_HOME"):  # weights; exports; thumbnails
         top = "/" + Path(docker_env()[variable]).parts[1]
         assert mounts[top][0] in named, variable  # a named volume: survives `compose down`
 
