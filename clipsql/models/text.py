@@ -48,6 +48,9 @@ class OnnxTextEncoder:
         self._tokenizer = None
         #: the precision queries run in ("int8" or "fp32"); stored embeddings always fp32
         self.precision = "int8" if int8 else "fp32"
+        # the query session now (a prepared model answers its first query at full speed);
+        # the fp32 one, for stored embeddings, on first use
+        runtime.session(self._int8_path or self._fp32_path, runtime.TEXT_THREADS)
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         if self._tokenizer is None:
