@@ -47,12 +47,14 @@ def cpu_model() -> str:
 
 
 def print_machine() -> None:
-    """The first line of every benchmark: date, CPU model and features, package versions."""
+    """The first lines of every benchmark: date, CPU model and features, package versions;
+    then the load average (other processes share the CPU: a figure means little without it)."""
     import datetime
 
     from clipsql.models.machine import one_line
 
     print(f"{datetime.date.today()}  {one_line()}", flush=True)
+    print(f"machine: {load_average()} at the start", flush=True)
 
 
 def make_photos(folder: Path, count: int) -> Path:
@@ -64,28 +66,66 @@ def make_photos(folder: Path, count: int) -> Path:
     return folder
 
 
-def random_vitb32(tmp: Path) -> str:
-    """The spec of a ViT-B-32 checkpoint with (seeded) random weights saved in ``tmp``; the
-    text tower exported for it stays in ``tmp`` too, not in the user's home."""
-    import open_clip
-    import torch
+#: An existing ViT-B-32 state_dict to use instead of building the random one (600 MB, seconds
+#: to write): the tests pass the session's checkpoint.
+ENV_CHECKPOINT = "CLIPSQL_BENCH_CHECKPOINT"
+#: A cache folder kept across benchmark runs for the benchmark checkpoint's export (default:
+#: one in the scratch folder, removed at exit): the tests share one, so ViT-B-32 is exported once.
+ENV_CACHE = "CLIPSQL_BENCH_CACHE"
 
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp / "vit-b-32.pt")
+
+def random_vitb32(tmp: Path) -> str:
+    """The spec of a ViT-B-32 checkpoint with (seeded) random weights saved in ``tmp``, or of
+    ``$CLIPSQL_BENCH_CHECKPOINT`` where that is set.
+
+    The export of it stays out of the user's home and cache: ``CLIPSQL_HOME`` becomes
+    ``tmp/home`` and ``CLIPSQL_CACHE`` ``$CLIPSQL_BENCH_CACHE`` or ``tmp/home/cache``.
+    """
+    given = os.environ.get(ENV_CHECKPOINT)
+    if given:
+        path = Path(given).expanduser().resolve()
+        if not path.is_file():
+            sys.exit(f"{ENV_CHECKPOINT}={given}: no such file")
+    else:
+        import open_clip
+        import torch
+
+        path = tmp / "vit-b-32.pt"
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), path)
     os.environ["CLIPSQL_HOME"] = str(tmp / "home")
-    return f"ViT-B-32/{tmp / 'vit-b-32.pt'}"
+    os.environ["CLIPSQL_CACHE"] = os.environ.get(ENV_CACHE) or str(tmp / "home" / "cache")
+    return f"ViT-B-32/{path}"
 
 
 def model_only(model, n: int, batch: int = 32) -> float:
     """Images/s of ``model.encode_images`` alone, on random preprocessed batches (no decoding)."""
     import time
 
-    import torch
+    import numpy as np
 
-    x = torch.randn(batch, 3, model.image_size, model.image_size)
+    size = model.image_size
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     model.encode_images(x)  # warm-up
     done, started = 0, time.perf_counter()
     while done < n:
         model.encode_images(x)
         done += batch
     return done / (time.perf_counter() - started)
+
+
+def timed_prepare(model) -> tuple[float, list[tuple[float, str]]]:
+    """Prepare ``model`` (its one-time export if the cache has none): seconds, and the export's
+    steps with their times (empty when the export was cached)."""
+    import time
+
+    steps = []
+    started = time.perf_counter()
+    model.prepare(lambda what: steps.append((time.perf_counter() - started, what)))
+    return time.perf_counter() - started, steps
+
+
+def load_average() -> str:
+    """``load average 1.23 0.98 0.80 on N cores``: how busy the machine was."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} logical CPUs"

@@ -1,33 +1,41 @@
-"""Text queries: every text path of clipsql against open_clip's encode_text, one new query at a time.
+"""Text queries: clipsql's text engine (ONNX Runtime) against open_clip's encode_text, one new
+query at a time.
 
-    python benchmarks/text.py [--model ViT-B-32] [--repeats 5] [--check 300]
+    python benchmarks/text.py [--model ARCH/CHECKPOINT] [--repeats 5] [--check 300]
 
-Random weights (a seeded checkpoint saved in a scratch folder; speed does not depend on the
-weights). Per short query (2 to 9 words), tokenizer included, the median over
-``QUERIES x --repeats``:
+Default model: ViT-B-32 with seeded random weights (``$CLIPSQL_BENCH_CHECKPOINT``: an existing
+ViT-B-32 state_dict instead; speed does not depend on the weights). Its export is made first
+if the cache has none (timed, once per checkpoint and machine). Per short query (2 to 9
+words), tokenizer included, the median over ``QUERIES x --repeats``; the ONNX Runtime rows
+interleaved query by query so a busy machine slows them alike:
 
-- open_clip ``encode_text`` (77 padded tokens): the baseline;
-- clipsql's torch path (real tokens only, prepacked oneDNN weights, one thread);
-- the exported numpy tower (what a new process uses without torch);
-- ONNX Runtime fp32 and int8 on the real tokens (the ``onnx`` extra);
-- the public API: ``ClipModel.encode_text`` of a fresh model object, which takes whichever
-  engine :mod:`clipsql.models.text_choice` measured fastest here among those that passed
-  their accuracy check.
+- open_clip ``encode_text`` (77 padded tokens, torch fp32), with torch's default threads and
+  with one, each in a block of its own (between ONNX Runtime calls torch's OpenMP threads
+  fall asleep, and changing its thread count rebuilds its pool: interleaving would slow the
+  baseline unfairly); the faster of the two is the baseline the ratios are taken to;
+- ONNX Runtime fp32 and int8 on the export's text tower (real tokens only for CLIP towers),
+  with 1 and 2 intra-op threads (clipsql's setting: ``runtime.TEXT_THREADS``);
+- the public API: ``ClipModel.encode_text`` of a fresh, prepared model (int8 where the
+  export's check kept cosine >= 0.999, else fp32), and ``exact=True`` (fp32, what is stored).
 
-Each path's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12
-words is printed beside it (the bar: 0.999).
+Each row's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12 words
+is printed beside it. Last: whether a new process answering a text query from the cache
+imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
-from common import print_machine, random_vitb32, scratch_dir
+from common import print_machine, random_vitb32, scratch_dir, timed_prepare
 
 QUERIES = [
     "a dog", "two dogs in snow", "a red bicycle leaning on a wall",
@@ -35,7 +43,24 @@ QUERIES = [
     "children building a sandcastle on a sunny beach", "the Eiffel tower at night in the rain",
     "a cat sleeping on a laptop keyboard next to coffee",
 ]
-WORDS = ["dog", "cat", "red", "blue", "old", "young", "photo", "of", "a", "the", "with", "in", "on", "at", "near", "under", "two", "three", "snow", "beach", "city", "night", "street", "car", "bicycle", "mountain", "lake", "forest", "child", "woman", "man", "café", "naïve", "sunset", "rain", "portrait", "screenshot", "invoice", "1999", "#tag", "U.S.A.", "don't", "❤️", "emoji's"]
+WORDS = ["dog", "cat", "red", "blue", "old", "young", "photo", "of", "a", "the", "with", "in",
+         "on", "at", "near", "under", "two", "three", "snow", "beach", "city", "night",
+         "street", "car", "bicycle", "mountain", "lake", "forest", "child", "woman", "man",
+         "café", "naïve", "sunset", "rain", "portrait", "screenshot", "invoice", "1999", "#tag",
+         "U.S.A.", "don't", "❤️", "emoji's", "雪", "Ünïcödé"]
+BASELINE = "open_clip encode_text (77 tokens, torch fp32)"
+BASELINE_1 = "open_clip encode_text, torch 1 thread"
+
+#: What a new process does to answer a text query from the cache: does it import torch?
+NEW_PROCESS = r"""
+import json, sys, time
+t = time.perf_counter()
+from clipsql.models.openclip import ClipModel
+m = ClipModel(sys.argv[1])
+m.encode_text(["a photo of a dog"])
+print(json.dumps({"seconds": time.perf_counter() - t, "torch": "torch" in sys.modules,
+                  "open_clip": "open_clip" in sys.modules, "text": m.engine.text_backend}))
+"""
 
 
 def random_queries(n, seed=0):
@@ -43,85 +68,125 @@ def random_queries(n, seed=0):
     return [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 12))) for _ in range(n)]
 
 
-def p50_ms(encode, repeats):
-    times = []
-    for q in QUERIES:
-        encode([q])  # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter()
-            encode([q])
-            times.append(1000 * (time.perf_counter() - t))
-    return statistics.median(times)
+def p50s(paths: dict, repeats: int) -> dict:
+    """Median ms per query of each path, interleaved: each query through every path in turn."""
+    times = {name: [] for name in paths}
+    for encode in paths.values():
+        encode(["warm-up"])
+    for _ in range(repeats):
+        for q in QUERIES:
+            for name, encode in paths.items():
+                t = time.perf_counter()
+                encode([q])
+                times[name].append(1000 * (time.perf_counter() - t))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def worst_cosine(encode, reference, queries):
     got = np.concatenate([encode([q]) for q in queries])
-    return float(((got * reference).sum(1) / np.linalg.norm(got, axis=1)).min())
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    return float((got * reference).sum(1).min())
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="ViT-B-32")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="ARCH/CHECKPOINT (default: ViT-B-32, seeded random weights)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--check", type=int, default=300)
+    ap.add_argument("--check", type=int, default=300, help="queries the cosines are taken over")
     args = ap.parse_args()
     print_machine()
+    tmp = scratch_dir("clipsql-text-")
+    spec = args.model or random_vitb32(tmp)
+    arch = spec.split("/")[0]
+
+    from clipsql.models import export, runtime
+    from clipsql.models.openclip import ClipModel
+    from clipsql.models.text import OnnxTextEncoder
+
+    seconds, steps = timed_prepare(ClipModel(spec, device="cpu"))
+    print(f"export: made now in {seconds:.1f} s (once per checkpoint and machine)" if steps
+          else f"export: found in the cache ({seconds:.2f} s to open it)", flush=True)
+
+    fresh = ClipModel(spec, device="cpu")  # a new model object on the cached export
+    t = time.perf_counter()
+    fresh.prepare()
+    fresh.encode_text(["warm-up"])
+    opened = 1000 * (time.perf_counter() - t)
+
     import torch
 
-    from clipsql.models import onnx_export, runner, text_numpy
-    from clipsql.models.onnx_runtime import TextEncoder
-    from clipsql.models.openclip import ClipModel
-
-    tmp = scratch_dir("clipsql-text-")
-    spec = random_vitb32(tmp) if args.model == "ViT-B-32" else args.model
-    model = ClipModel(spec, device="cpu", precision="fp32")
-    m, tok = model.torch_model, model.tokenizer
+    baseline_model = ClipModel(spec, device="cpu", precision="fp32")
+    net, tok = baseline_model.torch_model, baseline_model.tokenizer
 
     def full(texts):
         with torch.inference_mode():
-            return torch.nn.functional.normalize(m.encode_text(tok(texts)).float(), dim=-1).numpy()
+            return torch.nn.functional.normalize(net.encode_text(tok(texts)).float(), dim=-1).numpy()
 
-    paths = {"open_clip encode_text (77 tokens)": full,
-             "clipsql torch (trimmed, packed)": model.encode_text_torch}
-    model.export_text_tower()
-    tower = text_numpy.open_for(model)
-    if tower is not None:
-        tower.engine = None
-        paths["exported numpy tower"] = tower.encode
-    meta = runner.ensure_export(model)
-    folder = onnx_export.cache_dir(model)
-    for precision in ("fp32", "int8"):
-        info = (meta or {}).get("files", {}).get(f"text-{precision}")
-        if info and info.get("ok") and tower is not None:
-            enc = TextEncoder(folder / onnx_export.FILES[f"text-{precision}"])
-            paths[f"ONNX Runtime {precision} (real tokens)"] = \
-                lambda texts, enc=enc: enc.encode_ids(tower.ids(texts)[0])
-            if (cores := os.cpu_count() or 1) > 1:  # what one thread per query gives up
-                enc_n = TextEncoder(folder / onnx_export.FILES[f"text-{precision}"], threads=cores)
-                paths[f"ONNX Runtime {precision}, {cores} threads"] = \
-                    lambda texts, enc=enc_n: enc.encode_ids(tower.ids(texts)[0])
-        elif info:
-            print(f"ONNX Runtime {precision}: export not kept ({info})")
-    fresh = ClipModel(spec, device="cpu")
-    t = time.perf_counter()
-    fresh.encode_text(["warm-up"])
-    opened = 1000 * (time.perf_counter() - t)
-    engine = fresh.text_tower().engine if fresh.text_tower() is not None else None
-    chosen = "numpy" if engine is None else engine.path.stem
-    paths[f"public API: ClipModel.encode_text ({chosen})"] = fresh.encode_text
+    paths = {BASELINE: full}
+    folder = fresh.export_folder
+    meta = export.read(folder) or {}
+    tower = meta.get("text") or {}
+    if "fp32" not in tower:
+        print(f"the text tower has no ONNX export: {tower.get('error', 'no export')}")
+    else:
+        tokens = OnnxTextEncoder(folder, tower, arch, int8=False)
+        threads = [n for n in (1, 2) if n <= runtime.cores()]
+        for precision in ("fp32", "int8"):
+            if precision not in tower:
+                print(f"ONNX Runtime {precision}: none ({tower.get('int8_error', 'not exported')})")
+                continue
+            for n in threads:
+                session = runtime.open_session(folder / tower[precision]["file"], n)
+                paths[f"ONNX Runtime {precision}, {n} thread{'s' if n > 1 else ''}"] = \
+                    lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
+    public = f"public API: ClipModel.encode_text ({fresh.engine.text_backend})"
+    paths[public] = fresh.encode_text
+    paths["public API: encode_text(exact=True) (fp32)"] = \
+        lambda texts: fresh.encode_text(texts, exact=True)
 
-    checks = random_queries(args.check)
+    # open_clip in blocks of its own (torch's default threads, then one thread): interleaved
+    # with ONNX Runtime calls, torch's OpenMP threads fall asleep between its calls (and
+    # switching its thread count rebuilds its pool), which would slow the baseline unfairly
+    ms = p50s({BASELINE: full}, args.repeats)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ms[BASELINE_1] = p50s({BASELINE_1: full}, args.repeats)[BASELINE_1]
+    finally:
+        torch.set_num_threads(saved)
+    onnx = {name: f for name, f in paths.items() if name != BASELINE}
+    ms.update(p50s(onnx, args.repeats))
+    checks = random_queries(args.check)  # after the timings: a big torch batch slows later calls
     reference = full(checks)
-    rows = {name: (p50_ms(f, args.repeats), worst_cosine(f, reference, checks))
-            for name, f in paths.items()}
-    base = rows["open_clip encode_text (77 tokens)"][0]
-    print(f"{args.model}: one new query of 2-9 words, p50 over {len(QUERIES)} queries x "
-          f"{args.repeats}; worst cosine to open_clip fp32 over {args.check} queries; torch "
-          f"threads {torch.get_num_threads()}")
-    for name, (ms, cos) in rows.items():
-        print(f"  {name:<46} p50 {ms:6.1f} ms  {base / ms:5.1f}x open_clip   worst cosine {cos:.5f}")
-    print(f"  (the fresh model's first query, opening the export and choosing the engine: "
+    cos = {name: worst_cosine(f, reference, checks) for name, f in paths.items()}
+    cos[BASELINE_1] = cos[BASELINE]
+    order = [BASELINE, BASELINE_1, *onnx]
+    base = min(ms[BASELINE], ms[BASELINE_1])  # the better of open_clip's two: the baseline
+    print(f"{arch}: one new query of 2-9 words, tokenizer included; p50 over {len(QUERIES)} "
+          f"queries x {args.repeats} (ONNX Runtime rows interleaved); worst cosine to open_clip fp32 over "
+          f"{args.check} queries (the bar: {export.ACCURACY_BAR}); ratios to the faster "
+          f"open_clip row; torch threads "
+          f"{torch.get_num_threads()}, clipsql's text threads runtime.TEXT_THREADS = "
+          f"{runtime.TEXT_THREADS}")
+    for name in order:
+        print(f"  {name:<50} p50 {ms[name]:6.2f} ms  {base / ms[name]:5.1f}x open_clip   "
+              f"worst cosine {cos[name]:.5f}")
+    print(f"public API / open_clip: {base / ms[public]:.1f}x faster per query "
+          f"({ms[public]:.2f} ms vs {base:.2f} ms)")
+    print(f"(a fresh model's prepare + first query on the cached export, sessions opened: "
           f"{opened:.0f} ms, once per process)")
+    check_new_process(spec)
+
+
+def check_new_process(spec: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", NEW_PROCESS, spec], capture_output=True,
+                          text=True, env={**os.environ}, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"the new-process text query failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"a new process answering a text query from the cache ({r['text']}): imports torch: "
+          f"{'yes' if r['torch'] else 'no'}, open_clip: {'yes' if r['open_clip'] else 'no'}; "
+          f"{r['seconds']:.2f} s from `import clipsql` to the embedding")
 
 
 if __name__ == "__main__":

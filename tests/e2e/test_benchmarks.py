@@ -120,8 +120,8 @@ def test_load_benchmark(tmp_path, tiny_model):
 
 def test_memory_benchmark(tmp_path, tiny_model):
     out = bench("memory.py", "--count", "30", "--ordinary", "4", "--model", tiny_model,
-                tmp_path=tmp_path)
-    assert "export (its own process, brand-new cache): peak RSS" in out
+                "--with-env", "MALLOC_ARENA_MAX=2", tmp_path=tmp_path)
+    assert "export (export.in_subprocess, brand-new cache): peak RSS" in out
     assert "made 30 hostile files" in out
     assert "clipsql load, ordinary: peak RSS" in out and "clipsql load, hostile: peak RSS" in out
     for kind, outcome in (("zero_bytes", "failed empty"), ("jpeg_truncated", "failed truncated"),
@@ -131,5 +131,7 @@ def test_memory_benchmark(tmp_path, tiny_model):
                           ("ordinary_jpeg", "embedded"), ("gif_many_frames", "embedded")):
         line = next(x for x in out.splitlines() if x.strip().startswith(kind + " "))
         assert outcome in line, line
+    assert "clipsql load, hostile, MALLOC_ARENA_MAX=2: peak RSS" in out
+    assert "with MALLOC_ARENA_MAX=2:" in out and "the peak above" in out
     assert "web server (create_app + serve_in_thread, model prepared): idle VmRSS" in out
     assert "upload: camera JPEG 4000x3000" in out and "above idle" in out

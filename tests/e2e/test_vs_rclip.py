@@ -40,7 +40,10 @@ def test_vs_rclip_benchmark(tmp_path, request):
         [sys.executable, str(BENCH), "--count", "4", "--repeats", "1", "--warmups", "0",
          "--model", tiny_model, "--rclip-venv", str(RCLIP_VENV)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
-        env={**os.environ, "TMPDIR": str(scratch)})  # CLIPSQL_MODEL_CONFIGS: from tiny_model
+        # CLIPSQL_MODEL_CONFIGS: from tiny_model; no session CLIPSQL_CACHE: the benchmark
+        # keeps its exports and calibrations in the homes it makes, as for a user
+        env={**{k: v for k, v in os.environ.items() if k != "CLIPSQL_CACHE"},
+             "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     out = proc.stdout
     for line in ("rclip_time / clipsql_time", "nothing new", "model only", "load rate / model-only",

@@ -20,8 +20,8 @@ EXPECTED_IMAGE_COLUMNS = {
 }
 
 
-def test_applying_all_migrations_yields_the_expected_schema(dsn):
-    with dbmod.connect(dsn) as conn:
+def test_applying_all_migrations_yields_the_expected_schema(empty_dsn):
+    with dbmod.connect(empty_dsn) as conn:
         applied = migrate.apply(conn)
         assert [m.version for m in applied] == [m.version for m in migrate.available()]
         cols = dict(conn.execute(
@@ -35,20 +35,20 @@ def test_applying_all_migrations_yields_the_expected_schema(dsn):
         assert migrate.current_version(conn) == migrate.available()[-1].version
 
 
-def test_migrations_are_plain_sql_that_psql_style_execution_accepts(dsn):
+def test_migrations_are_plain_sql_that_psql_style_execution_accepts(empty_dsn):
     """Each file runs as one script with no Python (as `psql -f` would)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
         for m in migrate.available():
             conn.execute(m.sql())
         assert conn.execute("SELECT to_regclass('clipsql.images')").fetchone()[0] == "clipsql.images"
 
 
-def test_concurrent_migrations_are_safe(dsn):
+def test_concurrent_migrations_are_safe(empty_dsn):
     errors = []
 
     def run():
         try:
-            with dbmod.connect(dsn) as conn:
+            with dbmod.connect(empty_dsn) as conn:
                 migrate.apply(conn)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -59,7 +59,7 @@ def test_concurrent_migrations_are_safe(dsn):
     for t in threads:
         t.join()
     assert errors == []
-    with dbmod.connect(dsn) as conn:
+    with dbmod.connect(empty_dsn) as conn:
         n = conn.execute("SELECT count(*) FROM clipsql.schema_version").fetchone()[0]
     assert n == len(migrate.available())
 
@@ -72,22 +72,22 @@ def test_bad_dsn_is_one_clear_message_without_the_password():
         clipsql.connect("this is not a dsn at all")
 
 
-def test_server_where_the_user_cannot_create_pgvector(dsn):
+def test_server_where_the_user_cannot_create_pgvector(empty_dsn):
     """A role without the right to CREATE EXTENSION gets a message saying what to do."""
     from urllib.parse import urlsplit, urlunsplit
 
-    with psycopg.connect(dsn, autocommit=True) as admin:
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
         admin.execute("DROP ROLE IF EXISTS clipsql_limited")
         admin.execute("CREATE ROLE clipsql_limited LOGIN")
-        admin.execute("GRANT CREATE ON DATABASE " + urlsplit(dsn).path.lstrip("/") + " TO clipsql_limited")
-    parts = urlsplit(dsn)
+        admin.execute("GRANT CREATE ON DATABASE " + urlsplit(empty_dsn).path.lstrip("/") + " TO clipsql_limited")
+    parts = urlsplit(empty_dsn)
     limited = urlunsplit((parts.scheme, "clipsql_limited:@" + parts.netloc.split("@")[-1],
                           parts.path, parts.query, ""))
     try:
         with pytest.raises(ExtensionMissingError, match="CREATE EXTENSION vector"):
             clipsql.connect(limited)
     finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
+        with psycopg.connect(empty_dsn, autocommit=True) as admin:
             admin.execute("DROP OWNED BY clipsql_limited CASCADE")
             admin.execute("DROP ROLE clipsql_limited")
 

@@ -53,12 +53,14 @@ def describe(conn) -> str:
 
 
 @pytest.fixture
-def migrated(dsn):
+def migrated(empty_dsn):
+    """An empty database brought up to date by the migrations here (not a copy of the tests'
+    migrated template): what they yield is what is compared."""
     import psycopg
 
     from clipsql.database import connection, migrations
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
         connection.ensure_vector(conn)
         migrations.apply(conn)
         yield conn

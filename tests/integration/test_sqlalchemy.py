@@ -92,11 +92,16 @@ def shop_query(query_text="a red bicycle", max_price=50, k=10):
             .limit(k)), q
 
 
-def test_create_all_of_the_app_never_creates_clipsql_tables(dsn, engine):
-    Base.metadata.create_all(engine)
-    with engine.connect() as conn:
-        schemas = conn.scalars(text("SELECT nspname FROM pg_namespace")).all()
-        tables = conn.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
+def test_create_all_of_the_app_never_creates_clipsql_tables(empty_dsn):
+    """On a database clipsql never touched (``dsn`` would already hold its schema)."""
+    engine = create_engine(sa_url(empty_dsn))
+    try:
+        Base.metadata.create_all(engine)
+        with engine.connect() as conn:
+            schemas = conn.scalars(text("SELECT nspname FROM pg_namespace")).all()
+            tables = conn.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
+    finally:
+        engine.dispose()
     assert "clipsql" not in schemas
     assert sorted(tables) == ["products", "reviews"]
 
