@@ -155,6 +155,8 @@ def test_search_see_thumbnails_then_more_like_this(serve, photo_folder):
     ui.wait_thumbnails()
 
     page.reload()  # the same results come back from the address bar
+    # idle can be seen before the reloaded page starts its search: wait for its cards
+    page.wait_for_function("() => document.querySelectorAll('#grid .card').length > 0")
     ui.wait_idle()
     assert ui.same_ranking(similar)
     assert ui.errors == []

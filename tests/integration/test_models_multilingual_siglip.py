@@ -113,7 +113,11 @@ def test_label_probabilities_use_the_models_scale_and_bias(kind_db, photo_folder
     else:  # a sigmoid per label: they need not sum to one (here, random weights, all small)
         assert (full.sum(axis=1) < 0.5).all()
     adhoc = db.classify(LABELS, templates=TEMPLATES, top=None)
-    assert [r.labels[0][0] for r in adhoc] == [r.labels[0][0] for r in result]
+    # ad-hoc label vectors are fp32, stored ones halfvec: compare the best label where the
+    # stored ranking is clear (random weights give near-ties, ~1e-3 apart, that rounding flips)
+    clear = [(a, r) for a, r in zip(adhoc, result)
+             if r.labels[0][1] - r.labels[1][1] > 1e-2 * r.labels[0][1]]
+    assert clear and all(a.labels[0][0] == r.labels[0][0] for a, r in clear)
 
     # The SQL function applies the same rule to the stored embeddings.
     sql = {(i, lb): p for i, lb, p in db.conn.execute(
