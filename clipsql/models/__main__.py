@@ -22,7 +22,7 @@ def export_worker(spec: str) -> int:
         import open_clip  # noqa: F401  (its own step: seconds on a cold disk)
 
         say(step="building the model from its weights")
-        net, preprocess, tokenizer, _ = checkpoint.build(model.spec, model.model_config)
+        net, preprocess, tokenizer = checkpoint.build(model.spec, model.model_config)
         if export.export(net, preprocess, tokenizer, model.identity(), model.export_folder,
                          lambda what: say(step=what)) is None:
             say(error=f"cannot write the export of {spec} to {model.export_folder} (is the "

@@ -18,7 +18,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -137,7 +136,7 @@ def precheck(spec, model_config: dict) -> str | None:
 
 
 def build(spec, model_config: dict, device: str = "cpu", precision: str = "fp32"):
-    """(net, preprocess, tokenizer, seconds) of open_clip's model for ``spec`` (a ModelSpec).
+    """(net, preprocess, tokenizer) of open_clip's model for ``spec`` (a ModelSpec).
 
     Every failure is one ModelError: unknown tags, weights that cannot be downloaded, missing
     Hugging Face parts (checked before torch loads), a checkpoint of another architecture.
@@ -151,7 +150,6 @@ def build(spec, model_config: dict, device: str = "cpu", precision: str = "fp32"
     register_extra_configs()  # the config may have been read without open_clip
     if pretrained and not spec.is_file and not spec.arch.startswith("hf-hub:"):
         check_downloadable(spec, pretrained)
-    started = time.perf_counter()
     try:
         # pretrained_hf=False (open_clip 3 also calls it pretrained_text): a Hugging Face text
         # tower is built from its config alone; the CLIP weights replace its own
@@ -166,4 +164,4 @@ def build(spec, model_config: dict, device: str = "cpu", precision: str = "fp32"
         tokenizer = open_clip.get_tokenizer(spec.arch)
     except Exception as exc:
         raise ModelError(hub.tokenizer_error(spec, model_config, exc)) from None
-    return net, preprocess, tokenizer, round(time.perf_counter() - started, 3)
+    return net, preprocess, tokenizer

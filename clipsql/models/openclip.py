@@ -204,7 +204,7 @@ class ClipModel:
         with self._lock:
             if self._torch is None or self._torch[3:] != (device, precision):
                 self._torch = None
-                net, preprocess, tokenizer, _ = checkpoint.build(
+                net, preprocess, tokenizer = checkpoint.build(
                     self.spec, self.model_config, device, precision)
                 self._torch = (net, preprocess, tokenizer, device, precision)
             return self._torch

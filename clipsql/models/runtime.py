@@ -6,7 +6,7 @@ batches run on every core; a text query on :data:`TEXT_THREADS` (a few tokens ar
 reading the weights: ``benchmarks/text.py`` prints both). Spinning is off, so the threads of a
 session do not burn the cores the loader's decoders need between two batches.
 
->>> session_count() >= 0
+>>> cores() >= 1
 True
 """
 
@@ -47,10 +47,6 @@ def session(path: Path, threads: int | None = None):
         if key not in _SESSIONS:
             _SESSIONS[key] = open_session(path, threads)
         return _SESSIONS[key]
-
-
-def session_count() -> int:
-    return len(_SESSIONS)
 
 
 def open_session(path: Path, threads: int | None = None):
