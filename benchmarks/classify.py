@@ -55,7 +55,7 @@ def main() -> None:
 
     import clipsql
     from clipsql.database import binding
-    from clipsql.query import labels, zeroshot
+    from clipsql.query import label_sets, zeroshot
 
     server = None
     admin = args.db
@@ -79,7 +79,7 @@ def main() -> None:
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO clipsql.labels (set_name, label, embedding) VALUES ('bench', %s, %s)",
                                 [(f"label{i}", HalfVector(v)) for i, v in enumerate(label_vecs)])
-            ls = labels.read_set(conn, "bench")
+            ls = label_sets.read_set(conn, "bench")
             print(f"{args.rows:,} images x {args.labels} labels, {args.dim}-d halfvec")
             r = timed("classify (top 1, not stored)", lambda: zeroshot.classify(conn, ls), args.rows)
             assert r.computed == args.rows

@@ -16,7 +16,7 @@ interleaved query by query so a busy machine slows them alike:
 - ONNX Runtime fp32 and int8 on the export's text tower (real tokens only for CLIP towers),
   with 1 and 2 intra-op threads (clipsql's setting: ``runtime.TEXT_THREADS``);
 - the public API: ``ClipModel.encode_text`` of a fresh, prepared model (int8 where the
-  export's check kept cosine >= 0.999, else fp32), and ``exact=True`` (fp32, what is stored).
+  export's check kept cosine >= 0.999, else fp32), and ``fp32=True`` (fp32, what is stored).
 
 Each row's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12 words
 is printed beside it. Last: whether a new process answering a text query from the cache
@@ -141,8 +141,8 @@ def main() -> None:
                     lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
     public = f"public API: ClipModel.encode_text ({fresh.engine.text_backend})"
     paths[public] = fresh.encode_text
-    paths["public API: encode_text(exact=True) (fp32)"] = \
-        lambda texts: fresh.encode_text(texts, exact=True)
+    paths["public API: encode_text(fp32=True) (fp32)"] = \
+        lambda texts: fresh.encode_text(texts, fp32=True)
 
     # open_clip in blocks of its own (torch's default threads, then one thread): interleaved
     # with ONNX Runtime calls, torch's OpenMP threads fall asleep between its calls (and

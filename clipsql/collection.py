@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,69 +17,63 @@ import numpy as np
 
 from clipsql.collection_ingest import IngestMixin
 from clipsql.collection_labels import LabelsMixin
-from clipsql.database import binding, hnsw, images, migrations
-from clipsql.database import connection as dbconn
-from clipsql.errors import ClipsqlError, ImageError, QueryError
+from clipsql.database import binding, connection, hnsw, images, migrations
+from clipsql.errors import ClipsqlError
 from clipsql.models import cache
-from clipsql.models.image import stack
-from clipsql.query import algebra, model_switch, relevance, search, text_cache
+from clipsql.query import duplicates, relevance, search, text_cache
+from clipsql.reembed import ReembedReport
+from clipsql.service import ImageRef, QueryService
 
 if TYPE_CHECKING:
+    from clipsql.models.captioner import Captioner
     from clipsql.models.openclip import ClipModel
-
-#: An image given as a query: a row id, or a path (in the table, or any image file).
-ImageRef = int | str | os.PathLike
-
 
 
 class Collection(IngestMixin, LabelsMixin):
-    """An image collection in one PostgreSQL database (the embedded one by default)."""
+    """An image collection in one PostgreSQL database (the embedded one by default).
+
+    A collection is its own connection (``conn``, not shared between threads) over a
+    :class:`~clipsql.service.QueryService` (``service``, which is): several threads each
+    open a collection, or share one service with connections of their own.
+    """
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
                  device: str | None = None, precision: str | None = None):
-        from clipsql import config
-
-        self._dsn = dbconn.resolve_dsn(dsn)
-        self._model_request = config.model_spec(model)
+        self._dsn = connection.resolve_dsn(dsn)
         self._device = device
-        self._precision = precision
-        self._model: ClipModel | None = None
-        self.conn = dbconn.connect(self._dsn)
-        dbconn.ensure_vector(self.conn)
-        migrations.apply(self.conn)
+        self.service = QueryService(model, device=device, precision=precision)
+        self._captioner: Captioner | None = None
+        self.conn = connection.connect_ready(self._dsn)
 
     # --- plumbing --------------------------------------------------------------------------
     @property
     def url(self) -> str:
         """The database URL with any password hidden."""
-        return dbconn.redact(self._dsn)
+        return connection.redact(self._dsn)
+
+    @property
+    def dsn(self) -> str:
+        """The database URL, password included (to open more connections to it)."""
+        return self._dsn
 
     @property
     def model(self) -> ClipModel:
-        """The collection's model (its weights load on first encode)."""
-        if self._model is None:
-            bound = binding.bound_from_row(self.conn.execute(binding.BOUND_SQL).fetchone())
-            spec = self._model_request or (binding.usable_spec(bound) if bound else None)
-            model = self.open_model(spec)
-            binding.check_model(self.conn, model.identity())
-            self._model = model
-        return self._model
+        """The collection's model (the one it was loaded with, followed across a switch;
+        its weights load on first encode)."""
+        return self.service.model(self.conn)
 
     @property
     def loaded_model(self) -> ClipModel | None:
-        """The model this collection has opened so far, or None (nothing is loaded)."""
-        return self._model
+        """The model this collection has used so far, or None (nothing is loaded)."""
+        return self.service.loaded
 
     def open_model(self, spec: str) -> ClipModel:
         """A model by ``spec`` with this collection's device and precision (not loaded yet)."""
-        from clipsql.models.openclip import ClipModel
-
-        return ClipModel(spec, device=self._device, precision=self._precision)
+        return self.service.open(spec)
 
     def use_model(self, model: ClipModel | None) -> None:
         """Use ``model`` from now on; None: the collection's bound model, opened on demand."""
-        self._model = model
-        self._model_request = None if model is None else model.spec.resolved()
+        self.service.pin(model)
 
     def close(self) -> None:
         self.conn.close()
@@ -97,48 +90,19 @@ class Collection(IngestMixin, LabelsMixin):
 
         Cached in memory and in ``clipsql.text_embeddings`` (see
         :mod:`clipsql.query.text_cache`), so ``clipsql.text_embedding(text)`` finds it from
-        SQL afterwards.
+        SQL afterwards. A text embedded before needs no model at all.
         """
-        text_cache.check_text(text)  # before loading the model
-        if self._model is None and self._model_request is None:
-            # The collection's own model and a text embedded before (the table only holds
-            # the bound model's vectors): no model, not even open_clip, is loaded.
-            vec = text_cache.stored(self.conn, text)
-            if vec is not None:
-                return vec
-        return text_cache.embed(self.conn, self.model, text)
+        return self.service.embed_text(self.conn, text)
 
     def store_texts(self, texts: Sequence[str]) -> list[dict]:
         """Embed and store texts so that plain SQL can search with
         ``clipsql.text_embedding(text)``; one ``{"query", "dim", "new"}`` per text."""
         return text_cache.save(self.conn, self.model, texts)
 
-    def embed_image(self, image: ImageRef | bytes) -> np.ndarray:
-        """The embedding of an image: a row id, a path already in the table, any image file,
-        or the bytes of one."""
-        if isinstance(image, bytes):
-            return self._embed_image_bytes(image)
-        stored = self._stored(image, "embedding")
-        if stored is not None:
-            return stored.to_numpy().astype(np.float32)
-        if isinstance(image, int):
-            raise QueryError(f"no image with id {image}")
-        from clipsql.ingest.decode import read
-
-        path = _abspath(image)
-        try:
-            decoded = read(path, self.model.preprocess)
-        except ImageError as exc:
-            raise QueryError(f"cannot use {path} as a query image: {exc}") from None
-        return self.model.encode_images(stack([decoded.pixels]))[0]
-
-    def _embed_image_bytes(self, data: bytes) -> np.ndarray:
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(prefix="clipsql-query-") as f:
-            f.write(data)
-            f.flush()
-            return self.embed_image(f.name)
+    def embed_image(self, image: ImageRef) -> np.ndarray:
+        """The embedding of an image: a row id, a stored key (a path in the table, or an
+        imported row's key), any image file, or the bytes of one."""
+        return self.service.embed_image(self.conn, image)
 
     def embed_query(self, query) -> np.ndarray:
         """The embedding of a query: a text, a part, or a list of parts (see
@@ -148,23 +112,9 @@ class Collection(IngestMixin, LabelsMixin):
         >>> db.embed_query(["a beach", clipsql.Image("sunset.jpg", weight=0.5),
         ...                 clipsql.Not("people")])                     # doctest: +SKIP
         """
-        parts = algebra.as_parts(query)
-        vectors = [self.embed_text(p.text) if isinstance(p, algebra.Text)
-                   else self.embed_image(p.image) for p in parts]
-        return algebra.combine(vectors, [p.weight for p in parts])
-
-    def _stored(self, image: ImageRef, column: str):
-        """One column of the row an image reference names, or None."""
-        if isinstance(image, (int, np.integer)):
-            key, value = "id", int(image)
-        else:
-            key, value = "path", _abspath(image)
-        row = self.conn.execute(f"SELECT {column} FROM {images.TABLE} WHERE {key} = %s",
-                                (value,)).fetchone()
-        return None if row is None else row[0]
+        return self.service.embed_query(self.conn, query)
 
     # --- search ----------------------------------------------------------------------------
-    @model_switch.follows_switch
     def search(self, query=None, *, image: ImageRef | None = None, where: str | None = None,
                params: Sequence = (), limit: int = 10, min_score: float | None = None,
                within: float | None = None, adaptive: str | None = None,
@@ -181,26 +131,31 @@ class Collection(IngestMixin, LabelsMixin):
 
         >>> db.search("a beach", within=0.03, order_by="taken_at desc")   # doctest: +SKIP
         """
-        parts = [] if query is None else algebra.as_parts(query)
-        if image is not None:
-            parts.append(algebra.Image(image))
-        if not parts:
-            raise QueryError("give a text query, an image, or both")
-        binding.require_model(self.conn)
-        vector = self.embed_query(parts)
-        own = algebra.self_reference(parts)
-        exclude = self._stored(own.image, "id") if own is not None else None
-        return search.find(self.conn, vector, where=where, params=params, limit=limit,
-                           min_score=min_score, within=within, adaptive=adaptive,
-                           order_by=order_by, candidates=candidates, exclude_id=exclude,
-                           strategy=strategy)
+        return self.service.search(self.conn, query, image=image, where=where, params=params,
+                                   limit=limit, min_score=min_score, within=within,
+                                   adaptive=adaptive, order_by=order_by,
+                                   candidates=candidates, strategy=strategy)
 
     def similar(self, image: ImageRef, **kwargs) -> search.Results:
-        """Images most like ``image`` (an id, a path in the table, or any file), itself excluded."""
+        """Images most like ``image`` (an id, a stored key, or any file), itself excluded."""
         return self.search(image=image, **kwargs)
 
+    def duplicates(self, threshold: float = duplicates.DEFAULT_THRESHOLD,
+                   k: int = duplicates.DEFAULT_K) -> list[duplicates.DuplicateGroup]:
+        """Groups of exact (same sha256) and near-duplicate images (HNSW k-nearest, union-find)."""
+        return duplicates.find(self.conn, threshold, k)
+
     # --- reembed: another model, without downtime (docs/reembed.md) ----------------------
-    reembed = model_switch.reembed
+    def reembed(self, model_spec: str | None = None, **kwargs) -> ReembedReport:
+        """Switch the collection to the model ``model_spec`` without downtime, and use it;
+        ``drop_old``, ``cancel``, ``batch_size``, ``workers``, ``processes``, ``progress`` as
+        in :func:`clipsql.reembed.reembed`.
+
+        >>> db.reembed("ViT-L-14/openai")                                # doctest: +SKIP
+        """
+        from clipsql import reembed
+
+        return reembed.reembed(self.conn, self.service, model_spec, **kwargs)
 
     # --- status ----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -209,27 +164,20 @@ class Collection(IngestMixin, LabelsMixin):
 
     # --- captions and hybrid search (docs/captions.md) ------------------------------------
     def caption(self, model: str | None = None, **kwargs):
-        """Caption the images without a current caption from ``model`` (a CoCa spec, default
-        ``DEFAULT_CAPTION_MODEL``): a ``CaptionReport``; ``where``, ``params``, ``batch_size``,
-        ``max_length``, ``progress`` as in :func:`clipsql.ingest.captions.caption`."""
-        from clipsql.ingest import captions
+        """Caption the images without a current caption from ``model`` (a CoCa spec; default:
+        the model of the collection's captions, else ``DEFAULT_CAPTION_MODEL``): a
+        ``CaptionReport``; ``where``, ``params``, ``batch_size``,
+        ``max_length``, ``progress`` as in :func:`clipsql.captions.caption`."""
+        from clipsql import captions
 
-        self._captioner = captions.captioner_for(model, self._device,
-                                                getattr(self, "_captioner", None))
+        self._captioner = captions.captioner_for(model, self._device, self._captioner,
+                                                conn=self.conn)
         return captions.caption(self.conn, self._captioner, **kwargs)
 
     def hybrid_search(self, query: str, **kwargs) -> search.Results:
         """The CLIP ranking and the captions' full-text ranking fused by reciprocal rank;
-        ``where``, ``params``, ``limit``, ``rrf_k``... as in :func:`clipsql.query.hybrid.hybrid`."""
-        from clipsql.query import hybrid
-
-        hybrid.check_text(query)
-        binding.require_model(self.conn)
-        return hybrid.hybrid(self.conn, self.embed_text(query), query, **kwargs)
-
-
-def _abspath(path) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+        ``where``, ``params``, ``limit``, ``rrf_k``... as in :func:`clipsql.captions.hybrid`."""
+        return self.service.hybrid(self.conn, query, **kwargs)
 
 
 def connect(dsn: str | None = None, model: str | None = None, device: str | None = None,
@@ -257,7 +205,7 @@ def status_of(c, url: str, model=None) -> dict:
     return {
         "database": url,
         "server_version": c.execute("SHOW server_version").fetchone()[0],
-        "pgvector": ".".join(map(str, dbconn.vector_version(c))),
+        "pgvector": ".".join(map(str, connection.vector_version(c))),
         "schema_version": migrations.current_version(c),
         "model": binding.bound_model(c),
         "images": rows,

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from clipsql.database import connection as dbconn
+from clipsql import config
+from clipsql.database import connection
 from clipsql.errors import ConfigError
 from clipsql.ingest import importer, loader
 
+if TYPE_CHECKING:
+    import psycopg
+
+    from clipsql.models.openclip import ClipModel
+
 
 class IngestMixin:
-    """Methods of :class:`~clipsql.Collection` that write rows."""
+    """Methods of :class:`~clipsql.Collection` that write rows (its connection, model and
+    URL: loads open connections of their own)."""
 
-    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = 32,
+    conn: psycopg.Connection
+    model: ClipModel
+    dsn: str
+
+    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = config.BATCH_SIZE,
              workers: int | None = None, processes: bool = False,
              progress: Callable[[int, int], None] | None = None, engine: str = "local",
              address: str | None = None, actors: int | None = None,
@@ -29,7 +41,7 @@ class IngestMixin:
         one-time export) before the images are embedded; ``progress(done, total)`` after.
         """
         def connect():
-            return dbconn.connect(self._dsn)
+            return connection.connect(self.dsn)
 
         if engine == "ray":
             from clipsql.ingest import ray_engine

@@ -18,6 +18,8 @@ DEFAULT_PRECISION = "auto"
 #: torch fp16. fp32 and int8 force ONNX Runtime's fp32 or int8 export on the CPU; fp16 is
 #: for GPUs.
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
+#: Images embedded per model call by a load or a reembed (``--batch-size``).
+BATCH_SIZE = 32
 
 ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
 #: How SQL filters log in as clipsql_filter where that needs a password (see the security docs).

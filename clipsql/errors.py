@@ -63,3 +63,20 @@ class LabelError(QueryError):
 
 class EmbeddingImportError(ClipsqlError):
     """Precomputed embeddings that cannot be imported: shape, dimension, values, keys or metadata."""
+
+
+class ParameterError(EmbeddingImportError):
+    """An import refused where one parameter of an importer call would change the outcome
+    (:func:`clipsql.ingest.importer.read_files`): ``parameter`` names it; :meth:`naming`
+    words the message for a caller that calls it otherwise (a command-line option)."""
+
+    def __init__(self, problem: str, parameter: str, remedy: str):
+        self.problem, self.parameter, self.remedy = problem, parameter, remedy
+        super().__init__(self.naming(f"{parameter}=True"))
+
+    def naming(self, name: str) -> str:
+        """The message with the parameter called ``name``."""
+        return f"{self.problem} ({name} {self.remedy})"
+
+    def __reduce__(self):
+        return (type(self), (self.problem, self.parameter, self.remedy))

@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS vector;
 CREATE SCHEMA IF NOT EXISTS clipsql;
 
 -- The one model that embedded this collection. Bound on the first load; the embedding
--- column's dimension and the HNSW index follow from it (see clipsql/schema.py).
+-- column's dimension and the HNSW index follow from it (see clipsql/database/binding.py).
 CREATE TABLE clipsql.model (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     arch        text NOT NULL,
@@ -34,7 +34,7 @@ CREATE TABLE clipsql.images (
     exif          jsonb,
     added_at      timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    -- halfvec: half the size of vector, stays inline in the heap page; see README "Storage".
+    -- halfvec: half the size of vector, stays inline in the heap page; docs/internals.md "Storage".
     embedding     halfvec NOT NULL
 );
 

@@ -9,7 +9,7 @@
 -- or by any search from Python): the model runs in Python, not in the server.
 
 -- Text queries embedded with the collection's model. Emptied when a model is bound
--- (clipsql/schema.py), so every row belongs to the model in clipsql.model.
+-- (clipsql/database/binding.py), so every row belongs to the model in clipsql.model.
 CREATE TABLE clipsql.text_embeddings (
     query       text PRIMARY KEY,           -- exactly as given: no trimming or case folding
     embedding   halfvec NOT NULL,

@@ -73,7 +73,7 @@ CREATE TRIGGER label_set_changed BEFORE UPDATE OF templates, model, logit_scale 
 
 -- A changed file (new content) loses its stored labels until the next classify --store.
 -- Keyed on sha256, not embedding: a trigger on `embedding` would block the ALTER COLUMN TYPE
--- that binds the model's dimension (schema.bind_model).
+-- that binds the model's dimension (clipsql.database.binding.bind_model).
 CREATE FUNCTION clipsql.image_content_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM clipsql.image_labels WHERE id = NEW.id;

@@ -1,7 +1,7 @@
 -- SigLIP label sets: the model's learned logit bias, stored with the set. NULL (every set of a
 -- CLIP model, and every set made before this migration) keeps CLIP's softmax over the set's
 -- labels; a bias gives SigLIP's own per-label probability sigmoid(logit_scale * cos + bias),
--- the rule of clipsql/query/labels.py `probabilities`. Depends on 0003.
+-- the rule of clipsql/query/label_sets.py `probabilities`. Depends on 0003.
 ALTER TABLE clipsql.label_sets ADD COLUMN logit_bias real;
 
 -- A changed bias makes stored results stale, as a changed scale does.

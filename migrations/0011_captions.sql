@@ -1,6 +1,6 @@
 -- Captions written by a captioning model (`clipsql caption`, Collection.caption), searchable
 -- by words, and a hybrid search that fuses the CLIP ranking with the full-text ranking of the
--- captions by reciprocal rank fusion (clipsql/query/hybrid.py does the same in Python):
+-- captions by reciprocal rank fusion (clipsql/captions/hybrid.py does the same in Python):
 --
 --   SELECT * FROM clipsql.hybrid_search('dog on a beach', 10);
 --

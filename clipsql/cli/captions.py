@@ -10,30 +10,32 @@ from __future__ import annotations
 import click
 
 import clipsql
-from clipsql import config
-from clipsql.cli.options import filter_options, json_option
+from clipsql.captions import generate, hybrid
+from clipsql.cli.options import (
+    batch_size_option,
+    database_options,
+    filter_options,
+    json_option,
+)
 from clipsql.cli.output import echo_json, friendly, print_hits, printable, progress_bar
-from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH
-from clipsql.query import hybrid
+from clipsql.errors import ModelError
 
 #: The caption model when --model is not given (the collection's CLIP model is separate).
 ENV_CAPTION_MODEL = "CLIPSQL_CAPTION_MODEL"
 
 
 @click.command()
-@click.option("--model", "caption_model", envvar=ENV_CAPTION_MODEL, default=DEFAULT_CAPTION_MODEL,
-              show_default=True,
-              help="The CoCa captioning model: ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT.")
+@click.option("--model", "caption_model", envvar=ENV_CAPTION_MODEL,
+              help="The CoCa captioning model: ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT "
+                   "(default: the model of the collection's captions; with none yet, "
+                   f"{generate.DEFAULT_CAPTION_MODEL}).")
 @filter_options
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024),
-              help="Images captioned together (and written in one transaction).")
-@click.option("--max-length", default=MAX_LENGTH, show_default=True, type=click.IntRange(1, 70),
-              help="Longest caption, in tokens.")
+@batch_size_option(generate.BATCH, limit=1024,
+                   help_text="Images captioned together (and written in one transaction).")
+@click.option("--max-length", default=generate.MAX_LENGTH, show_default=True,
+              type=click.IntRange(1, 70), help="Longest caption, in tokens.")
 @json_option("Print a JSON summary only.")
-@click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
-              help="PostgreSQL URL; default: the embedded server.")
-@click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
-              show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@database_options
 @friendly
 def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, device):
     """Caption the images that have no current caption from the model (incremental).
@@ -41,10 +43,14 @@ def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, 
     A caption is current while the image's content (sha256) is the one it was written for;
     every batch is committed, so an interrupted run resumes where it stopped.
     """
-    with clipsql.connect(dsn, device=device) as db, \
-            progress_bar("captioning", as_json) as progress:
-        report = db.caption(caption_model, where=where, params=params, batch_size=batch_size,
-                            max_length=max_length, progress=progress)
+    with clipsql.connect(dsn, device=device) as db:
+        try:
+            spec = generate.model_for(db.conn, caption_model)
+        except ModelError as exc:
+            raise click.UsageError(f"{exc}: give it with --model") from None
+        with progress_bar("captioning", as_json) as progress:
+            report = db.caption(spec, where=where, params=params, batch_size=batch_size,
+                                max_length=max_length, progress=progress)
     if as_json:
         echo_json(report.summary())
         return

@@ -13,7 +13,8 @@ import click
 
 import clipsql
 from clipsql.cli.options import collection_options, json_option
-from clipsql.cli.output import echo_json, friendly
+from clipsql.cli.output import echo_json, friendly, printable
+from clipsql.errors import ParameterError
 
 
 @click.command("import-embeddings")
@@ -32,14 +33,30 @@ def import_embeddings(features, ids_path, id_column, metadata_path, ignore_extra
                       dsn, model, device):
     """Import precomputed embeddings FEATURES (.npy, rows x dim) under the keys in --ids."""
     with clipsql.connect(dsn, model=model, device=device) as db:
-        report = db.import_files(features, ids_path, id_column=id_column,
-                                 metadata_path=metadata_path, ignore_extra=ignore_extra,
-                                 prefix=prefix)
+        try:
+            report = db.import_files(features, ids_path, id_column=id_column,
+                                     metadata_path=metadata_path, ignore_extra=ignore_extra,
+                                     prefix=prefix)
+        except ParameterError as exc:  # the library names its parameter; here, the option
+            raise click.ClickException(printable(exc.naming(option_name(exc.parameter)))
+                                       ) from None
     if as_json:
         echo_json(report.to_dict())
         return
     click.echo(f"added {report.added}, updated {report.updated} in {report.seconds:.1f} s"
                + ("; built the HNSW index" if report.index_built else ""))
+
+
+def option_name(parameter: str) -> str:
+    """The option of this command that sets a parameter of the library's import.
+
+    >>> option_name("ignore_extra"), option_name("metadata_path")
+    ('--ignore-extra', '--metadata')
+    """
+    for param in import_embeddings.params:  # the options carry the parameters' names
+        if param.name == parameter and param.opts[0].startswith("--"):
+            return param.opts[0]
+    return "--" + parameter.replace("_", "-")
 
 
 COMMANDS = [import_embeddings]

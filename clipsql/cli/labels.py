@@ -38,13 +38,25 @@ def labels_group():
 def labels_add(labels, label_set, templates, as_json, dsn, model, device):
     """Add LABELS to a set (created if new), embedded with the collection's model."""
     with clipsql.connect(dsn, model=model, device=device) as db:
+        before = {s["name"]: s["labels"] for s in db.label_sets()}
         ls = db.add_labels(list(labels), label_set=label_set, templates=list(templates) or None)
     if as_json:
         echo_json({"name": ls.name, "labels": ls.labels, "templates": ls.templates,
                    "version": ls.version, "model": ls.model})
         return
-    click.echo(f"set {printable(ls.name)} (v{ls.version}): {len(ls.labels)} labels: "
-               f"{printable(', '.join(ls.labels))}")
+    listed = f"{printable(', '.join(ls.labels))}"
+    if ls.name not in before:
+        click.echo(f"created set {printable(ls.name)} with {_count(ls.labels, 'label')}: {listed}")
+        return
+    added = len([x for x in ls.labels if x not in before[ls.name]])
+    click.echo(f"set {printable(ls.name)}: added {_count(added, 'label')}, "
+               f"{_count(ls.labels, 'label')} in all: {listed}")
+
+
+def _count(n, noun: str) -> str:
+    """``1 label``, ``3 labels`` (``n``: a number or a sized collection)."""
+    n = n if isinstance(n, int) else len(n)
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 @labels_group.command("list")
@@ -61,8 +73,11 @@ def labels_list(as_json, dsn, model, device):
     if not found:
         click.echo("no label sets; add some: clipsql labels add cat dog car", err=True)
     for s in found:
-        click.echo(f"{printable(s['name'])} (v{s['version']}, {s['stored_rows']} stored rows, "
-                   f"templates: {printable(' | '.join(s['templates']))}): "
+        # the version names the stored results (clipsql.image_labels.version): shown with them
+        stored = (f"; {_count(s['stored_rows'], 'stored row')} of version {s['version']}"
+                  if s["stored_rows"] else "")
+        click.echo(f"{printable(s['name'])} ({_count(s['labels'], 'label')}; templates: "
+                   f"{printable(' | '.join(s['templates']))}{stored}): "
                    f"{printable(', '.join(s['labels']))}")
 
 
@@ -78,7 +93,9 @@ def labels_remove(labels, label_set, whole_set, dsn, model, device):
         raise click.UsageError("give LABELS to remove, or --all for the whole set")
     with clipsql.connect(dsn, model=model, device=device) as db:
         n = db.remove_labels(list(labels) if labels else None, label_set=label_set)
-    click.echo(f"removed {'set ' + label_set + ' with ' if whole_set else ''}{n} labels")
+    removed = _count(n, "label")
+    click.echo(f"removed set {printable(label_set)} with {removed}" if whole_set
+               else f"removed {removed} from set {printable(label_set)}")
 
 
 @click.command()
@@ -100,8 +117,9 @@ def classify(label_set, where, params, top, store, as_json, dsn, model, device):
         if as_json:
             echo_json(s)
         else:
-            click.echo(f"classified {s['computed']} images with set {s['label_set']} "
-                       f"(v{s['version']}); {s['skipped']} already stored, in {s['seconds']:.1f} s")
+            click.echo(f"classified {_count(s['computed'], 'image')} with set "
+                       f"{printable(s['label_set'])} (stored as version {s['version']}); "
+                       f"{s['skipped']} already stored, in {s['seconds']:.1f} s")
         return
     if as_json:
         echo_json([r.to_dict() for r in result])

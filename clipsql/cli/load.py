@@ -5,14 +5,19 @@ from __future__ import annotations
 import click
 
 import clipsql
-from clipsql.cli.options import collection_options, json_option, precision_option
+from clipsql.cli.options import (
+    batch_size_option,
+    collection_options,
+    json_option,
+    precision_option,
+)
 from clipsql.cli.output import echo_json, friendly, printable, progress_bar, step_printer
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@batch_size_option()
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
 @click.option("--processes", is_flag=True,
               help="Decode in worker processes instead of threads (GPU loads on many cores).")

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 from clipsql import config
-from clipsql.query import labels, relevance
+from clipsql.query import label_sets, relevance
+
+db_option = click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
+                         help="PostgreSQL URL; default: the embedded server.")
+model_option = click.option("--model", envvar=config.ENV_MODEL,
+                            help="ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT (default "
+                                 f"{config.DEFAULT_MODEL}, or the collection's own).")
+device_option = click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
+                             show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+
+
+def database_options(f):
+    """``--db`` and ``--device``: a command that opens the collection with a model of its
+    own choosing (``caption``, ``reembed``), so it offers no collection ``--model``."""
+    return db_option(device_option(f))
 
 
 def collection_options(f):
     """``--db``, ``--model`` and ``--device``: every command that opens the collection."""
-    @click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
-                  help="PostgreSQL URL; default: the embedded server.")
-    @click.option("--model", envvar=config.ENV_MODEL,
-                  help="ARCH/PRETRAINED or ARCH/PATH-TO-CHECKPOINT (default "
-                       f"{config.DEFAULT_MODEL}, or the collection's own).")
-    @click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
-                  show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(*args, **kwargs)
-    return wrapper
+    return db_option(model_option(device_option(f)))
+
+
+def batch_size_option(default: int = config.BATCH_SIZE, limit: int = 4096,
+                      help_text: str | None = None):
+    """``--batch-size`` with a default read from the library (images per model call)."""
+    return click.option("--batch-size", default=default, show_default=True,
+                        type=click.IntRange(1, limit), help=help_text)
 
 
 def precision_option(f):
@@ -57,7 +66,7 @@ def search_options(f):
     return json_option("Print a JSON array of hits only.")(f)
 
 
-label_set_option = click.option("--set", "label_set", default=labels.DEFAULT_SET,
+label_set_option = click.option("--set", "label_set", default=label_sets.DEFAULT_SET,
                                 show_default=True, help="The label set.")
 
 

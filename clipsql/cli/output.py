@@ -96,8 +96,30 @@ def print_cutoff(hits, as_json: bool) -> None:
     """Which relevance rule cut the ranking, on stderr (so ``--json`` stays one array)."""
     cut = getattr(hits, "cutoff", None)
     if cut and not as_json:
-        click.echo(f"cut by {cut['rule']} at score {cut['threshold']:.4f}: kept {cut['kept']} "
-                   f"of {cut['candidates']} candidates", err=True)
+        click.echo(cutoff_line(cut), err=True)
+
+
+def cutoff_line(cut: dict) -> str:
+    """What a cutoff report (:mod:`clipsql.query.relevance`) says, with the option's name.
+
+    ``--min-score`` is applied by the query itself, so its candidates are the hits that
+    reached it: it says how many were kept, not "kept N of N candidates".
+
+    >>> cutoff_line({"rule": "min_score", "threshold": 0.5, "kept": 0, "candidates": 0})
+    'no hit reaches --min-score 0.5'
+    >>> cutoff_line({"rule": "within", "threshold": 0.26, "kept": 3, "candidates": 200})
+    'cut by --within at score 0.2600: kept 3 of the best 200 hits'
+    """
+    kept, option = cut["kept"], "--" + cut["rule"].replace("_", "-")
+    hits = f"{kept} hit{'s' * (kept != 1)}"
+    if cut["rule"] == "min_score":
+        if not kept:
+            return f"no hit reaches {option} {cut['threshold']:g}"
+        return f"kept {hits} at or above {option} {cut['threshold']:g}"
+    if cut["rule"] in ("gap", "zscore"):
+        option = f"--adaptive {cut['rule']}"
+    return (f"cut by {option} at score {cut['threshold']:.4f}: kept {kept} of the best "
+            f"{cut['candidates']} hits")
 
 
 def print_image_labels(rows) -> None:

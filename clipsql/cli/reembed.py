@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 
 import clipsql
-from clipsql import config
-from clipsql.cli.options import json_option, precision_option
+import clipsql.reembed
+from clipsql.cli.options import batch_size_option, database_options, json_option, precision_option
 from clipsql.cli.output import echo_json, friendly, progress_bar
-from clipsql.ingest import reembed as reembedding
 
 
 @click.command()
@@ -20,15 +19,12 @@ from clipsql.ingest import reembed as reembedding
 @click.option("--cancel", is_flag=True, help="Give up an unfinished reembed.")
 @click.option("--status", "show_status", is_flag=True,
               help="Show the progress of the latest reembed and exit.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@batch_size_option()
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default 2).")
 @click.option("--processes", is_flag=True, help="Decode in worker processes (GPU runs).")
 @precision_option
 @json_option("Print a JSON summary only.")
-@click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
-              help="PostgreSQL URL; default: the embedded server.")
-@click.option("--device", envvar=config.ENV_DEVICE, default=config.DEFAULT_DEVICE,
-              show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@database_options
 @friendly
 def reembed(target, drop_old, cancel, show_status, batch_size, workers, processes, precision,
             as_json, dsn, device):
@@ -41,7 +37,7 @@ def reembed(target, drop_old, cancel, show_status, batch_size, workers, processe
         raise click.UsageError("give --model SPEC (or --drop-old, --cancel or --status)")
     with clipsql.connect(dsn, device=device, precision=precision) as db:
         if show_status:
-            row = reembedding.progress(db.conn)
+            row = clipsql.reembed.progress(db.conn)
             _print_status(row, as_json)
             return
         with progress_bar("re-embedding", as_json) as progress:

@@ -4,7 +4,7 @@ The migrations create ``clipsql.images.embedding`` as a ``halfvec`` without a di
 because the dimension depends on the model. The first load binds a model: it records the
 model in ``clipsql.model`` and fixes the column to ``halfvec(dim)``. From then on every
 other model is refused with :class:`ModelMismatchError`, until a reembed
-(:mod:`clipsql.ingest.reembed`) switches the collection to another model (:func:`rebind`).
+(:mod:`clipsql.reembed`) switches the collection to another model (:func:`rebind`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,14 @@ def describe(identity: dict) -> str:
 def check_model(conn, identity: dict) -> None:
     """Raise if the collection was embedded by a different model."""
     bound = bound_model(conn)
-    if bound is not None and bound != identity:
+    if bound is not None:
+        check_identity(bound, identity)
+
+
+def check_identity(bound: dict, identity: dict) -> None:
+    """Raise :class:`ModelMismatchError` unless ``identity`` is the ``bound`` model's."""
+    bound = {k: bound[k] for k in ("arch", "pretrained", "dim")}
+    if bound != identity:
         raise ModelMismatchError(
             f"this collection was embedded with {describe(bound)}, not {describe(identity)}; "
             "open it with the same model (or none, to use the collection's own), "
@@ -101,7 +108,7 @@ GENERATION_SQL = "SELECT arch, pretrained, dim, spec, bound_at FROM clipsql.mode
 
 def generation(conn) -> tuple | None:
     """The binding's row with its ``bound_at``; a different value means another model was
-    switched in since (:mod:`clipsql.ingest.reembed`). None before the first load."""
+    switched in since (:mod:`clipsql.reembed`). None before the first load."""
     row = conn.execute(GENERATION_SQL).fetchone()
     return None if row is None else tuple(row)
 

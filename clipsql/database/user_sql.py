@@ -34,7 +34,7 @@ import threading
 import weakref
 
 from clipsql.database import filter_login
-from clipsql.database.percent import escape_percents, without_placeholders
+from clipsql.database.placeholders import escape_percents, without_placeholders
 from clipsql.errors import QueryError
 
 __all__ = ["wrap", "read_only", "describe", "escape_percents", "without_placeholders",

@@ -1,6 +1,8 @@
 """Store what the walk found besides images: its failures in ``clipsql.failures`` (with
-their reason codes, see :mod:`clipsql.ingest.walk`) and the ignored files in
-``clipsql.ignored``, so that every file under a loaded folder is accounted for.
+their reasons, :class:`~clipsql.ingest.reasons.Reason`) and the ignored files in
+``clipsql.ignored`` (:class:`~clipsql.ingest.reasons.Ignored`), so that every file under a
+loaded folder is accounted for. A code that is not a member is refused before anything is
+written.
 
 >>> record(conn, discover(["/photos"]))            # doctest: +SKIP
 [('/photos/dangling.jpg', 'broken_link', 'broken symbolic link to /gone.jpg')]
@@ -9,6 +11,8 @@ their reason codes, see :mod:`clipsql.ingest.walk`) and the ignored files in
 from __future__ import annotations
 
 import os
+
+from clipsql.ingest.reasons import Ignored, Reason
 
 
 def _under(root: str) -> str:
@@ -21,8 +25,8 @@ def record(conn, found) -> list:
     Ignored files replace, under each folder loaded (blind spots aside), what an earlier
     load ignored there.
     """
-    failures = [(p, r, d[:1000]) for p, (r, d) in sorted(found.failed.items())]
-    ignored = sorted(found.ignored.items())
+    failures = [(p, Reason.of(r).value, d[:1000]) for p, (r, d) in sorted(found.failed.items())]
+    ignored = [(p, Ignored.of(r).value) for p, r in sorted(found.ignored.items())]
     folders = [_under(r) for r in found.roots if os.path.isdir(r)]
     with conn.transaction():
         if failures:

@@ -1,7 +1,7 @@
 """Read one image file: bytes, hash, metadata, and the pixels ready for the model.
 
 Decoding is where broken files show up, so every failure becomes an :class:`ImageError`
-with a short reason code; nothing else escapes. Which files are images, and the plugins
+with a reason code of :class:`~clipsql.ingest.reasons.Reason`; nothing else escapes. Which files are images, and the plugins
 behind them, is :mod:`clipsql.ingest.formats`; camera RAW goes through
 :mod:`clipsql.ingest.raw`. Multi-frame files (GIF, APNG, TIFF, ICO, WebP) give their
 first frame.
@@ -24,9 +24,9 @@ from struct import error as struct_error
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clipsql.errors import ImageError
-from clipsql.ingest import exif as metadata
-from clipsql.ingest import raw as camera_raw
+from clipsql.ingest import exif, raw
 from clipsql.ingest.formats import EXTENSIONS, is_raw
+from clipsql.ingest.reasons import Reason
 
 __all__ = ["EXTENSIONS", "MAX_BYTES", "MAX_PIXELS", "Decoded", "decode_bytes", "read"]
 #: Refuse images above this many pixels (a 20000x20000 PNG is 400 MP): decompression bombs.
@@ -148,20 +148,20 @@ def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
         try:
             st = os.stat(path)
             if st.st_size == 0:
-                raise ImageError("empty", "the file is empty (0 bytes)")
+                raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
             if st.st_size > MAX_BYTES:
-                raise ImageError("too_large", f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
+                raise ImageError(Reason.TOO_LARGE, f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
             BUDGET.take(ticket, st.st_size)
             with open(path, "rb") as f:
                 data = f.read()
         except ImageError:
             raise
         except FileNotFoundError:
-            raise ImageError("vanished", "the file disappeared before it could be read") from None
+            raise ImageError(Reason.VANISHED, "the file disappeared before it could be read") from None
         except PermissionError:
-            raise ImageError("unreadable", "permission denied") from None
+            raise ImageError(Reason.UNREADABLE, "permission denied") from None
         except OSError as exc:
-            raise ImageError("unreadable", exc.strerror or str(exc)) from None
+            raise ImageError(Reason.UNREADABLE, exc.strerror or str(exc)) from None
         return decode_bytes(path, data, st, preprocess, draft_size, ticket)
 
 
@@ -182,15 +182,15 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError("decompression_bomb", str(exc)) from None
+        raise ImageError(Reason.DECOMPRESSION_BOMB, str(exc)) from None
     except UnidentifiedImageError:
-        raise ImageError("unsupported", "not an image format Pillow can read") from None
+        raise ImageError(Reason.UNSUPPORTED, "not an image format Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
         text = str(exc) or type(exc).__name__
-        reason = "truncated" if "truncated" in text.lower() else "corrupt"
+        reason = Reason.TRUNCATED if "truncated" in text.lower() else Reason.CORRUPT
         raise ImageError(reason, text) from None
     except Exception as exc:  # a decoder bug on a hostile file must not stop the load
-        raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from None
+        raise ImageError(Reason.CORRUPT, f"{type(exc).__name__}: {exc}") from None
     return Decoded(
         path=path, sha256=digest, bytes=st.st_size,
         mtime=mtime_of(st),
@@ -215,9 +215,9 @@ def _open_pillow(data: bytes, draft_size, ticket):
     fmt = img.format or "UNKNOWN"
     width, height = img.size
     if width * height > MAX_PIXELS:
-        raise ImageError("decompression_bomb",
+        raise ImageError(Reason.DECOMPRESSION_BOMB,
                          f"{width}x{height} is over the {MAX_PIXELS:,} pixel limit")
-    meta = metadata.extract(img)
+    meta = exif.extract(img)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     if draft_size and fmt == "JPEG":
@@ -233,10 +233,10 @@ def _open_pillow(data: bytes, draft_size, ticket):
 
 def _open_raw(path: str, data: bytes, draft_size):
     """The same for a camera RAW file: LibRaw's picture, EXIF from Pillow where it can."""
-    picture = camera_raw.open_raw(data, min_side=(draft_size or 0) // 2, max_pixels=MAX_PIXELS)
-    meta = metadata.from_tiff_bytes(data)
+    picture = raw.open_raw(data, min_side=(draft_size or 0) // 2, max_pixels=MAX_PIXELS)
+    meta = exif.from_tiff_bytes(data)
     if meta["exif"] is None and picture.meta_source is not None:
-        meta = metadata.extract(picture.meta_source)
+        meta = exif.extract(picture.meta_source)
     fmt = os.path.splitext(path)[1].lstrip(".").upper() or "RAW"
     return picture.width, picture.height, fmt, meta, picture.image
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import IMPORTABLE
-from clipsql.errors import EmbeddingImportError
+from clipsql.errors import EmbeddingImportError, ParameterError
 
 _KINDS = {datetime: "timestamp", str: "text", float: "float", int: "int", dict: "json"}
 #: Metadata columns an import may set, with the kind of value each is turned into.
@@ -236,9 +236,9 @@ def read_metadata(path: str, key_column: str, keys: list[str], ignore_extra: boo
         columns = [c for c in fields if c != key_column]
         unknown = [c for c in columns if c not in METADATA]
         if unknown and not ignore_extra:
-            raise EmbeddingImportError(
-                f"{path}: unknown columns {', '.join(unknown)} (importable: {', '.join(METADATA)}; "
-                "ignore_extra skips the others)")
+            raise ParameterError(
+                f"{path}: unknown columns {', '.join(unknown)}; importable: "
+                f"{', '.join(METADATA)}", "ignore_extra", "skips the others")
         columns = [c for c in columns if c in METADATA]
         rows = {row[key_column].strip(): row for row in reader}
     return {c: [rows[k][c] if k in rows else None for k in keys] for c in columns}

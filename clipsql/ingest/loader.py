@@ -8,7 +8,7 @@ the table or not at all, so a killed load simply resumes: unchanged files are sk
 
 Every file under a loaded folder is accounted for: a row, a failure in
 ``clipsql.failures`` (decoding failures and the walk's own: ``bad_name``, ``broken_link``,
-``unreadable``, ...), or ignored (not an image, or hidden), counted in the report and kept
+``unreadable``, ..., all of :class:`~clipsql.ingest.reasons.Reason`), or ignored (not an image, or hidden), counted in the report and kept
 in ``clipsql.ignored`` for ``status``.
 """
 
@@ -21,12 +21,14 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from clipsql import config
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
 from clipsql.errors import DatabaseError, ImageError
 from clipsql.ingest import accounting
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
+from clipsql.ingest.reasons import Reason
 from clipsql.ingest.walk import discover
 from clipsql.models.image import stack
 
@@ -62,7 +64,7 @@ class LoadReport:
         return round(done / self.seconds, 1) if self.seconds else 0.0
 
 
-def load(connect, model, paths, *, prune=False, batch_size=32, workers=None, draft=True,
+def load(connect, model, paths, *, prune=False, batch_size=config.BATCH_SIZE, workers=None, draft=True,
          processes=False, progress=None, pipeline=None, steps=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
 
@@ -244,7 +246,8 @@ class Writer(threading.Thread):
                         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
                         "reason = EXCLUDED.reason, detail = EXCLUDED.detail, bytes = EXCLUDED.bytes,"
                         " mtime = EXCLUDED.mtime, failed_at = now()",
-                        [(p, r, d[:1000], s[0] if s else None, s[1] if s else None)
+                        [(p, Reason.of(r).value, d[:1000], s[0] if s else None,
+                          s[1] if s else None)
                          for (p, r, d), s in zip(failures, stats)])
         # Counted only once the transaction committed.
         if rows:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from clipsql.errors import ImageError
+from clipsql.ingest.reasons import Reason
 
 #: Use the embedded preview when its longer side is at least this many pixels.
 MIN_PREVIEW = 512
@@ -42,13 +43,13 @@ def open_raw(data: bytes, min_side: int = 0, max_pixels: int | None = None) -> R
     try:
         import rawpy
     except ImportError:  # pragma: no cover - a dependency
-        raise ImageError("unsupported", "camera RAW needs rawpy (pip install rawpy)") from None
+        raise ImageError(Reason.UNSUPPORTED, "camera RAW needs rawpy (pip install rawpy)") from None
     try:
         with rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
             if max_pixels and width * height > max_pixels:
-                raise ImageError("decompression_bomb",
+                raise ImageError(Reason.DECOMPRESSION_BOMB,
                                  f"{width}x{height} is over the {max_pixels:,} pixel limit")
             if sizes.flip in (5, 6):
                 width, height = height, width
@@ -59,12 +60,13 @@ def open_raw(data: bytes, min_side: int = 0, max_pixels: int | None = None) -> R
     except ImageError:
         raise
     except rawpy.LibRawFileUnsupportedError:
-        raise ImageError("unsupported",
+        raise ImageError(Reason.UNSUPPORTED,
                          "LibRaw cannot read this file: unsupported format or not RAW data") from None
     except rawpy.LibRawError as exc:
         text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(
             exc.args[0], bytes) else str(exc)
-        reason = "truncated" if "eof" in text.lower() or "truncat" in text.lower() else "corrupt"
+        reason = Reason.TRUNCATED if "eof" in text.lower() or "truncat" in text.lower() \
+            else Reason.CORRUPT
         raise ImageError(reason, f"LibRaw: {text or type(exc).__name__}") from None
     image = Image.fromarray(rgb).convert("RGB")  # postprocess already applied the flip
     return RawPicture(image, width, height, None, "sensor")

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from clipsql import config
 from clipsql.errors import ConfigError, ImageError, LoadError
 from clipsql.ingest import loader
 from clipsql.ingest.decode import read
@@ -51,8 +52,9 @@ def import_ray():
     return ray
 
 
-def load(connect, model, paths, *, address=None, actors=None, prune=False, batch_size=32,
-         draft=True, progress=None, steps=None) -> loader.LoadReport:
+def load(connect, model, paths, *, address=None, actors=None, prune=False,
+         batch_size=config.BATCH_SIZE, draft=True, progress=None, steps=None
+         ) -> loader.LoadReport:
     """:func:`clipsql.ingest.loader.load` with decoding and embedding on a Ray cluster.
 
     ``address``: None for a new local Ray runtime on this machine (loopback only);

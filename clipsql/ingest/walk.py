@@ -4,11 +4,13 @@ Each file under a folder ends in exactly one of three lists:
 
 * ``files``: images to load (decided by name, see :mod:`clipsql.ingest.formats`);
 * ``failed``: images that cannot even be opened, ``path -> (reason, detail)`` with the
-  reason codes ``bad_name`` (not valid UTF-8), ``broken_link``, ``vanished`` and
-  ``unreadable`` (no permission, not a regular file such as a FIFO, or a folder that
-  cannot be listed, which is also a blind spot that pruning never touches);
-* ``ignored``: ``path -> reason`` for files that are not images (``not_image``) and hidden
-  files (``hidden``, such as ``.DS_Store``). Hidden folders are not entered.
+  reasons (:class:`~clipsql.ingest.reasons.Reason`) ``bad_name`` (not valid UTF-8),
+  ``broken_link``, ``vanished`` and ``unreadable`` (no permission, not a regular file such
+  as a FIFO, or a folder that cannot be listed, which is also a blind spot that pruning
+  never touches);
+* ``ignored``: ``path -> reason`` (:class:`~clipsql.ingest.reasons.Ignored`) for files that
+  are not images (``not_image``) and hidden files (``hidden``, such as ``.DS_Store``).
+  Hidden folders are not entered.
 
 Paths that are not valid UTF-8 are given as text with the odd bytes shown as ``\\xNN``.
 ``skipped`` repeats every failure as ``(path, text)`` and adds what is not a file at all
@@ -25,12 +27,7 @@ from dataclasses import dataclass, field
 
 from clipsql.errors import ConfigError
 from clipsql.ingest.formats import is_image
-
-#: What each reason code means, as printed.
-REASONS = {"bad_name": "file name is not valid UTF-8",
-           "broken_link": "broken symbolic link",
-           "vanished": "the file vanished while the folder was walked",
-           "unreadable": "cannot read"}
+from clipsql.ingest.reasons import Ignored, Reason
 
 
 @dataclass
@@ -42,7 +39,8 @@ class Found:
     roots: list = field(default_factory=list)      # absolute roots, as given
     blind_spots: list = field(default_factory=list)  # folders we could not list: never prune there
 
-    def fail(self, path: str, reason: str, detail: str) -> None:
+    def fail(self, path: str, reason: Reason, detail: str) -> None:
+        reason = Reason.of(reason)
         if path not in self.failed:
             self.failed[path] = (reason, detail)
             self.skipped.append((path, detail))
@@ -84,9 +82,9 @@ def discover(paths) -> Found:
             for name in sorted(files):
                 path = os.path.join(folder, name)
                 if name.startswith("."):
-                    found.ignored[printable(path)] = "hidden"
+                    found.ignored[printable(path)] = Ignored.HIDDEN
                 elif not is_image(name):
-                    found.ignored[printable(path)] = "not_image"
+                    found.ignored[printable(path)] = Ignored.NOT_IMAGE
                 else:
                     _add_file(found, path)
     return found
@@ -94,29 +92,29 @@ def discover(paths) -> Found:
 
 def _walk_error(found: Found, exc: OSError) -> None:
     where = exc.filename or "?"
-    found.fail(printable(where), "unreadable", f"cannot list folder: {exc.strerror or exc}")
+    found.fail(printable(where), Reason.UNREADABLE, f"cannot list folder: {exc.strerror or exc}")
     found.blind_spots.append(printable(where))
 
 
 def _add_file(found: Found, path: str) -> None:
     if not _valid_utf8(path):
-        found.fail(printable(path), "bad_name", REASONS["bad_name"])
+        found.fail(printable(path), Reason.BAD_NAME, Reason.BAD_NAME.description)
         return
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            found.fail(path, "broken_link", f"broken symbolic link to {printable(os.readlink(path))}")
+            found.fail(path, Reason.BROKEN_LINK, f"broken symbolic link to {printable(os.readlink(path))}")
         else:
-            found.fail(path, "vanished", REASONS["vanished"])
+            found.fail(path, Reason.VANISHED, "the file vanished while the folder was walked")
         return
     except OSError as exc:
-        found.fail(path, "unreadable", f"cannot stat: {exc.strerror or exc}")
+        found.fail(path, Reason.UNREADABLE, f"cannot stat: {exc.strerror or exc}")
         return
     if not stat.S_ISREG(st.st_mode):
         kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(
             st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
             st.st_mode) else "not a regular file"
-        found.fail(path, "unreadable", f"not a regular file: {kind}")
+        found.fail(path, Reason.UNREADABLE, f"not a regular file: {kind}")
         return
     found.files[path] = st

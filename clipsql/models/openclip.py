@@ -9,7 +9,7 @@ The backend follows a rule, never a measurement (:func:`clipsql.models.export.ch
 a CPU, int8 where the export's check on this checkpoint kept cosine >= 0.999 to fp32, else
 fp32; on CUDA, torch fp16; a tower that cannot be exported, or weights without a checkpoint
 (``ARCH`` alone: random), run on torch fp32. ``precision`` overrides it (``fp32``, ``int8``,
-``fp16`` for GPUs). Stored text embeddings (``exact=True``) are always fp32.
+``fp16`` for GPUs). Stored text embeddings (``fp32=True``) are always fp32.
 
 >>> m = ClipModel("ViT-B-32/laion2b_s34b_b79k")     # nothing is loaded yet
 >>> str(m.spec), m.dim
@@ -39,7 +39,7 @@ class Engine:
     """What embeds for a prepared model, and why (``clipsql status`` shows it)."""
 
     image: object             # .encode(pixels) -> rows
-    text: object              # .encode(texts, exact) -> rows
+    text: object              # .encode(texts, fp32) -> rows
     backend: str              # onnx-int8, onnx-fp32, torch-fp16, torch-fp32
     reason: str
     text_backend: str
@@ -282,10 +282,10 @@ class ClipModel:
         """Embed a preprocessed image batch (N, 3, H, W)."""
         return self.engine.image.encode(batch)
 
-    def encode_text(self, texts: list[str], exact: bool = False) -> np.ndarray:
-        """Embed a list of strings; one row per string. ``exact``: fp32 (never int8), for
+    def encode_text(self, texts: list[str], fp32: bool = False) -> np.ndarray:
+        """Embed a list of strings; one row per string. ``fp32``: never int8, for
         embeddings that are stored (labels, texts kept for SQL)."""
-        return self.engine.text.encode(list(texts), exact)
+        return self.engine.text.encode(list(texts), fp32)
 
 
 def _dtype(half: bool):

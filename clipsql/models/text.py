@@ -11,7 +11,7 @@ imports neither torch nor open_clip) when the export recorded that it gives open
 on the reference texts, else from open_clip's own tokenizer.
 
 Queries run on the int8 export when it passed the accuracy check, stored embeddings
-(``exact=True``: labels, texts for SQL) always on fp32. A tower that cannot be exported runs
+(``fp32=True``: labels, texts for SQL) always on fp32. A tower that cannot be exported runs
 on torch: :class:`TorchTextEncoder`, open_clip's ``encode_text``.
 
 >>> pad_rows([[1, 5, 2], [1, 2]], None)
@@ -38,7 +38,7 @@ def pad_rows(rows: list[list[int]], width: int | None) -> np.ndarray:
 
 
 class OnnxTextEncoder:
-    """``encode(texts, exact)`` on the exported text tower of one checkpoint (``tower``: the
+    """``encode(texts, fp32)`` on the exported text tower of one checkpoint (``tower``: the
     export's ``meta["text"]``); queries on int8 when ``int8``, stored embeddings on fp32."""
 
     def __init__(self, folder: Path, tower: dict, arch: str, int8: bool):
@@ -58,10 +58,10 @@ class OnnxTextEncoder:
         width = None if self.tower["input"] == "trimmed" else self.tower["context_length"]
         return pad_rows(self._tokenizer(texts), width)
 
-    def encode(self, texts: list[str], exact: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], fp32: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.tower["dim"]), np.float32)
-        path = self._fp32_path if exact or self._int8_path is None else self._int8_path
+        path = self._fp32_path if fp32 or self._int8_path is None else self._int8_path
         session = runtime.session(path, runtime.TEXT_THREADS)
         int8 = path == self._int8_path
         if int8:  # one text at a time: its activation scale is its own (see image.py)
@@ -91,14 +91,14 @@ def tokenizer_for(tower: dict, arch: str):
 
 
 class TorchTextEncoder:
-    """``encode(texts, exact)`` with open_clip's ``encode_text``, for towers ONNX cannot run."""
+    """``encode(texts, fp32)`` with open_clip's ``encode_text``, for towers ONNX cannot run."""
 
     precision = "fp32"
 
     def __init__(self, net, tokenizer, device: str):
         self.net, self.tokenizer, self.device = net, tokenizer, device
 
-    def encode(self, texts: list[str], exact: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], fp32: bool = False) -> np.ndarray:
         import torch
 
         with torch.inference_mode():

@@ -1,7 +1,7 @@
 """CLIP's byte-level BPE tokenizer in plain Python, so a text query needs no torch import.
 
 It produces the same token ids as open_clip's ``SimpleTokenizer`` with its default settings
-(lower-case cleaning, no extra special tokens); ``tests/unit/test_bpe.py`` compares the two
+(lower-case cleaning, no extra special tokens); ``tests/unit/test_tokenizer.py`` compares the two
 on a few hundred strings. The merges file is the one installed with open_clip, found without
 importing open_clip (which would import torch).
 

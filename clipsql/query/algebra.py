@@ -2,7 +2,8 @@
 
 A query is the weighted sum of its parts' L2-normalised embeddings, normalised again:
 ``q = normalize(sum_i w_i * normalize(e_i))``. A negative weight (:func:`Not`) moves the
-query away from a part. Plain strings are texts of weight 1.
+query away from a part. Plain strings are texts of weight 1. :func:`combine` is the rule of
+SQL's ``clipsql.combine`` too (migration 0008), edge cases included.
 
 >>> parts = as_parts(["a beach", Image("sunset.jpg", weight=0.5), Not("people")])
 >>> [(type(p).__name__, p.weight) for p in parts]
@@ -68,16 +69,37 @@ def as_parts(query) -> list[Text | Image]:
     return parts
 
 
-def combine(vectors, weights) -> np.ndarray:
-    """``normalize(sum(w * normalize(v)))`` as float32; QueryError if the parts cancel out."""
-    total = np.zeros(len(vectors[0]), np.float64)
+def combine(vectors, weights=None) -> np.ndarray:
+    """``normalize(sum(w * normalize(v)))`` as float32: the rule of ``clipsql.combine``
+    (migration 0008; tests/integration/test_sql_parity.py runs both on the same inputs).
+
+    A weight of None counts 1 and a part of zeros adds nothing; QueryError for no parts, a
+    weight count other than the part count, a missing part, parts of different dimensions,
+    weights that are not finite or overflow, and parts that cancel out.
+    """
+    if vectors is None or len(vectors) == 0:
+        raise QueryError("a query needs at least one embedding")
+    weights = [None] * len(vectors) if weights is None else list(weights)
+    if len(weights) != len(vectors):
+        raise QueryError(f"the query has {len(vectors)} embeddings but {len(weights)} weights")
+    total = None
     for v, w in zip(vectors, weights):
+        if v is None:
+            raise QueryError("a query part has no embedding")
         v = np.asarray(v, np.float64)
+        if total is None:
+            total = np.zeros(len(v), np.float64)
+        elif v.shape != total.shape:
+            raise QueryError("the query's parts have different dimensions")
         norm = np.linalg.norm(v)
-        if norm == 0 or not np.isfinite(norm):
-            raise QueryError("a query part has an empty embedding")
-        total += float(w) * v / norm
-    norm = np.linalg.norm(total)
+        if not np.isfinite(norm):
+            raise QueryError("a query part's embedding is not finite")
+        if norm > 0:
+            total += (1.0 if w is None else float(w)) * (v / norm)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = math.sqrt(float(np.sum(total * total)))
+    if not math.isfinite(norm):
+        raise QueryError("the query's weights are not finite numbers, or too large")
     if norm < 1e-6:
         raise QueryError("the query's parts cancel each other out")
     return (total / norm).astype(np.float32)

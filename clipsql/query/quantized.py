@@ -3,8 +3,10 @@
 The index orders rows by the Hamming distance between ``binary_quantize(embedding)`` and the
 query's bits, a coarse proxy of cosine distance. A search takes ``limit x oversample`` such
 candidates (at most :data:`MAX_CANDIDATES`, pgvector's ``ef_search`` cap) and re-ranks them
-by the exact cosine distance of the stored halfvec embeddings. The SQL functions do the same
-(``clipsql._binary_candidates`` and ``clipsql._nearest``, migration 0013).
+by the exact cosine distance of the stored halfvec embeddings. That count has one home, the
+SQL function ``clipsql._binary_candidates`` (migration 0013), which :func:`plan` calls and
+``clipsql._nearest`` uses; tests/integration/test_sql_parity.py checks the cap and the index
+name around it against the SQL side.
 
 A filtered search re-ranks fewer candidates (:func:`for_filter`): the filter leaves ``s N`` of
 the ``N`` rows, and the candidates needed for a given recall grow with the rows searched
@@ -13,8 +15,6 @@ at 1M: about the square root of the rows), while each candidate that passes a fi
 about ``1 / s`` index tuples visited. So a filter keeping a share ``s`` takes
 ``candidates x s ** FILTER_EXPONENT``, never fewer than ``MIN_PER_RESULT x limit``.
 
->>> candidates_for(10, 40), candidates_for(10, 1), candidates_for(100, 40)
-(400, 10, 1000)
 >>> for_filter(BinaryPlan(1000, "", 512), 10, 0.25).candidates
 500
 >>> for_filter(BinaryPlan(1000, "", 512), 10, 0.01).candidates, for_filter(BinaryPlan(1000, "", 512), 10, 1.0).candidates
@@ -27,9 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clipsql.query.settings import EF_SEARCH_MAX
+
 #: The most candidates one search re-ranks (pgvector's cap on hnsw.ef_search); from
-#: ``limit`` > this, searches rank exactly.
-MAX_CANDIDATES = 1000
+#: ``limit`` = this on, searches do not use the binary index (``clipsql._nearest`` ranks
+#: exactly there).
+MAX_CANDIDATES = EF_SEARCH_MAX
 #: Filtered candidates = unfiltered candidates x selectivity ** this (0: the same count).
 FILTER_EXPONENT = 0.5
 #: ... and never fewer than this many per result: at 1M rows and a 1% filter, 10 per result
@@ -46,11 +49,6 @@ class BinaryPlan:
     candidates: int
     order: str
     dim: int
-
-
-def candidates_for(limit: int, oversample: int) -> int:
-    """Hamming candidates re-ranked for ``limit`` results (mirrors the SQL function)."""
-    return min(max(limit * oversample, limit), MAX_CANDIDATES)
 
 
 def for_filter(plan: BinaryPlan, limit: int, selectivity: float) -> BinaryPlan:
@@ -70,7 +68,8 @@ def order_sql(dim: int, column: str = "embedding", query: str = "%s") -> str:
 
 def plan(conn, limit: int) -> BinaryPlan | None:
     """The binary scan for ``limit`` results, or None when the collection does not search
-    through the binary index (kind ``halfvec``, its index not built, or ``limit`` too large)."""
+    through the binary index (kind ``halfvec``, its index not built, or ``limit`` too large).
+    The candidates are ``clipsql._binary_candidates(limit)``: the rule's one home."""
     if limit >= MAX_CANDIDATES:
         return None
     row = conn.execute("SELECT clipsql._binary_candidates(%s), m.dim FROM clipsql.model m",

@@ -37,7 +37,9 @@ ADAPTIVE = ("gap", "zscore")
 GAP_FACTOR = 3.0
 Z = 1.0
 WINDOW = 100
-#: How many of the best hits a relative cutoff or an ordering looks at by default.
+#: How many of the best hits a relative cutoff or an ordering looks at by default; also
+#: ``clipsql.relevant_images``'s default (migrations 0012, 0014: the same ``min_score`` and
+#: ``within`` rules, run beside these by tests/integration/test_sql_parity.py).
 CANDIDATES = 200
 
 

@@ -1,7 +1,9 @@
 """Index-scan settings for searches, in one place: clipsql's own searches, the sessions of
 psycopg/SQLAlchemy users (:data:`SESSION_SQL`) and the duplicate finder all read them here.
 The SQL functions widen ``hnsw.ef_search`` through ``clipsql._widen_ef_search`` (migration
-0005), which mirrors :func:`ef_search_for`."""
+0005), the same rule as :func:`ef_search_for` with the session's setting as ``base``:
+tests/integration/test_sql_parity.py runs both, and checks :data:`EF_SEARCH_MAX` against
+pgvector's own cap."""
 
 from __future__ import annotations
 

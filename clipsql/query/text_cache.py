@@ -30,7 +30,7 @@ from collections import OrderedDict
 import numpy as np
 
 from clipsql.database import binding
-from clipsql.errors import DatabaseError, EmptyCollectionError, ModelMismatchError, QueryError
+from clipsql.errors import DatabaseError, EmptyCollectionError, QueryError
 
 #: Texts kept in memory per process (a 512-d vector is 2 KB).
 MAXSIZE = 4096
@@ -54,14 +54,15 @@ def check_text(text) -> str:
     return text
 
 
-def _db_key(conn) -> tuple:
+def database_key(conn) -> tuple:
+    """Which database ``conn`` is connected to (host, port, name)."""
     info = conn.info
     return (info.host, info.port, info.dbname)
 
 
 def _key(conn, model, text) -> tuple:
     ident = model.identity()
-    return (_db_key(conn), ident["arch"], ident["pretrained"], ident["dim"], text)
+    return (database_key(conn), ident["arch"], ident["pretrained"], ident["dim"], text)
 
 
 def _get(key):
@@ -90,11 +91,7 @@ def _is_bound(bound_row, model) -> bool:
     """Whether ``model`` is the collection's bound model (raising if another one is)."""
     if bound_row is None:
         return False
-    bound = {k: bound_row[i] for i, k in enumerate(("arch", "pretrained", "dim"))}
-    if bound != model.identity():
-        raise ModelMismatchError(
-            f"this collection was embedded with {binding.describe(bound)}, not "
-            f"{binding.describe(model.identity())}; embed queries with the collection's model")
+    binding.check_identity(binding.bound_from_row(bound_row), model.identity())
     return True
 
 
@@ -187,7 +184,7 @@ def save(conn, model, texts) -> list[dict]:
     from pgvector import HalfVector
 
     out = []
-    vectors = model.encode_text(texts, exact=True)  # stored on purpose: fp32
+    vectors = model.encode_text(texts, fp32=True)  # stored on purpose: fp32
     for text, vec in zip(texts, vectors):
         known = stored(conn, text) is not None
         try:

@@ -20,7 +20,7 @@ import numpy as np
 
 from clipsql.database import binding, user_sql
 from clipsql.errors import LabelError
-from clipsql.query.labels import LabelSet, normalize, probabilities
+from clipsql.query.label_sets import LabelSet, normalize, probabilities
 
 #: Rows fetched and classified per batch.
 BATCH = 20_000
@@ -122,7 +122,7 @@ def classify(conn, label_set: LabelSet, *, where=None, params=(), top: int | Non
 
 def neutral_embedding(model, prompts=NEUTRAL_PROMPTS) -> np.ndarray:
     """One background label: the normalised mean of the (untemplated) neutral prompts."""
-    return normalize(normalize(model.encode_text(list(prompts), exact=True))
+    return normalize(normalize(model.encode_text(list(prompts), fp32=True))
                      .mean(axis=0, keepdims=True))[0]
 
 

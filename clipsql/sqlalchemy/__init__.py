@@ -50,14 +50,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from clipsql.database import images
 from clipsql.errors import ConfigError, QueryError
-from clipsql.sqlalchemy import functions  # noqa: F401  (registers func.clipsql.*)
 from clipsql.sqlalchemy.alembic import include_name, include_object
-from clipsql.sqlalchemy.image_sets import relevant_images, search_images, similar_images
+from clipsql.sqlalchemy.functions import relevant_images, search_images, similar_images
 
 SCHEMA = images.SCHEMA
 
 __all__ = ["Image", "ClipsqlBase", "clip_text", "clip_image", "clip_query", "query_vector", "configure",
-           "install_search_settings",
+           "close", "install_search_settings",
            "similar_images", "search_images", "relevant_images", "include_name", "include_object", "SCHEMA"]
 
 
@@ -144,7 +143,10 @@ def _as_array(value) -> np.ndarray:
 
 # --- the collection whose model embeds queries --------------------------------------------
 
-_state = {"collection": None, "owned": False}
+#: Connections clipsql keeps to the configured database for the query embeddings (the model
+#: check and the text cache); the application's own engine is never used for them.
+CONNECTIONS = 4
+_state: dict = {"service": None, "pool": None}
 _state_lock = threading.Lock()
 
 
@@ -152,25 +154,40 @@ def configure(target=None, *, model: str | None = None, device: str | None = Non
     """Tell ``clip_text`` / ``clip_image`` which collection (database and model) to use.
 
     ``target`` is a SQLAlchemy ``Engine`` or ``AsyncEngine`` (its URL is used; clipsql opens
-    its own small psycopg connection for the model check and the query cache), a URL, an open
-    :class:`~clipsql.collection.Collection`, or None for ``$CLIPSQL_DATABASE_URL`` / the
-    embedded server. An engine also gets :func:`install_search_settings`. Returns the
-    collection.
+    a small pool of its own psycopg connections for the model check and the query cache),
+    a URL, an open :class:`~clipsql.collection.Collection` (its query service, with
+    connections of clipsql's own to its database), or None for ``$CLIPSQL_DATABASE_URL`` /
+    the embedded server. An engine also gets :func:`install_search_settings`. Returns the
+    :class:`~clipsql.service.QueryService` the expressions use (thread-safe).
     """
     from clipsql.collection import Collection
+    from clipsql.database import connection
+    from clipsql.service import QueryService
 
     if hasattr(target, "pool") or hasattr(target, "sync_engine"):
         install_search_settings(target)
     if isinstance(target, Collection):
-        collection, owned = target, False
+        service, dsn = target.service, target.dsn
     else:
-        collection, owned = Collection(_libpq_url(target), model=model, device=device), True
+        dsn = connection.resolve_dsn(_libpq_url(target))
+        connection.connect_ready(dsn).close()  # pgvector and the migrations, once
+        service = QueryService(model, device=device)
+    pool = connection.pool(dsn, CONNECTIONS, wait_s=10.0, name="clipsql-sqlalchemy")
     with _state_lock:
-        previous = _state["collection"] if _state["owned"] else None
-        _state.update(collection=collection, owned=owned)
-    if previous is not None and previous is not collection:
+        previous = _state["pool"]
+        _state.update(service=service, pool=pool)
+    if previous is not None:
         previous.close()
-    return collection
+    return service
+
+
+def close() -> None:
+    """Forget the configured collection and close clipsql's own connections (shutdown)."""
+    with _state_lock:
+        pool = _state["pool"]
+        _state.update(service=None, pool=None)
+    if pool is not None:
+        pool.close()
 
 
 def install_search_settings(engine) -> None:
@@ -220,12 +237,14 @@ def _libpq_url(target) -> str | None:
             f"configure() needs an engine, a URL or a Collection, not {target!r}") from None
 
 
-def _collection():
-    collection = _state["collection"]
-    if collection is None:
+def _embedded(call):
+    """``call(service, conn)`` with the configured service and one of its connections."""
+    service, pool = _state["service"], _state["pool"]
+    if service is None:
         raise ConfigError("clip_text()/clip_image() need the collection's model: call "
                           "clipsql.sqlalchemy.configure(engine) once at startup")
-    return collection
+    with pool.connection() as conn:
+        return call(service, conn)
 
 
 # --- query expressions --------------------------------------------------------------------
@@ -253,13 +272,13 @@ def clip_text(text: str) -> ColumnElement:
 
     Embedded when called (once per text per process: see :mod:`clipsql.query.text_cache`).
     """
-    return query_vector(_collection().embed_text(text), "clip_text")
+    return query_vector(_embedded(lambda s, c: s.embed_text(c, text)), "clip_text")
 
 
 def clip_query(parts) -> ColumnElement:
     """A query of several weighted parts (texts, images, ``clipsql.Not(...)``; see
     :mod:`clipsql.query.algebra`) as a ``halfvec`` SQL expression, embedded when called."""
-    return query_vector(_collection().embed_query(parts), "clip_query")
+    return query_vector(_embedded(lambda s, c: s.embed_query(c, parts)), "clip_query")
 
 
 def clip_image(image) -> ColumnElement:
@@ -267,7 +286,8 @@ def clip_image(image) -> ColumnElement:
 
     An ``int`` is a row id, looked up in SQL (``clipsql.image_embedding(id)``; no model and no
     :func:`configure` needed, and an unknown id is a SQL error). A path is looked up in
-    ``clipsql.images`` by the configured collection, or embedded from the file if absent.
+    ``clipsql.images`` (as given, then made absolute) by the configured service, or
+    embedded from the file if absent.
     """
     from sqlalchemy import func
 
@@ -276,4 +296,4 @@ def clip_image(image) -> ColumnElement:
     if isinstance(image, (int, np.integer)):
         return func.clipsql.image_embedding(bindparam("clip_image_id", int(image), BigInteger,
                                                       unique=True))
-    return query_vector(_collection().embed_image(image), "clip_image")
+    return query_vector(_embedded(lambda s, c: s.embed_image(c, image)), "clip_image")

@@ -1,4 +1,5 @@
-"""clipsql's SQL functions (migration 0002) as typed SQLAlchemy functions.
+"""clipsql's SQL functions as typed SQLAlchemy functions, and its set-returning ones as
+FROM items (:func:`similar_images`, :func:`relevant_images`, :func:`search_images`).
 
 Importing this module (``clipsql.sqlalchemy`` does) registers them under the ``clipsql``
 package of ``sqlalchemy.func``, the way geoalchemy2 registers PostGIS functions::
@@ -12,15 +13,19 @@ package of ``sqlalchemy.func``, the way geoalchemy2 registers PostGIS functions:
     (['id', 'path', 'score'], Float())
     >>> " ".join(str(select(sim.c.path)).split())
     'SELECT anon_1.path FROM clipsql.similar_images(:similar_images_1, :similar_images_2) AS anon_1'
+    >>> [c.name for c in search_images("two dogs", 5).c]
+    ['id', 'path', 'score']
 
 """
 
 from __future__ import annotations
 
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import BigInteger, Float, Text, column
+from sqlalchemy import BigInteger, Float, Text, column, func
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.types import NullType
+
+from clipsql.query import relevance
 
 
 class _ClipsqlFunction(GenericFunction):
@@ -72,23 +77,48 @@ class combine(_ClipsqlFunction):
     inherit_cache = True
 
 
-class similar_images(_RowsFunction):
+class _SimilarImages(_RowsFunction):
     """``clipsql.similar_images(image_id bigint, k int)``: ``(id, path, score)``, not itself."""
 
+    name = "similar_images"
     package = "clipsql"
     inherit_cache = True
 
 
-class relevant_images(_RowsFunction):
+class _RelevantImages(_RowsFunction):
     """``clipsql.relevant_images(q halfvec, within, min_score, candidates)``: the relevant set
     (``id, path, score``), to order by your own columns."""
 
+    name = "relevant_images"
     package = "clipsql"
     inherit_cache = True
 
 
-class search_images(_RowsFunction):
+class _SearchImages(_RowsFunction):
     """``clipsql.search_images(query text, k int)``: ``(id, path, score)`` for an embedded text."""
 
+    name = "search_images"
     package = "clipsql"
     inherit_cache = True
+
+
+# --- the set-returning functions as FROM items -------------------------------------------
+
+def similar_images(image_id: int, k: int = 10, name: str | None = None):
+    """``clipsql.similar_images(image_id, k)`` as a FROM item with columns ``id, path, score``."""
+    return func.clipsql.similar_images(image_id, k).table_valued(name=name)
+
+
+def relevant_images(query, *, within: float | None = None, min_score: float | None = None,
+                    candidates: int = relevance.CANDIDATES, name: str | None = None):
+    """The relevant set of a query (``clip_text(...)``, ``clip_query(...)`` or a vector) as a
+    FROM item with ``id, path, score``: join ``Image`` on ``id`` and order by any column."""
+    from clipsql.sqlalchemy import query_vector
+
+    return func.clipsql.relevant_images(query_vector(query), within, min_score,
+                                        candidates).table_valued(name=name)
+
+
+def search_images(text: str, k: int = 10, name: str | None = None):
+    """``clipsql.search_images(text, k)`` (a text embedded before) as a FROM item."""
+    return func.clipsql.search_images(text, k).table_valued(name=name)

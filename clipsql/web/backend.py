@@ -6,25 +6,24 @@ another, so a page full of thumbnails never waits behind slow searches). A conne
 checked when it is handed out, so one the server dropped (a restart, an administrator's
 ``pg_terminate_backend``) is replaced rather than failing every later request. Waiting for a
 free connection is bounded (:data:`POOL_WAIT_S`): past it the answer is a 503 with a
-readable message, never a request stuck behind another. The model loads once and is
-shared; only its encode calls (milliseconds) are serialised.
+readable message, never a request stuck behind another. Queries are embedded and ranked by
+one :class:`~clipsql.service.QueryService` that every request shares (thread-safe, it
+follows a model switch).
 
 Web queries are anonymous: their text embeddings stay in the process's memory
-(``text_cache.embed(..., store=False)``) and never grow ``clipsql.text_embeddings``.
+(``store=False``) and never grow ``clipsql.text_embeddings``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from clipsql.database import binding, images
-from clipsql.database import connection as dbmod
+from clipsql.database import binding, connection, images
 from clipsql.errors import DatabaseError, QueryError
-from clipsql.models.image import stack
+from clipsql.service import QueryService
 from clipsql.web.filters import LABELS_TABLE, build_filter
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
@@ -48,40 +47,20 @@ class Row:
     format: str
 
 
-def _pool(dsn: str, size: int, wait_s: float, name: str):
-    from psycopg_pool import ConnectionPool
-
-    pool = ConnectionPool(dsn, min_size=1, max_size=size, timeout=wait_s, name=name,
-                          kwargs={"autocommit": True, "connect_timeout": 10},
-                          configure=dbmod.register_types, check=ConnectionPool.check_connection,
-                          open=False)
-    try:
-        pool.open(wait=True, timeout=max(wait_s, 10))
-    except Exception:
-        pool.close()
-        raise DatabaseError(f"cannot open connections to {dbmod.redact(dsn)}") from None
-    return pool
-
-
 class Backend:
     """The server's connection pools, model and look-ups."""
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
                  device: str | None = None, *, search_connections: int = SEARCH_CONNECTIONS,
                  wait_s: float = POOL_WAIT_S, steps=None):
-        from clipsql import config
-        from clipsql.collection import Collection
-
-        self.dsn = dbmod.resolve_dsn(dsn)
-        Collection(self.dsn).close()  # pgvector and the schema's migrations, once
+        self.dsn = connection.resolve_dsn(dsn)
+        connection.connect_ready(self.dsn).close()  # pgvector and the migrations, once
         self.wait_s = wait_s
-        self._model_request = config.model_spec(model)
-        self._device = device
-        self._model, self._generation = None, None
-        self._model_lock = threading.Lock()  # opening it (ClipModel itself is thread-safe)
-        self._searches = _pool(self.dsn, search_connections, wait_s, "clipsql-search")
+        self.service = QueryService(model, device=device)
+        self._searches = connection.pool(self.dsn, search_connections, wait_s=wait_s, name="clipsql-search")
         try:
-            self._lookups = _pool(self.dsn, LOOKUP_CONNECTIONS, wait_s, "clipsql-lookup")
+            self._lookups = connection.pool(self.dsn, LOOKUP_CONNECTIONS, wait_s=wait_s,
+                                           name="clipsql-lookup")
         except Exception:
             self._searches.close()
             raise
@@ -116,25 +95,10 @@ class Backend:
             raise DatabaseError(f"the database refused the request: {reason}") from None
 
     # --- the model ---------------------------------------------------------------------------
-    def model(self, conn=None):
-        """The collection's model, loaded once (on the first call after a model is bound), and
-        again after a ``reembed`` switched the collection to another one."""
-        if conn is None:
-            with self.connection() as own:
-                return self.model(own)
-        now = binding.generation(conn)
-        if self._model is not None and (self._model_request or now == self._generation):
-            return self._model
-        from clipsql.models.openclip import ClipModel
-
-        bound = binding.bound_from_row(conn.execute(binding.BOUND_SQL).fetchone())
-        spec = self._model_request or binding.usable_spec(bound)
-        with self._model_lock:
-            if self._model is None or (not self._model_request and now != self._generation):
-                model = ClipModel(spec, device=self._device)
-                binding.check_model(conn, model.identity())
-                self._model, self._generation = model, now
-        return self._model
+    def model(self):
+        """The collection's model (the one it holds now: a switch is followed)."""
+        with self.connection() as conn:
+            return self.service.model(conn)
 
     def warm_up(self, steps=None) -> bool:
         """Prepare the model now, at start-up (a first use on this machine exports it, told to
@@ -142,26 +106,14 @@ class Backend:
         with self.connection() as conn:
             if binding.bound_model(conn) is None:
                 return False
-            model = self.model(conn)
+            model = self.service.model(conn)
         model.prepare(steps)
         return True
 
-    def _embed_text(self, conn, text: str) -> np.ndarray:
-        from clipsql.query import text_cache
-
-        return text_cache.embed(conn, self.model(conn), text, store=False)
-
     def embed_upload(self, path: str) -> np.ndarray:
         """The embedding of an uploaded image file (its header already checked)."""
-        from clipsql.errors import ImageError
-        from clipsql.ingest.decode import read
-
-        model = self.model()
-        try:
-            decoded = read(path, model.preprocess)
-        except ImageError as exc:
-            raise QueryError(f"cannot use the uploaded file as a query image: {exc}") from None
-        return model.encode_images(stack([decoded.pixels]))[0]
+        with self.connection() as conn:
+            return self.service.embed_file(conn, path, "the uploaded file")
 
     # --- searches ------------------------------------------------------------------------------
     def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),
@@ -173,64 +125,47 @@ class Backend:
         ``minus_image_ids``; ``upload`` is the embedding of an uploaded image
         (:meth:`embed_upload`). ``relevant``: min_score, within, adaptive, order_by.
         ``hybrid``: a text alone, fused with the captions' full-text ranking
-        (:mod:`clipsql.query.hybrid`). Hits carry their caption where they have one.
+        (:mod:`clipsql.captions.hybrid`). Hits carry their caption where they have one.
         """
-        from clipsql.query import algebra, search
-        from clipsql.query import hybrid as fused
+        from clipsql.captions import CANDIDATES, captions_for
+        from clipsql.query import algebra
 
         if offset < 0 or limit < 1 or offset + limit > MAX_RANK:
             raise QueryError(f"offset + limit must stay within 1..{MAX_RANK}")
         where, params = build_filter(**(filters or {}))
+        parts = [algebra.Text(text)] if text else []
+        parts += [algebra.Image(int(i), image_weight) for i in image_ids]
+        parts += [algebra.Not(t, minus_weight) for t in minus]
+        parts += [algebra.Not(algebra.Image(int(i)), minus_weight) for i in minus_image_ids]
+        vectors = [(upload, image_weight)] if upload is not None else []
+        depth = offset + limit + 1
         with self.connection("search") as conn:
-            binding.require_model(conn)
-            vectors, weights = [], []
-            for texts, weight in (([text] if text else [], 1.0), (minus, -minus_weight)):
-                for t in texts:
-                    vectors.append(self._embed_text(conn, t))
-                    weights.append(weight)
-            for ids, weight in ((image_ids, image_weight), (minus_image_ids, -minus_weight)):
-                for image_id in ids:
-                    vectors.append(self._stored_embedding(conn, image_id))
-                    weights.append(weight)
-            if upload is not None:
-                vectors.append(upload)
-                weights.append(image_weight)
-            if not any(w > 0 for w in weights):
-                raise QueryError("give a text query, an image, or both")
-            only_image = len(vectors) == 1 and len(image_ids) == 1
             if hybrid:
-                if not text or len(vectors) != 1 or any(v is not None for v in relevant.values()):
+                if len(parts) != 1 or not text or vectors or \
+                        any(v is not None for v in relevant.values()):
                     raise QueryError("a hybrid search takes a text query alone (no images, "
                                      "minus parts or relevance cutoffs)")
-                hits = fused.hybrid(conn, vectors[0], text, where=where, params=params,
-                                    limit=offset + limit + 1,
-                                    candidates=max(fused.CANDIDATES, offset + limit + 1))
+                hits = self.service.hybrid(conn, text, store=False, where=where, params=params,
+                                           limit=depth, candidates=max(CANDIDATES, depth))
             else:
-                hits = search.find(conn, algebra.combine(vectors, weights), where=where,
-                                   params=params, limit=offset + limit + 1,
-                                   exclude_id=image_ids[0] if only_image else None, **relevant)
+                if not any(p.weight > 0 for p in parts) and not vectors:
+                    raise QueryError("give a text query, an image, or both")
+                hits = self.service.search(conn, parts or None, store=False, vectors=vectors,
+                                           where=where, params=params, limit=depth, **relevant)
             page = hits[offset:offset + limit]
-            captions = fused.captions_for(conn, [h.id for h in page if not hasattr(h, "caption")])
+            captions = captions_for(conn, [h.id for h in page if not hasattr(h, "caption")])
             for h in page:  # plain hits: the caption rides along for the page (schemas.hit_json)
                 if not hasattr(h, "caption"):
                     h.caption = captions.get(h.id)
         return page, len(hits) > offset + limit, hits.cutoff
-
-    @staticmethod
-    def _stored_embedding(conn, image_id: int) -> np.ndarray:
-        row = conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE id = %s",
-                           (image_id,)).fetchone()
-        if row is None or row[0] is None:
-            raise QueryError(f"no image with id {image_id}")
-        return row[0].to_numpy().astype(np.float32)
 
     def status(self) -> dict:
         """Rows, failures, model, database and index, as ``clipsql status --json``."""
         from clipsql.collection import status_of
 
         with self.connection() as conn:
-            model = self._model  # the loaded one, if any: status loads nothing
-            return status_of(conn, dbmod.redact(self.dsn), (lambda: model) if model else None)
+            model = self.service.loaded  # the one in use, if any: status loads nothing
+            return status_of(conn, connection.redact(self.dsn), (lambda: model) if model else None)
 
     # --- look-ups ------------------------------------------------------------------------------
     def _query(self, sql, params=()):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from clipsql.database import images
 
 DESCRIPTION = """CLIP image search over a PostgreSQL collection.
 
@@ -60,27 +62,25 @@ def errors(*codes: int) -> dict:
                    {"model": Detail, "description": ERRORS[code]}) for code in codes}
 
 
-class _Row(BaseModel):
-    """The columns of a clipsql.images row; the file facts are null for imported embeddings."""
+def _row_fields() -> dict:
+    """The fields of a hit and of an image's details, from :data:`clipsql.database.images.HIT`
+    (the columns' one home), in its order: timestamps as ISO text, nullable columns as
+    ``| None``; plus the file name after ``path`` and the two URLs at the end."""
+    fields = {}
+    for c in images.HIT:
+        kind = str if c.python is dt.datetime else c.python
+        fields[c.name] = (kind | None if c.nullable else kind, Field(description=c.doc))
+        if c.name == "path":
+            fields["name"] = (str, Field(description="the file name"))
+    fields["thumbnail_url"] = (str, Field(description="a small JPEG of the image"))
+    fields["image_url"] = (str, Field(description="the image file itself"))
+    return fields
 
-    id: int
-    path: str
-    name: str = Field(description="the file name")
-    sha256: str | None
-    bytes: int | None
-    mtime: str | None
-    width: int | None
-    height: int | None
-    format: str | None
-    orientation: int | None
-    taken_at: str | None = Field(description="EXIF DateTimeOriginal, camera local time")
-    camera_make: str | None
-    camera_model: str | None
-    latitude: float | None
-    longitude: float | None
-    added_at: str
-    thumbnail_url: str
-    image_url: str
+
+_Row = create_model(
+    "_Row", __module__=__name__, **_row_fields(),
+    __doc__="The columns of a clipsql.images row; the file facts are null for imported "
+            "embeddings.")
 
 
 class Hit(_Row):

@@ -66,7 +66,7 @@ def check_text(out):
     for row in ("open_clip encode_text (77 tokens, torch fp32)", "open_clip encode_text, torch 1 thread",
                 "ONNX Runtime fp32, 1 thread", "ONNX Runtime int8, 1 thread",
                 "public API: ClipModel.encode_text (onnx-int8)",
-                "public API: encode_text(exact=True) (fp32)", "public API / open_clip:"):
+                "public API: encode_text(fp32=True) (fp32)", "public API / open_clip:"):
         assert row in out, row
     if (os.cpu_count() or 1) > 1:
         assert "ONNX Runtime fp32, 2 threads" in out and "ONNX Runtime int8, 2 threads" in out

@@ -271,3 +271,33 @@ def test_add_and_remove_query_parts(serve, photo_folder):
     ui.wait_idle()
     assert "order_by=taken_at+desc" in page.url
     assert ui.errors == []
+
+
+DATES_FIT = """() => [...document.querySelectorAll('#grid .card')].map(card => {
+  const line = card.querySelector('.when'), date = line.querySelector('.date');
+  const box = line.getBoundingClientRect(), day = date.getBoundingClientRect();
+  return {text: date.textContent, overflow: line.scrollWidth - line.clientWidth,
+          pieces: date.getClientRects().length,
+          inside: day.left >= box.left - 0.5 && day.right <= box.right + 0.5 && day.width > 0};
+})"""
+
+
+@pytest.mark.parametrize("viewport", [(1000, 700), (390, 800)], ids=["desktop", "phone"])
+def test_the_cards_show_the_whole_date(serve, tmp_path, viewport):
+    """A card's date is never cut, nor split over two lines: not beside the buttons, not with
+    a long camera name, not on a phone's narrow cards."""
+    from PIL import Image
+
+    folder = tmp_path / "dated"
+    for i, make in enumerate(["Canon", "NIKON CORPORATION WITH A VERY LONG MAKER NAME", ""]):
+        exif = Image.Exif()
+        exif[0x010F] = make or "x"
+        exif.get_ifd(0x8769)[0x9003] = f"2021:0{i + 1}:2{i} 10:00:00"
+        make_image(folder / f"d{i}.jpg", color=(60 * i, 90, 200), pattern=i, exif=exif)
+    ui = serve(folder, viewport=viewport)
+    ui.search("a photo")
+    cards = ui.page.evaluate(DATES_FIT)
+    assert sorted(c["text"] for c in cards) == ["2021-01-20", "2021-02-21", "2021-03-22"]
+    for c in cards:
+        assert c["overflow"] <= 0 and c["pieces"] == 1 and c["inside"], cards
+    assert ui.errors == []

@@ -65,3 +65,21 @@ def test_errors_are_one_line(run, tmp_path):
     run("labels", "add", "cat")
     result = run("classify", "--where", "nonexistent = 1", ok=False)
     assert result.exit_code == 1 and "bad WHERE fragment" in result.output
+
+
+def test_label_messages_count_right_and_show_versions_only_with_stored_results(run, tmp_path):
+    scene(tmp_path / "x" / "a.png", 1)
+    run("load", str(tmp_path / "x"))
+    created = run("labels", "add", "cat", "dog").stdout
+    assert created.strip() == "created set default with 2 labels: cat, dog"
+    added = run("labels", "add", "car", "dog").stdout
+    assert added.strip() == "set default: added 1 label, 3 labels in all: cat, dog, car"
+    assert run("labels", "remove", "car").stdout.strip() == "removed 1 label from set default"
+    listed = run("labels", "list").stdout
+    assert listed.startswith("default (2 labels; templates: a photo of a {}.): ") and " v" not in listed
+    run("classify", "--store")
+    version = json.loads(run("labels", "list", "--json").stdout)[0]["version"]
+    assert f"1 stored row of version {version}" in run("labels", "list").stdout
+    run("labels", "add", "--set", "solo", "tree")
+    assert run("labels", "remove", "--set", "solo", "--all").stdout.strip() == \
+        "removed set solo with 1 label"

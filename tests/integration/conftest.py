@@ -18,9 +18,9 @@ def encodes(monkeypatch):
     calls = []
     original = ClipModel.encode_text
 
-    def counting(self, texts, exact=False):
+    def counting(self, texts, fp32=False):
         calls.append(list(texts))
-        return original(self, texts, exact)
+        return original(self, texts, fp32)
 
     monkeypatch.setattr(ClipModel, "encode_text", counting)
     return calls

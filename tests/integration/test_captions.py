@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from clipsql.query.hybrid import rrf
+from clipsql.captions.hybrid import rrf
 from tests.conftest import make_image
 
 #: open_clip's coca_ViT-B-32 config, shrunk: the decoder's width must equal embed_dim and
@@ -204,7 +204,7 @@ def sql_text_reference(db, keep=None):
 
 
 def test_full_text_ranking_matches_the_reference(db, captioned):
-    from clipsql.query import hybrid
+    from clipsql.captions import hybrid
 
     ids = captioned
     order, best = sql_text_reference(db)
@@ -306,6 +306,54 @@ def test_cli_caption_and_hybrid_search(dsn, tiny_model, coca_model, photo_folder
     run("search", "--hybrid", "--image", "1", code=2)
     assert "cannot be combined" in run("search", QUERY, "--hybrid", "--within", "0.1",
                                        code=2).output
+
+
+OTHER_COCA = "coca_ViT-B-32/laion2b_s13b_b90k"  # a real open_clip tag, not the default
+
+
+def _caption_all(db, model: str) -> None:
+    """A current caption of every image, as if ``model`` had written it just now."""
+    db.conn.execute(
+        "INSERT INTO clipsql.captions (image_id, model, caption, image_sha256, created_at) "
+        "SELECT id, %s, 'a picture', sha256, clock_timestamp() FROM clipsql.images", (model,))
+
+
+def test_the_caption_model_is_remembered(db, photo_folder):
+    from clipsql.captions import generate
+    from clipsql.errors import ModelError
+
+    db.load(photo_folder)
+    assert generate.model_for(db.conn) == generate.DEFAULT_CAPTION_MODEL  # no captions yet
+    _caption_all(db, "mine")  # written by hand: not a model to go on with
+    assert generate.model_for(db.conn) == generate.DEFAULT_CAPTION_MODEL
+    _caption_all(db, OTHER_COCA)
+    assert generate.model_for(db.conn) == OTHER_COCA
+    assert generate.model_for(db.conn, "coca_ViT-L-14/x") == "coca_ViT-L-14/x"
+    assert str(generate.captioner_for(None, "cpu", conn=db.conn).spec) == OTHER_COCA
+    _caption_all(db, "clipsql-tiny-coca/file:tiny-coca.pt#0123abcd")  # the latest, from a file
+    with pytest.raises(ModelError, match="file:tiny-coca.pt#0123abcd.*ARCH/PATH-TO-CHECKPOINT"):
+        generate.model_for(db.conn)
+
+
+def test_cli_caption_without_model_goes_on_with_the_collection_s(dsn, tiny_model, photo_folder):
+    """No --model: the model of the collection's captions, not a download of the default
+    (here every image is current for it, so no weights are needed at all)."""
+    import clipsql
+    from clipsql.cli import main
+
+    env = {"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+        _caption_all(db, OTHER_COCA)
+    done = CliRunner().invoke(main, ["caption", "--json"], env=env, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert (summary["model"], summary["computed"], summary["skipped"]) == (OTHER_COCA, 0, 12)
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        _caption_all(db, "clipsql-tiny-coca/file:tiny-coca.pt#0123abcd")
+    refused = CliRunner().invoke(main, ["caption"], env=env, catch_exceptions=False)
+    assert refused.exit_code == 2 and "file:tiny-coca.pt#0123abcd" in refused.output
+    assert "--model" in refused.output and "Traceback" not in refused.output
 
 
 def test_web_api_hybrid_search_and_captions(dsn, tiny_model, captioned, tmp_path):

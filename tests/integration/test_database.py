@@ -6,8 +6,7 @@ import psycopg
 import pytest
 
 import clipsql
-from clipsql.database import connection as dbmod
-from clipsql.database import migrations as migrate
+from clipsql.database import connection, migrations
 from clipsql.errors import DatabaseError, ExtensionMissingError
 
 EXPECTED_IMAGE_COLUMNS = {
@@ -21,9 +20,9 @@ EXPECTED_IMAGE_COLUMNS = {
 
 
 def test_applying_all_migrations_yields_the_expected_schema(empty_dsn):
-    with dbmod.connect(empty_dsn) as conn:
-        applied = migrate.apply(conn)
-        assert [m.version for m in applied] == [m.version for m in migrate.available()]
+    with connection.connect(empty_dsn) as conn:
+        applied = migrations.apply(conn)
+        assert [m.version for m in applied] == [m.version for m in migrations.available()]
         cols = dict(conn.execute(
             "SELECT column_name, coalesce(udt_name::regtype::text, data_type) FROM information_schema.columns "
             "WHERE table_schema = 'clipsql' AND table_name = 'images'").fetchall())
@@ -31,14 +30,14 @@ def test_applying_all_migrations_yields_the_expected_schema(empty_dsn):
         tables = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'clipsql'")}
         assert {"images", "failures", "model", "schema_version"} <= tables
-        assert migrate.apply(conn) == []  # idempotent
-        assert migrate.current_version(conn) == migrate.available()[-1].version
+        assert migrations.apply(conn) == []  # idempotent
+        assert migrations.current_version(conn) == migrations.available()[-1].version
 
 
 def test_migrations_are_plain_sql_that_psql_style_execution_accepts(empty_dsn):
     """Each file runs as one script with no Python (as `psql -f` would)."""
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        for m in migrate.available():
+        for m in migrations.available():
             conn.execute(m.sql())
         assert conn.execute("SELECT to_regclass('clipsql.images')").fetchone()[0] == "clipsql.images"
 
@@ -48,8 +47,8 @@ def test_concurrent_migrations_are_safe(empty_dsn):
 
     def run():
         try:
-            with dbmod.connect(empty_dsn) as conn:
-                migrate.apply(conn)
+            with connection.connect(empty_dsn) as conn:
+                migrations.apply(conn)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -59,9 +58,9 @@ def test_concurrent_migrations_are_safe(empty_dsn):
     for t in threads:
         t.join()
     assert errors == []
-    with dbmod.connect(empty_dsn) as conn:
+    with connection.connect(empty_dsn) as conn:
         n = conn.execute("SELECT count(*) FROM clipsql.schema_version").fetchone()[0]
-    assert n == len(migrate.available())
+    assert n == len(migrations.available())
 
 
 def test_bad_dsn_is_one_clear_message_without_the_password():

@@ -53,7 +53,7 @@ def test_auto_follows_the_rule_and_matches_open_clip(tiny_model, own_cache):
     model = ClipModel(tiny_model, device="cpu")
     images, pixels = pixels_of(model)
     got_images, got_texts = model.encode_images(pixels), model.encode_text(TEXTS)
-    exact = model.encode_text(TEXTS, exact=True)
+    exact = model.encode_text(TEXTS, fp32=True)
     meta = export.read(model.export_folder)
     expected = export.choose(meta["image"], "auto")[0]
     assert model.backend == f"onnx-{expected}" and model.backend_reason.startswith("auto: ")
@@ -217,4 +217,4 @@ def test_the_real_vitb32_architecture_exports_and_keeps_the_bar(vitb32_model):
     with torch.no_grad():
         ref = net.encode_text(tokenizer(TEXTS)).numpy()
     assert cos_min(model.encode_text(TEXTS), ref) >= export.ACCURACY_BAR
-    assert cos_min(model.encode_text(TEXTS, exact=True), ref) >= 1 - 1e-6
+    assert cos_min(model.encode_text(TEXTS, fp32=True), ref) >= 1 - 1e-6

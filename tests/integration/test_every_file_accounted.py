@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from clipsql.cli import main
+from clipsql.ingest.reasons import Ignored, Reason
 from tests.unit.test_formats import CANNOT, extension_for, write, write_dng
 
 pytestmark = pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning")
@@ -101,6 +102,9 @@ def test_every_file_is_added_failed_or_ignored(dsn, tiny_model, mixed):
                        str(folder / ".DS_Store"): "hidden"}
     status = json.loads(run("status", "--json").stdout)
     assert status["ignored"] == 3 and status["failures"] == len(expected["failed"])
+    # every code stored is on the one list (clipsql.ingest.reasons), which says what it means
+    assert set(stored.values()) | set(status["failures_by_reason"]) <= {r.value for r in Reason}
+    assert set(ignored.values()) <= {r.value for r in Ignored}
     assert "ignored:    3" in run("status").stdout
 
     again = json.loads(run("load", str(folder), "--json").stdout)
@@ -130,3 +134,24 @@ def test_fixed_walk_failures_leave_the_failures_table(db, tmp_path):
     reason = db.conn.execute("SELECT reason FROM clipsql.failures").fetchone()[0]
     assert reason == "broken_link"
     assert db.conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0] == 1
+
+
+def test_a_reason_not_on_the_list_is_never_stored(db, dsn):
+    """Both writers of clipsql.failures refuse a code that is not a Reason, writing nothing."""
+    from clipsql.database import connection
+    from clipsql.ingest import accounting, loader
+    from clipsql.ingest.walk import Found
+
+    found = Found()
+    found.failed["/x/a.jpg"] = ("gone_missing", "a code nobody listed")
+    with pytest.raises(ValueError, match="gone_missing"):
+        accounting.record(db.conn, found)
+    writer = loader.Writer(lambda: connection.connect(dsn), loader.LoadReport())
+    writer.start()
+    writer.put([], [("/x/b.jpg", "gone_missing", "a code nobody listed")])
+    with pytest.raises(ValueError, match="gone_missing"):
+        writer.close()
+    assert db.conn.execute("SELECT count(*) FROM clipsql.failures").fetchone()[0] == 0
+    found = Found()
+    found.failed["/x/c.jpg"] = (Reason.VANISHED, "listed, then gone")
+    assert accounting.record(db.conn, found) == [("/x/c.jpg", "vanished", "listed, then gone")]

@@ -51,12 +51,11 @@ def short_deadline(monkeypatch):
 
 def _flag(db, where, batch=None):
     """flag() through the library, optionally with a small cursor batch."""
-    from clipsql.query import labels as labelsets
-    from clipsql.query import zeroshot
+    from clipsql.query import label_sets, zeroshot
 
-    if not labelsets.sets(db.conn):
+    if not label_sets.sets(db.conn):
         db.add_labels(["red", "blue"])
-    chosen = labelsets.resolve(db.conn, db.model, "default")
+    chosen = label_sets.resolve(db.conn, db.model, "default")
     kwargs = {"batch": batch} if batch else {}
     return zeroshot.flag(db.conn, chosen, 0.01, where=where, **kwargs)
 

@@ -128,6 +128,8 @@ def test_cli_import_embeddings_with_ids_and_metadata(dsn, tiny_model, tmp_path):
             "--metadata", str(tmp_path / "photos.csv"), "--prefix", "https://unsplash.com/photos/"]
     refused = runner.invoke(main, args, env=env)
     assert refused.exit_code == 1 and "photographer" in refused.output and "Traceback" not in refused.output
+    assert "--ignore-extra skips the others" in refused.output  # the option, not the parameter
+    assert "ignore_extra" not in refused.output
     out = runner.invoke(main, [*args, "--ignore-extra", "--json"], env=env)
     assert out.exit_code == 0, out.output
     assert '"added": 4' in out.output
@@ -143,3 +145,20 @@ def test_cli_import_embeddings_with_ids_and_metadata(dsn, tiny_model, tmp_path):
     bad = runner.invoke(main, ["import-embeddings", str(tmp_path / "wrong.npy"), "--ids",
                                str(tmp_path / "photo_ids.csv")], env=env)
     assert bad.exit_code == 1 and "64-d" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_library_names_its_own_parameter_for_unknown_metadata_columns(db, tmp_path):
+    from clipsql.errors import ParameterError
+
+    np.save(tmp_path / "f.npy", np.ones((1, 32), np.float32))
+    (tmp_path / "ids.csv").write_text("id\nA\n")
+    (tmp_path / "meta.csv").write_text("id,photographer\nA,ann\n")
+    files = (str(tmp_path / "f.npy"), str(tmp_path / "ids.csv"))
+    with pytest.raises(ParameterError) as info:
+        db.import_files(*files, metadata_path=str(tmp_path / "meta.csv"))
+    assert isinstance(info.value, EmbeddingImportError) and info.value.parameter == "ignore_extra"
+    assert "unknown columns photographer" in str(info.value)
+    assert "ignore_extra=True skips the others" in str(info.value) and "--" not in str(info.value)
+    assert info.value.naming("--ignore-extra").endswith("(--ignore-extra skips the others)")
+    assert db.import_files(*files, metadata_path=str(tmp_path / "meta.csv"),
+                           ignore_extra=True).added == 1

@@ -157,8 +157,7 @@ def test_psycopg_and_sqlalchemy_helpers_give_the_same_query(rows, dsn, monkeypat
             "SELECT id FROM clipsql.images WHERE camera_make = 'Canon' "
             "ORDER BY (embedding <=> %s) + 0, id LIMIT 10", (q,))]
     assert got == expected
-    monkeypatch.setitem(cs._state, "collection", None)
-    monkeypatch.setitem(cs._state, "owned", False)
+    cs.close()
     cs.configure(db)
     engine = create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
     q = cs.clip_query(parts)
@@ -167,6 +166,7 @@ def test_psycopg_and_sqlalchemy_helpers_give_the_same_query(rows, dsn, monkeypat
     with engine.connect() as conn:
         assert [r[0] for r in conn.execute(stmt)] == expected
     engine.dispose()
+    cs.close()
 
 
 def test_cli_algebra_cutoff_and_order(rows, dsn, tiny_model):
@@ -187,7 +187,7 @@ def test_cli_algebra_cutoff_and_order(rows, dsn, tiny_model):
     assert out.exit_code == 0, out.output
     assert [h["id"] for h in json.loads(out.stdout)] == [h.id for h in expected]
     human = CliRunner().invoke(main, ["search", "a beach", "--within", "0.01"], env=env)
-    assert "cut by within" in human.stderr
+    assert "cut by --within" in human.stderr
     bad = CliRunner().invoke(main, ["search", "--minus", "people"], env=env)
     assert bad.exit_code == 2 and "QUERY or an --image" in bad.output
 
@@ -223,3 +223,4 @@ def test_relevant_set_in_sql_and_sqlalchemy_ordered_by_a_column(rows, dsn):
     with engine.connect() as conn:
         assert [r[0] for r in conn.execute(stmt)] == expected
     engine.dispose()
+    cs.close()

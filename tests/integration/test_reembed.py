@@ -113,7 +113,7 @@ def test_reembed_equals_a_fresh_load_with_the_new_model(dsn, pg_admin_url, tiny_
     assert [s["model"] for s in sets] == [f"clipsql-tiny48/{new_model.pretrained_id}"]
     assert sets[0]["stored_rows"] == 0
     for query in QUERIES:
-        want = new_model.encode_text([query], exact=True)[0]  # stored texts are fp32
+        want = new_model.encode_text([query], fp32=True)[0]  # stored texts are fp32
         assert texts[query].to_numpy().shape == (48,)
         assert np.abs(texts[query].to_numpy() - want).max() < 2e-3
 

@@ -55,11 +55,9 @@ def sa_url(dsn: str) -> str:
 @pytest.fixture
 def configured(monkeypatch):
     """Leaves clipsql.sqlalchemy unconfigured after the test, closing what it opened."""
-    monkeypatch.setitem(cs._state, "collection", None)
-    monkeypatch.setitem(cs._state, "owned", False)
+    cs.close()
     yield cs
-    if cs._state["owned"] and cs._state["collection"] is not None:
-        cs._state["collection"].close()
+    cs.close()
 
 
 @pytest.fixture
@@ -209,7 +207,7 @@ def test_hnsw_index_is_used_for_the_orm_order_by_limit(db, dsn, engine, configur
     db.conn.execute("INSERT INTO products (name, price, photo_path) SELECT 'p' || i, (i * 37) % 100, "
                     "'/gen/' || lpad(i::text, 6, '0') || '.jpg' FROM generate_series(0, 4999, 3) i")
     analyze(db.conn)
-    configured.configure(db)  # an open Collection: its model and connection
+    configured.configure(db)  # an open Collection: its query service
     configured.install_search_settings(engine)
     sent = []
 

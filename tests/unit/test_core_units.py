@@ -5,10 +5,9 @@ import os
 import pytest
 
 from clipsql import config
-from clipsql.database import connection as db
-from clipsql.database import migrations as migrate
+from clipsql.database import connection, migrations
 from clipsql.errors import ConfigError, ModelError
-from clipsql.ingest import exif as metadata
+from clipsql.ingest import exif
 from clipsql.models.openclip import ClipModel, ModelSpec
 
 
@@ -20,13 +19,13 @@ from clipsql.models.openclip import ClipModel, ModelSpec
     ("host=db password='s3 cret' dbname=x", "host=db password=*** dbname=x"),
 ])
 def test_redact_hides_passwords(dsn, shown):
-    assert db.redact(dsn) == shown
-    assert "s3cret" not in db.redact(dsn)
+    assert connection.redact(dsn) == shown
+    assert "s3cret" not in connection.redact(dsn)
 
 
 def test_driver_messages_are_scrubbed():
     dsn = "postgresql://alice:hunter22@db/x"
-    assert "hunter22" not in db.scrub("failed for postgresql://alice:hunter22@db/x (hunter22)", dsn)
+    assert "hunter22" not in connection.scrub("failed for postgresql://alice:hunter22@db/x (hunter22)", dsn)
 
 
 @pytest.mark.parametrize("spec, arch, pretrained", [
@@ -100,13 +99,13 @@ def test_settings_precedence(monkeypatch):
     ((0, 0, 0), b"W", 0.0),
 ])
 def test_gps_to_decimal(dms, ref, expected):
-    assert metadata.dms_to_decimal(dms, ref) == pytest.approx(expected, abs=1e-6)
+    assert exif.dms_to_decimal(dms, ref) == pytest.approx(expected, abs=1e-6)
 
 
 def test_gps_with_zero_denominator_is_none():
     from PIL.TiffImagePlugin import IFDRational
 
-    assert metadata.dms_to_decimal((IFDRational(1, 0), 0, 0), "N") is None
+    assert exif.dms_to_decimal((IFDRational(1, 0), 0, 0), "N") is None
 
 
 @pytest.mark.parametrize("text, year", [
@@ -114,14 +113,14 @@ def test_gps_with_zero_denominator_is_none():
     ("    :  :     :  :  ", None), (b"2019:01:01 00:00:00\x00", 2019), ("garbage", None),
 ])
 def test_exif_dates(text, year):
-    parsed = metadata.parse_exif_datetime(text)
+    parsed = exif.parse_exif_datetime(text)
     assert (parsed.year if parsed else None) == year
 
 
 def test_migrations_are_numbered_without_gaps():
-    versions = [m.version for m in migrate.available()]
+    versions = [m.version for m in migrations.available()]
     assert versions == list(range(1, len(versions) + 1))
-    assert all(m.sql().strip() for m in migrate.available())
+    assert all(m.sql().strip() for m in migrations.available())
 
 
 def test_walk_skips_hidden_and_non_images_and_reports_bad_names(tmp_path):
@@ -141,3 +140,19 @@ def test_walk_skips_hidden_and_non_images_and_reports_bad_names(tmp_path):
     assert any("UTF-8" in r for r in reasons) and any("broken" in r for r in reasons)
     with pytest.raises(ConfigError, match="does not exist"):
         discover([tmp_path / "nope"])
+
+
+def test_walk_failures_and_ignored_files_carry_members_of_the_reason_lists(tmp_path):
+    from clipsql.ingest.reasons import Ignored, Reason
+    from clipsql.ingest.walk import Found, discover
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".DS_Store").write_text("x")
+    os.symlink(tmp_path / "missing.jpg", tmp_path / "dangling.jpg")
+    found = discover([tmp_path])
+    assert {r for r, _ in found.failed.values()} == {Reason.BROKEN_LINK}
+    assert all(type(r) is Reason for r, _ in found.failed.values())
+    assert sorted(found.ignored.values()) == [Ignored.HIDDEN, Ignored.NOT_IMAGE]
+    assert all(type(r) is Ignored for r in found.ignored.values())
+    with pytest.raises(ValueError, match="not a valid Reason"):
+        Found().fail("/x.jpg", "gone_missing", "a code that is not on the list")

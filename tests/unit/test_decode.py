@@ -1,7 +1,10 @@
-"""Decoding: draft-mode JPEG decoding stays within a small error of the exact path."""
+"""Decoding: draft-mode JPEG decoding stays within a small error of the exact path; every
+failure has a reason of the one list (:class:`clipsql.ingest.reasons.Reason`)."""
 
+import ast
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from PIL import Image
 
 from clipsql.errors import ImageError
 from clipsql.ingest import decode
+from clipsql.ingest.reasons import Ignored, Reason
 
 
 def camera_like_jpeg(path, size=(4032, 3024), orientation=None):
@@ -54,13 +58,61 @@ def test_bad_files_get_a_reason(tmp_path, content, reason):
     p.write_bytes(content)
     with pytest.raises(ImageError) as info:
         decode.read(str(p), lambda img: img)
-    assert info.value.reason == reason
+    assert info.value.reason is Reason.of(reason)
 
 
 def test_vanished_file(tmp_path):
     with pytest.raises(ImageError) as info:
         decode.read(str(tmp_path / "gone.jpg"), lambda img: img)
-    assert info.value.reason == "vanished"
+    assert info.value.reason is Reason.VANISHED
+
+
+#: The codes stored in clipsql.failures and clipsql.ignored of existing databases: a member
+#: may be added, none renamed or removed.
+STORED = {"empty", "too_large", "unreadable", "vanished", "bad_name", "broken_link",
+          "unsupported", "truncated", "corrupt", "decompression_bomb"}
+
+
+def test_the_reasons_keep_their_stored_values_and_say_what_they_mean():
+    assert {r.value for r in Reason} >= STORED
+    assert {r.value for r in Ignored} >= {"not_image", "hidden"}
+    for code in [*Reason, *Ignored]:
+        assert code == code.value and f"{code}" == code.value and code.description
+    with pytest.raises(ValueError):
+        Reason.of("disappeared")
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "clipsql"
+
+
+def _reason_arguments():
+    """(where, argument) of every reason given to ``ImageError(reason, ...)`` or to a walk's
+    ``fail(path, reason, ...)`` anywhere in the package."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            index = {"ImageError": 0, "fail": 1}.get(name)
+            if index is not None and len(node.args) > index:
+                yield f"{path.relative_to(PACKAGE.parent)}:{node.lineno}", node.args[index]
+
+
+def test_every_reason_written_is_a_member():
+    """Writers name members (``Reason.VANISHED``) or pass one on (``exc.reason``), never a
+    string of their own: a new code must be added to the list first."""
+    given = list(_reason_arguments())
+    assert len(given) >= 15  # the scan sees the decoders and the walk
+    for where, arg in given:
+        assert not isinstance(arg, ast.Constant), f"{where}: a reason as a literal string"
+    for path in sorted(PACKAGE.rglob("*.py")):  # and every member named exists
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id in ("Reason", "Ignored") and node.attr.isupper():
+                members = (Reason if node.value.id == "Reason" else Ignored).__members__
+                assert node.attr in members, f"{path.name}:{node.lineno}: {node.attr}?"
 
 
 def test_concurrent_decodes_stay_within_the_memory_budget(tmp_path, monkeypatch):

@@ -1,5 +1,9 @@
 """Pure parts of the index kinds: build memory sizing, the CREATE INDEX text per kind, the
-binary scan's candidates and its ORDER BY (which must match the index expression)."""
+binary scan's filtered candidates and its ORDER BY (which must match the index expression).
+
+The unfiltered candidate count is the SQL function ``clipsql._binary_candidates``'s alone;
+tests/integration/test_sql_parity.py checks Python against it, and the kinds against the
+CHECK constraint."""
 
 import re
 
@@ -42,12 +46,6 @@ def test_index_names_and_unknown_kinds():
     assert hnsw.index_name("binary") == hnsw.BINARY_INDEX_NAME
     with pytest.raises(QueryError, match="unknown index kind"):
         hnsw.index_name("ivfflat")
-
-
-@pytest.mark.parametrize("limit, oversample, expected", [
-    (10, 40, 400), (1, 1, 1), (10, 1, 10), (50, 40, 1000), (999, 40, 1000)])
-def test_candidates_for(limit, oversample, expected):
-    assert quantized.candidates_for(limit, oversample) == expected
 
 
 def test_rerank_wraps_and_cuts():

@@ -23,7 +23,7 @@ import torch
 from clipsql.errors import ModelError
 from clipsql.models import hub
 from clipsql.models.openclip import ClipModel
-from clipsql.query.labels import LabelSet, probabilities, sigmoid, softmax
+from clipsql.query.label_sets import LabelSet, probabilities, sigmoid, softmax
 
 CORPUS = [
     "two dogs playing in the snow", "a photo of a cat", "a red car on the street",
@@ -164,7 +164,7 @@ def test_hugging_face_text_towers_run_on_the_engine(models, kind, tmp_path, monk
     assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
     ref = reference(models[kind], texts)
     assert export.cosines(out, ref).min() >= export.ACCURACY_BAR
-    assert np.abs(model.encode_text(texts, exact=True) - ref).max() <= 1e-4
+    assert np.abs(model.encode_text(texts, fp32=True) - ref).max() <= 1e-4
     assert np.array_equal(out, model.encode_text(texts))  # deterministic
 
 

@@ -1,11 +1,13 @@
-"""Reciprocal rank fusion (clipsql.query.hybrid.rrf) against scores worked out by hand."""
+"""Reciprocal rank fusion (clipsql.captions.hybrid.rrf) against scores worked out by hand, with
+k given: that the default k (and the candidates) equal ``clipsql.hybrid_search``'s, and that
+both sides fuse alike, is tests/integration/test_sql_parity.py's to check."""
 
 from __future__ import annotations
 
 import pytest
 
+from clipsql.captions.hybrid import rrf
 from clipsql.errors import QueryError
-from clipsql.query.hybrid import rrf
 
 
 def test_two_rankings_fuse_as_worked_out_by_hand():
@@ -19,7 +21,7 @@ def test_two_rankings_fuse_as_worked_out_by_hand():
         ("e", 1 / 63, (None, 3)),
         ("d", 1 / 64, (4, None)),
     ]
-    got = rrf([clip, text])
+    got = rrf([clip, text], k=60)
     assert [key for key, _, _ in got] == [key for key, _, _ in expected]
     for (key, score, ranks), (_, want, want_ranks) in zip(got, expected):
         assert score == pytest.approx(want, rel=1e-15), key
@@ -41,15 +43,15 @@ def test_k_changes_the_weights_and_zero_is_allowed():
 
 
 def test_ties_are_ordered_by_key_and_missing_rankings_count_nothing():
-    got = rrf([[3, 1], [1, 3]])
+    got = rrf([[3, 1], [1, 3]], k=60)
     assert [key for key, _, _ in got] == [1, 3]
     assert got[0][1] == got[1][1] == 1 / 61 + 1 / 62
     assert rrf([[], []]) == []
-    assert rrf([[5], []]) == [(5, 1 / 61, (1, None))]
+    assert rrf([[5], []], k=60) == [(5, 1 / 61, (1, None))]
 
 
 def test_a_key_counts_once_per_ranking_at_its_best_rank():
-    assert rrf([["a", "a", "b"]]) == [("a", 1 / 61, (1,)), ("b", 1 / 63, (3,))]
+    assert rrf([["a", "a", "b"]], k=60) == [("a", 1 / 61, (1,)), ("b", 1 / 63, (3,))]
 
 
 def test_three_rankings():

@@ -115,17 +115,22 @@ function card(hit, rank) {
                    el("b", { textContent: "#" + rank }), " " + hit.score.toFixed(3));
   return el("figure", { className: "card" }, open, score,
             el("figcaption", {}, el("span", { className: "name", textContent: hit.name, title: hit.path }),
-               el("span", { className: "meta", textContent: summary(hit) }),
+               el("span", { className: "meta when" }, ...summary(hit)),
                hit.caption ? el("span", { className: "meta caption", textContent: hit.caption }) : "",
                el("span", { className: "actions" }, like, plus, minus)));
 }
 
 function summary(hit) {
-  // One short line under the name: when and with what, else the size.
+  // Under the name: when (the date is never cut: the line wraps after it) and with what,
+  // else the size (imported rows have none).
   const parts = [];
-  if (hit.taken_at) parts.push(hit.taken_at.slice(0, 10));
-  if (hit.camera_make) parts.push(hit.camera_make);
-  return parts.length ? parts.join(" · ") : `${hit.width}×${hit.height}`;
+  if (hit.taken_at) {
+    const day = hit.taken_at.slice(0, 10);
+    parts.push(el("time", { className: "date", dateTime: day, textContent: day }));
+  }
+  if (hit.camera_make) parts.push(el("span", { className: "camera", textContent: hit.camera_make }));
+  if (!parts.length) return hit.width ? [`${hit.width}×${hit.height}`] : [];
+  return parts.flatMap((part, i) => (i ? [" · ", part] : [part]));
 }
 
 function describe(hit) {

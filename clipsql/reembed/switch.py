@@ -11,7 +11,7 @@ so they are embedded too.
 
 Once filled: the new column's HNSW index is built with ``CREATE INDEX CONCURRENTLY`` (loads
 and searches go on), the label and stored-text embeddings are computed beside the live ones
-(the ``texts`` hook, :mod:`clipsql.query.reembed_texts`), then :func:`_switch` runs one
+(:mod:`clipsql.reembed.texts`), then :func:`_switch` runs one
 transaction: with loads kept out (``SHARE ROW EXCLUSIVE``: searches go on) it embeds the
 rows still missing, copies the old vectors to ``clipsql.reembed_old`` unless they are
 dropped, and only then takes the exclusive lock for catalog-only steps: drop ``embedding``,
@@ -25,12 +25,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from clipsql import config
 from clipsql.database import binding, hnsw, migrations
 from clipsql.errors import DatabaseError, LoadError, ModelMismatchError
-from clipsql.ingest import reembed_rows
 from clipsql.ingest.decoder_pool import Decoders
+from clipsql.reembed import rows, texts
 
-NEXT = reembed_rows.NEXT
+NEXT = rows.NEXT
 NEXT_INDEX = "images_embedding_next_hnsw"
 TODO_INDEX = "images_embedding_next_todo"
 TRIGGER = "images_reembed_row_changed"
@@ -39,7 +40,7 @@ LOCK_KEY = migrations.LOCK_KEY + 2
 #: How long the switch waits for a lock before it rolls back and tries again.
 SWITCH_LOCK_TIMEOUT_MS = 3000
 SWITCH_TRIES = 5
-_MISSING = reembed_rows.MISSING
+_MISSING = rows.MISSING
 _COLUMNS = ("arch", "pretrained", "dim", "spec")
 
 
@@ -75,16 +76,14 @@ def progress(conn) -> dict | None:
     return None if row is None else dict(zip([d.name for d in cur.description], row))
 
 
-def run(conn, model, texts, *, drop_old: bool = False, batch_size: int = 32,
+def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_SIZE,
         workers: int | None = None, processes: bool = False, progress=None) -> ReembedReport:
     """Reembed the collection on ``conn`` (autocommit) with ``model`` and switch to it.
 
-    ``texts`` computes and moves the label and stored-text embeddings (``prepare(conn,
-    model)``, ``switch(conn, model)``, ``discard(conn)``). ``progress(done, total)`` is
-    called after each batch. ``drop_old`` does not keep the replaced vectors.
+    ``progress(done, total)`` is called after each batch. ``drop_old`` does not keep the replaced vectors.
     """
     started = time.perf_counter()
-    with _single(conn):
+    with _one_at_a_time(conn):
         bound = binding.require_model(conn)
         target = model.identity()
         report = ReembedReport(model=target, previous=bound)
@@ -101,10 +100,10 @@ def run(conn, model, texts, *, drop_old: bool = False, batch_size: int = 32,
             return report
         _check_files(conn)
         if run_row is None:
-            run_id = _start(conn, model, bound, texts)
+            run_id = _start(conn, model, bound)
         else:
             run_id, report.resumed = run_row["id"], True
-        filler = reembed_rows.Filler(conn, model, run_id, report, batch_size, progress)
+        filler = rows.RowEmbedder(conn, model, run_id, report, batch_size, progress)
         with Decoders(model.preprocess, 2 * model.image_size, workers or 2, processes) as pool:
             filler.pool = pool
             filler.fill()
@@ -114,15 +113,15 @@ def run(conn, model, texts, *, drop_old: bool = False, batch_size: int = 32,
             filler.fill()  # rows loaded or changed while the index was built
             filler.raise_failures()
             texts.prepare(conn, model)
-            _switch(conn, model, texts, filler, keep_old=not drop_old)
+            _switch(conn, model, filler, keep_old=not drop_old)
         report.state, report.switched, report.old_kept = "done", True, not drop_old
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
 
-def cancel(conn, texts) -> ReembedReport:
+def cancel(conn) -> ReembedReport:
     """Give up an unfinished reembed: its column, indexes and side rows are dropped."""
-    with _single(conn):
+    with _one_at_a_time(conn):
         run_row = _unfinished(conn)
         report = ReembedReport(model=None, previous=binding.bound_model(conn))
         if run_row is None:
@@ -146,7 +145,7 @@ def drop_old_data(conn) -> int:
     return n
 
 
-class _single:
+class _one_at_a_time:
     """Hold the reembed lock for a ``with`` block, or refuse if another run holds it."""
 
     def __init__(self, conn):
@@ -181,7 +180,7 @@ def _check_files(conn) -> None:
             "import the new model's embeddings into a new collection instead")
 
 
-def _start(conn, model, bound: dict, texts) -> int:
+def _start(conn, model, bound: dict) -> int:
     ident, spec = model.identity(), model.spec.resolved()
     zero = "[" + ",".join(["0"] * int(ident["dim"])) + "]"
     old_spec = binding.bound_spec(conn)
@@ -217,7 +216,7 @@ def _build_todo_index(conn) -> None:
                  f"WHERE {_MISSING}")
 
 
-def _switch(conn, model, texts, filler, *, keep_old: bool) -> None:
+def _switch(conn, model, filler, *, keep_old: bool) -> None:
     """The one switching transaction (see the module docs); retried on lock timeouts."""
     import psycopg
 

@@ -10,8 +10,9 @@ Two rankings of the same filtered rows (the SQL filter runs through
 Each keeps its best ``candidates`` rows; reciprocal rank fusion (Cormack et al., 2009) then
 scores a row by ``sum over the rankings that found it of 1 / (rrf_k + rank)``, ranks from 1,
 best first, ties by id. Only ranks count, so the two scales (cosine, ts_rank_cd) never need
-calibrating. ``clipsql.hybrid_search(query, k, rrf_k, candidates)`` (migration 0011) is the
-same in SQL, without a filter.
+calibrating. ``clipsql.hybrid_search(query, k, rrf_k, candidates)`` (migrations 0011, 0014)
+is the same in SQL, without a filter; tests/integration/test_sql_parity.py runs both on the
+same rows and checks that its defaults are :data:`RRF_K` and :data:`CANDIDATES`.
 
 >>> [(key, round(score, 4), ranks) for key, score, ranks in rrf([["a", "b"], ["b", "c"]])]
 [('b', 0.0325, (2, 1)), ('a', 0.0164, (1, None)), ('c', 0.0161, (None, 2))]
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, make_dataclass
 
+from clipsql.captions.generate import TABLE
 from clipsql.database import images, user_sql
 from clipsql.errors import QueryError
 from clipsql.query import search
@@ -32,7 +34,6 @@ RRF_K = 60
 CANDIDATES = 100
 #: The names of the two rankings, as ``found_by`` lists them.
 RANKINGS = ("clip", "text")
-TABLE = "clipsql.captions"
 #: A caption is current unless it was written for other content of the image.
 CURRENT = "(c.image_sha256 IS NULL OR c.image_sha256 = i.sha256)"
 

@@ -1,4 +1,4 @@
-"""The rows' half of a reembed (:mod:`clipsql.ingest.reembed`): embed the images still
+"""The rows' half of a reembed (:mod:`clipsql.reembed.switch`): embed the images still
 holding the placeholder in ``embedding_next``, a batch per transaction.
 
 A batch is written only to rows that did not change since they were read (same
@@ -18,7 +18,7 @@ MISSING = f"l2_norm({NEXT}) = 0"
 SHOWN_FAILURES = 3
 
 
-class Filler:
+class RowEmbedder:
     """Fills ``embedding_next`` with ``model`` (decoding through ``pool``, set by the caller)."""
 
     def __init__(self, conn, model, run_id: int, report, batch_size: int, progress=None):

@@ -118,7 +118,7 @@ def embed_labels(model, labels, templates=DEFAULT_TEMPLATES) -> np.ndarray:
     """(L, dim) label embeddings: every template filled with every label, averaged per label."""
     labels, templates = clean_labels(labels), clean_templates(templates)
     texts = [t.replace("{}", label) for label in labels for t in templates]
-    return average_templates(model.encode_text(texts, exact=True), len(templates))
+    return average_templates(model.encode_text(texts, fp32=True), len(templates))
 
 
 def adhoc(model, labels, templates=DEFAULT_TEMPLATES) -> LabelSet:

@@ -8,7 +8,7 @@ import pytest
 
 from clipsql.errors import LabelError
 from clipsql.query.duplicates import UnionFind, components
-from clipsql.query.labels import (
+from clipsql.query.label_sets import (
     LabelSet,
     average_templates,
     clean_labels,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from clipsql.database import images, user_sql
-from clipsql.errors import ImageError, QueryError
+from clipsql.errors import ImageError, ModelError, QueryError
 from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH, Captioner
 
 TABLE = "clipsql.captions"
@@ -84,11 +84,35 @@ def write(conn, caption_model: str, rows: Sequence[tuple[int, str, str]]) -> int
     return len(rows)
 
 
+def remembered_model(conn) -> str | None:
+    """The model that wrote the collection's most recent caption, or None when no model
+    wrote one (captions written by hand, with a model name that is not ``ARCH/...``, do not
+    count). ModelError when it was a checkpoint file: only its name and fingerprint are
+    recorded, not where it is."""
+    row = conn.execute(f"SELECT model FROM {TABLE} WHERE strpos(model, '/') > 0 "
+                       "ORDER BY created_at DESC, image_id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    if row[0].partition("/")[2].startswith("file:"):
+        raise ModelError(f"the collection's captions were written by {row[0]}, a checkpoint "
+                         "file whose path is not recorded: name the caption model again "
+                         "(ARCH/PATH-TO-CHECKPOINT)")
+    return row[0]
+
+
+def model_for(conn, spec: str | None = None) -> str:
+    """The caption model to use: ``spec``; else the one that wrote the collection's captions
+    (:func:`remembered_model`), so a second run goes on with the same model; else
+    :data:`DEFAULT_CAPTION_MODEL`."""
+    return spec or remembered_model(conn) or DEFAULT_CAPTION_MODEL
+
+
 def captioner_for(spec: str | None = None, device: str | None = None,
-                  cached: Captioner | None = None) -> Captioner:
-    """The :class:`Captioner` for ``spec`` (default :data:`DEFAULT_CAPTION_MODEL`): ``cached``
-    when it is that model already (its weights stay loaded)."""
-    spec = spec or DEFAULT_CAPTION_MODEL
+                  cached: Captioner | None = None, conn=None) -> Captioner:
+    """The :class:`Captioner` for ``spec`` (default: :func:`model_for` on ``conn`` when
+    given, else :data:`DEFAULT_CAPTION_MODEL`): ``cached`` when it is that model already
+    (its weights stay loaded)."""
+    spec = model_for(conn, spec) if conn is not None else spec or DEFAULT_CAPTION_MODEL
     if cached is not None and str(cached.spec) == spec:
         return cached
     return Captioner(spec, device=device)

@@ -1,0 +1,292 @@
+"""The query service: the one thread-safe home of a collection's model and query embeddings.
+
+Every surface embeds and ranks queries through a :class:`QueryService`: the Python API
+(:class:`clipsql.Collection` and the CLI on it), the web server, the psycopg helpers and
+the SQLAlchemy expressions. A service holds no connection: each call takes the caller's
+(a collection's own, one from the web server's pool, the application's psycopg
+connection), so one service serves many threads at once. It keeps the models it opened
+(thread-safe, one per spec), and reads the collection's binding on every call, so a
+model switch (``reembed``, maybe by another process) is followed by every surface alike:
+the next call embeds with the model the collection now holds.
+
+>>> service = QueryService()                                            # doctest: +SKIP
+>>> with psycopg.connect(url) as conn:                                  # doctest: +SKIP
+...     hits = service.search(conn, "two dogs in the snow", limit=5)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clipsql import config
+from clipsql.database import binding, images
+from clipsql.errors import ClipsqlError, ImageError, QueryError
+from clipsql.query import algebra, relevance, search, text_cache
+
+if TYPE_CHECKING:
+    from clipsql.models.openclip import ClipModel
+
+#: An image given as a query: a row id, a stored key (a path, or an imported row's key),
+#: any image file, or the bytes of one.
+ImageRef = int | str | os.PathLike | bytes
+#: Models a service keeps open (a switch opens the new one; the oldest is let go).
+MAX_MODELS = 2
+
+
+class QueryService:
+    """A collection's model and query embeddings, for any number of threads.
+
+    ``model``: a spec to use instead of the collection's own (needed only when its local
+    checkpoint moved), followed until the collection is switched to another model.
+    """
+
+    def __init__(self, model: str | None = None, device: str | None = None,
+                 precision: str | None = None):
+        self._request = config.model_spec(model)
+        self._device = device
+        self._precision = precision
+        self._models: dict[str, ClipModel] = {}
+        self._seen: dict[tuple, object] = {}  # database -> the binding the request was seen with
+        self._last: ClipModel | None = None
+        self._lock = threading.RLock()
+
+    # --- the model ----------------------------------------------------------------------------
+    def open(self, spec: str | None) -> ClipModel:
+        """The model of ``spec`` (default: clipsql's default) with this service's device and
+        precision, opened once (its weights load on first use)."""
+        from clipsql.models.openclip import ClipModel
+
+        with self._lock:
+            model = self._models.get(spec or "")
+            if model is None:
+                model = ClipModel(spec, device=self._device, precision=self._precision)
+                self._models[spec or ""] = model
+                while len(self._models) > MAX_MODELS:
+                    self._models.pop(next(iter(self._models)))
+            return model
+
+    def pin(self, model: ClipModel | None) -> None:
+        """Use ``model`` from now on (a reembed just switched to it); None: the bound model."""
+        with self._lock:
+            self._seen.clear()
+            if model is None:
+                self._request = None
+                return
+            self._request = model.spec.resolved()
+            self._models[self._request] = model
+            self._last = model
+
+    @property
+    def loaded(self) -> ClipModel | None:
+        """The model the last call used, or None (status reports it; nothing is loaded)."""
+        return self._last
+
+    def model(self, conn, binding_row=None) -> ClipModel:
+        """The model to embed with for the collection on ``conn``: the bound one (or the
+        requested one until a switch), checked against the binding."""
+        row = binding_row if binding_row is not None else _binding(conn)
+        model = self.open(self._spec(text_cache.database_key(conn), row))
+        bound = binding.bound_from_row(row[:4]) if row else None
+        if bound is not None:
+            binding.check_identity(bound, model.identity())
+        self._last = model
+        return model
+
+    def _spec(self, database: tuple, row) -> str | None:
+        generation = None if row is None else row[4]
+        with self._lock:
+            if self._request is not None:
+                seen = self._seen.get(database)
+                if seen is None:
+                    self._seen[database] = seen = generation
+                if seen == generation:
+                    return self._request
+        if row is None:
+            return None  # nothing bound yet: the default model (a first load binds it)
+        return binding.usable_spec(binding.bound_from_row(row[:4]))
+
+    def _needs_no_model(self, row) -> bool:
+        """Whether the collection's own model, not yet open, would embed (then a text
+        stored before can be read without loading any model)."""
+        with self._lock:
+            return row is not None and self._request is None and row[3] not in self._models
+
+    # --- query embeddings ---------------------------------------------------------------------
+    def embed_text(self, conn, text: str, *, store: bool = True) -> np.ndarray:
+        """The embedding of ``text``: from memory, from ``clipsql.text_embeddings`` or
+        computed (and stored there unless ``store`` is False: anonymous web queries)."""
+        text_cache.check_text(text)  # before any model loads
+        row = _binding(conn)
+        if self._needs_no_model(row):
+            vec = text_cache.stored(conn, text)  # embedded before: no model needed at all
+            if vec is not None:
+                return vec
+        return text_cache.embed(conn, self.model(conn, row), text, store=store)
+
+    async def embed_text_async(self, conn, text: str) -> np.ndarray:
+        """:meth:`embed_text` on an async psycopg connection."""
+        text_cache.check_text(text)
+        row = await (await conn.execute(binding.GENERATION_SQL)).fetchone()
+        model = self.open(self._spec(text_cache.database_key(conn), row))
+        self._last = model
+        return await text_cache.embed_async(conn, model, text)
+
+    def stored(self, conn, image, column: str = "embedding"):
+        """One column of the row an image reference names (a row id, a stored key as given,
+        or a local path made absolute), or None."""
+        for key, value in _lookups(image):
+            found = _column(conn, column, key, value)
+            if found is not None:
+                return found
+        return None
+
+    def stored_embedding(self, conn, image) -> np.ndarray:
+        """The stored embedding of an image in ``clipsql.images``, or :class:`QueryError`."""
+        return _stored_vector(self.stored(conn, image), image)
+
+    async def stored_embedding_async(self, conn, image) -> np.ndarray:
+        """:meth:`stored_embedding` on an async psycopg connection."""
+        for key, value in _lookups(image):
+            cur = await conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE {key} = %s",
+                                     (value,))
+            row = await cur.fetchone()
+            if row is not None:
+                return _stored_vector(row[0], image)
+        return _stored_vector(None, image)
+
+    def embed_image(self, conn, image: ImageRef) -> np.ndarray:
+        """The embedding of an image: stored (a row id or key), else of the file or bytes."""
+        if isinstance(image, bytes):
+            with tempfile.NamedTemporaryFile(prefix="clipsql-query-") as f:
+                f.write(image)
+                f.flush()
+                return self.embed_file(conn, f.name, "the image bytes")
+        stored = self.stored(conn, image)
+        if stored is not None:
+            return stored.to_numpy().astype(np.float32)
+        if isinstance(image, (int, np.integer)):
+            raise QueryError(f"no image with id {image}")
+        return self.embed_file(conn, _abspath(image))
+
+    def embed_file(self, conn, path: str, name: str | None = None) -> np.ndarray:
+        """The embedding of the image file at ``path`` (``name`` in messages)."""
+        from clipsql.ingest.decode import read
+        from clipsql.models.image import stack
+
+        if not os.path.lexists(path):
+            raise QueryError(f"cannot use {name or path} as a query image: no such file")
+        model = self.model(conn)
+        try:
+            decoded = read(path, model.preprocess)
+        except ImageError as exc:
+            raise QueryError(f"cannot use {name or path} as a query image: {exc}") from None
+        return model.encode_images(stack([decoded.pixels]))[0]
+
+    def embed_query(self, conn, query, *, store: bool = True,
+                    vectors: Sequence[tuple[np.ndarray, float]] = ()) -> np.ndarray:
+        """The embedding of a query (a text, a part or a list of parts: :mod:`clipsql.query.algebra`)
+        plus already embedded ``vectors`` as ``(vector, weight)`` (an upload)."""
+        parts = algebra.as_parts(query) if query is not None else []
+        embedded = [(self.embed_text(conn, p.text, store=store) if isinstance(p, algebra.Text)
+                     else self.embed_image(conn, p.image), p.weight) for p in parts]
+        embedded += list(vectors)
+        if not any(w > 0 for _, w in embedded):
+            raise QueryError("give a text query, an image, or both")
+        return algebra.combine([v for v, _ in embedded], [w for _, w in embedded])
+
+    # --- rankings -----------------------------------------------------------------------------
+    def search(self, conn, query=None, *, image: ImageRef | None = None, store: bool = True,
+               vectors: Sequence[tuple[np.ndarray, float]] = (), where: str | None = None,
+               params: Sequence = (), limit: int = 10, candidates: int = relevance.CANDIDATES,
+               **cutoffs) -> search.Results:
+        """Rank images by a query (texts, images, weighted parts, ``vectors``), best first;
+        the keywords of :func:`clipsql.query.search.find`. A switch of models that overlaps
+        the call is followed: the call is done again, once, with the new model."""
+        parts = [] if query is None else algebra.as_parts(query)
+        if image is not None:
+            parts.append(algebra.Image(image))
+        if not parts and not vectors:
+            raise QueryError("give a text query, an image, or both")
+
+        def rank():
+            binding.require_model(conn)
+            vector = self.embed_query(conn, parts or None, store=store, vectors=vectors)
+            own = algebra.self_reference(parts) if not vectors else None
+            exclude = self.stored(conn, own.image, "id") if own is not None else None
+            return search.find(conn, vector, where=where, params=params, limit=limit,
+                               candidates=candidates, exclude_id=exclude, **cutoffs)
+        return self._across_switch(conn, rank, parts)
+
+    def hybrid(self, conn, text: str, *, store: bool = True, **kwargs) -> search.Results:
+        """The CLIP ranking and the captions' full-text ranking fused by reciprocal rank
+        (:func:`clipsql.captions.hybrid.hybrid`'s keywords)."""
+        from clipsql.captions import hybrid
+
+        hybrid.check_text(text)
+
+        def rank():
+            binding.require_model(conn)
+            return hybrid.hybrid(conn, self.embed_text(conn, text, store=store), text, **kwargs)
+        return self._across_switch(conn, rank, [algebra.Text(text)])
+
+    def _across_switch(self, conn, call, parts):
+        before = binding.generation(conn)
+        try:
+            result = call()
+        except ClipsqlError:
+            if not self._switched(conn, before, parts):
+                raise
+            return call()
+        return call() if self._switched(conn, before, parts) else result
+
+    @staticmethod
+    def _switched(conn, before, parts) -> bool:
+        """Whether another model was switched in since ``before``; then the call's texts,
+        which the old model may have stored after the switch, are removed so that the call
+        done again stores the new model's."""
+        if before is None or binding.generation(conn) == before:
+            return False
+        texts = [p.text for p in parts if isinstance(p, algebra.Text)]
+        if texts:
+            conn.execute("DELETE FROM clipsql.text_embeddings WHERE query = ANY(%s)", (texts,))
+        return True
+
+
+def _binding(conn):
+    return conn.execute(binding.GENERATION_SQL).fetchone()
+
+
+def _lookups(image) -> list[tuple[str, object]]:
+    """Where to look an image reference up: ``("id", n)``, or its key as given, then as an
+    absolute local path."""
+    if isinstance(image, bool):
+        raise QueryError(f"not an image id or path: {image!r}")
+    if isinstance(image, (int, np.integer)):
+        return [("id", int(image))]
+    if not isinstance(image, (str, os.PathLike)):
+        raise QueryError(f"not an image id or path: {image!r}")
+    key = os.fspath(image)
+    return [("path", k) for k in dict.fromkeys((key, _abspath(key)))]
+
+
+def _stored_vector(value, image) -> np.ndarray:
+    if value is None:
+        what = f"id {image}" if isinstance(image, (int, np.integer)) else f"key {image}"
+        raise QueryError(f"no image with {what} in {images.TABLE}")
+    return value.to_numpy().astype(np.float32)
+
+
+def _column(conn, column: str, key: str, value):
+    row = conn.execute(f"SELECT {column} FROM {images.TABLE} WHERE {key} = %s",
+                       (value,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _abspath(path) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))

@@ -1,0 +1,346 @@
+"""Rules written both in migration SQL and in Python, run on both sides with the same inputs
+on the real PostgreSQL; constants both sides need are read from the SQL side (the functions'
+defaults and results, pg_settings, the CHECK constraints), never repeated here.
+
+* query algebra: ``clipsql.combine`` (migration 0008) and :func:`clipsql.query.algebra.combine`;
+* the relevant set: ``clipsql.relevant_images`` (0012, 0014) and :func:`clipsql.query.search.find`
+  with ``within`` / ``min_score`` (:mod:`clipsql.query.relevance`);
+* reciprocal rank fusion: ``clipsql.hybrid_search`` (0011, 0014) and :mod:`clipsql.captions.hybrid`;
+* ``hnsw.ef_search`` widening: ``clipsql._widen_ef_search`` (0005) and
+  :func:`clipsql.query.settings.ef_search_for`;
+* the binary index's candidates: ``clipsql._binary_candidates`` (0013) is their one home
+  (:func:`clipsql.query.quantized.plan` calls it); the cap and the index name around it;
+* index kinds: ``clipsql.index_config``'s CHECK constraints (0013) and
+  :mod:`clipsql.database.hnsw`.
+"""
+
+import math
+import re
+from functools import partial
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector import HalfVector
+
+from clipsql.captions import hybrid
+from clipsql.database import binding, connection, hnsw
+from clipsql.errors import QueryError
+from clipsql.query import algebra, quantized, relevance, search, settings
+from tests.conftest import insert_vectors
+
+N, DIM = 300, 8
+INF, NAN = math.inf, math.nan
+
+
+@pytest.fixture
+def conn(dsn):
+    with connection.connect(dsn) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rows(conn):
+    """N rows (ids 1..N): rows 1-3 share one vector and rows 4-5 another, both near the query
+    ``q`` (ties at the top of the ranking, none where a candidate list is cut)."""
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(N, DIM))
+    q = rng.normal(size=DIM)
+    vecs[0:3] = q + 0.2 * rng.normal(size=DIM)
+    vecs[3:5] = q + 0.3 * rng.normal(size=DIM)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    binding.bind_model(conn, {"arch": "synthetic", "pretrained": "none", "dim": DIM})
+    insert_vectors(conn, vecs)
+    q = HalfVector(q / np.linalg.norm(q)).to_numpy().astype(np.float32)  # as stored in SQL
+    return conn, q
+
+
+def sql_default(conn, signature: str, argument: str):
+    """The value of ``argument``'s DEFAULT in the function ``signature``, evaluated by SQL."""
+    args = conn.execute("SELECT pg_get_function_arguments(%s::regprocedure)",
+                        [signature]).fetchone()[0]
+    expr = re.search(rf"\b{argument} [a-z ]+ DEFAULT ([^,]+)", args).group(1)
+    return conn.execute(f"SELECT {expr}").fetchone()[0]
+
+
+def both(conn, python, sql):
+    """(Python's result or QueryError, SQL's result or its SQLSTATE class)."""
+    try:
+        py = python()
+    except QueryError:
+        py = QueryError
+    try:
+        with conn.transaction():  # its own transaction: an error leaves conn usable
+            got = sql()
+    except psycopg.Error as exc:
+        got = f"SQLSTATE {exc.sqlstate[:2]}"
+    return py, got
+
+
+# -- query algebra -------------------------------------------------------------------------
+
+def run_combine(conn, parts, weights):
+    text = [None if p is None else str(list(map(float, p))) for p in parts]
+    weights = None if weights is None else [None if w is None else float(w) for w in weights]
+    def python():
+        vectors = [None if p is None else np.asarray(p, np.float32) for p in parts]
+        return HalfVector(algebra.combine(vectors, weights)).to_list()
+
+    def sql():
+        return conn.execute("SELECT clipsql.combine(%s::text[]::halfvec[], %s::float8[])",
+                            [text, weights]).fetchone()[0].to_list()
+    return both(conn, python, sql)
+
+
+#: Parts whose normalised forms are exact in half precision: both sides then round alike.
+COMBINED = {
+    "one part": ([[0, 2, 0, 0]], None),
+    "weights default to 1": ([[0, 2, 0, 0], [0, 0, 0, 3]], None),
+    "negative weight": ([[1, 1, 1, 1], [0, 4, 0, 0]], [1, -0.5]),
+    "zero weight adds nothing": ([[1, 1, 1, 1], [0, 4, 0, 0]], [2, 0]),
+    "NULL weight counts 1": ([[1, 1, 1, 1], [0, 4, 0, 0]], [None, 3]),
+    "a part of zeros adds nothing": ([[0, 0, 0, 0], [0, 0, 5, 0]], [1, 1]),
+    "one dimension": ([[2], [3], [-1]], [1, 1, 1]),
+    "tiny weights": ([[1, 0], [0, 1]], [1e-5, 2e-5]),
+    "large weights": ([[1, 0], [0, 1]], [1e150, -1e150]),
+}
+REFUSED = {
+    "no parts": ([], None),
+    "fewer weights": ([[1, 0], [0, 1]], [1]),
+    "more weights": ([[1, 0]], [1, 1]),
+    "a NULL part": ([[1, 0], None], None),
+    "different dimensions": ([[1, 0], [1, 0, 0]], None),
+    "parts that cancel out": ([[1, 0], [2, 0]], [1, -1]),
+    "every weight zero": ([[1, 0], [0, 1]], [0, 0]),
+    "every part zeros": ([[0, 0], [0, 0]], None),
+    "below the cancel threshold": ([[1, 0]], [1e-7]),
+    "an infinite weight": ([[1, 0], [0, 1]], [INF, 1]),
+    "a NaN weight": ([[1, 0], [0, 1]], [NAN, 1]),
+    "weights whose sum overflows": ([[1, 0], [0, 1]], [1e300, 1e300]),
+}
+
+
+@pytest.mark.parametrize("parts, weights", COMBINED.values(), ids=COMBINED)
+def test_combine_gives_the_same_vector(conn, parts, weights):
+    py, sql = run_combine(conn, parts, weights)
+    assert py == sql and isinstance(py, list)
+
+
+@pytest.mark.parametrize("parts, weights", REFUSED.values(), ids=REFUSED)
+def test_combine_refuses_the_same_inputs(conn, parts, weights):
+    assert run_combine(conn, parts, weights) == (QueryError, "SQLSTATE 22")
+
+
+def test_combine_of_stored_embeddings_agrees_within_half_precision(rows):
+    """Any parts: SQL normalises each part in half precision (pgvector's l2_normalize),
+    Python in double, so they differ by about one half-precision step (2**-11)."""
+    conn = rows[0]
+    stored = [np.asarray(r[0].to_list(), np.float32) for r in conn.execute(
+        "SELECT embedding FROM clipsql.images WHERE id IN (7, 8, 9) ORDER BY id")]
+    weights = [1.0, 0.5, -0.75]
+    py = algebra.combine(stored, weights)
+    sql = conn.execute("SELECT clipsql.combine(array_agg(embedding ORDER BY id), %s) "
+                       "FROM clipsql.images WHERE id IN (7, 8, 9)", [weights]).fetchone()[0]
+    assert np.abs(sql.to_numpy() - py).max() < 2e-3
+
+
+# -- the relevant set ----------------------------------------------------------------------
+
+def relevant_both(conn, q, within, min_score, candidates):
+    def python():
+        return [(h.id, h.score) for h in search.find(
+            conn, q, limit=candidates, candidates=candidates, within=within,
+            min_score=min_score, strategy="exact")]
+
+    def sql():
+        return [tuple(r) for r in conn.execute(
+            "SELECT id, score FROM clipsql.relevant_images(%s, %s, %s, %s)",
+            [HalfVector(q), within, min_score, candidates])]
+    return both(conn, python, sql)
+
+
+@pytest.mark.parametrize("within, min_score, candidates", [
+    (None, None, 10), (0.0, None, 10), (0.05, None, 10), (0.2, 0.3, 50), (None, 0.5, 50),
+    (None, 1.5, 10), (10.0, -10.0, 40), (None, None, 1), (0.1, None, N + 5), (2.0, None, 999),
+    (2.0, None, 1000)])
+def test_relevant_images_keeps_the_same_rows(rows, within, min_score, candidates):
+    py, sql = relevant_both(*rows, within, min_score, candidates)
+    assert py == sql and isinstance(py, list)
+
+
+def test_relevant_images_cut_exactly_at_a_score(rows):
+    """A cutoff that falls exactly on a row's score keeps that row, on both sides: for every
+    row, ``within`` = best - its score, and ``min_score`` = its score."""
+    conn, q = rows
+    scores = [s for _, s in relevant_both(conn, q, None, None, 60)[1]]
+    assert len(set(scores)) < len(scores), "the data must have ties"
+    for n, score in enumerate(scores):
+        for within, min_score in ((scores[0] - score, None), (None, score)):
+            py, sql = relevant_both(conn, q, within, min_score, 60)
+            assert py == sql, (n, within, min_score)
+            assert len(sql) >= n + 1
+
+
+@pytest.mark.parametrize("within, min_score, candidates", [
+    (-0.1, None, 10), (None, None, 0), (None, None, -3), (NAN, None, 10), (INF, None, 10),
+    (None, NAN, 10), (None, -INF, 10), (None, INF, 10), (None, None, None)])
+def test_relevant_images_refuses_the_same_inputs(rows, within, min_score, candidates):
+    assert relevant_both(*rows, within, min_score, candidates) == (QueryError, "SQLSTATE 22")
+
+
+def test_relevant_images_default_candidates_is_pythons(conn):
+    assert sql_default(conn, "clipsql.relevant_images(halfvec, float8, float8, integer)",
+                       "candidates") == relevance.CANDIDATES
+
+
+# -- reciprocal rank fusion ----------------------------------------------------------------
+
+@pytest.fixture
+def captioned(rows):
+    """Captions that the words 'red boat' find: the top rows of the CLIP ranking, rows near
+    rank 150 (found by both rankings only when each keeps more than 150), a tie of identical
+    captions, two models' captions of one row (its best counts) and a stale caption."""
+    conn, q = rows
+    order = [r[0] for r in conn.execute(
+        "SELECT id FROM clipsql.images ORDER BY (embedding <=> %s) + 0, id", [HalfVector(q)])]
+    captions = [(order[0], "m", "red boat red boat"), (order[1], "m", "a red boat"),
+                (order[150], "m", "red boat red boat red"), (order[151], "m", "red boat"),
+                (order[152], "m", "red boat"), (order[40], "m", "boat"),
+                (order[40], "other", "red boat red"), (order[7], "m", "a green boat")]
+    conn.cursor().executemany("INSERT INTO clipsql.captions (image_id, model, caption) VALUES (%s, %s, %s)",
+                     captions)
+    conn.execute("INSERT INTO clipsql.captions (image_id, model, caption, image_sha256) "
+                 "VALUES (%s, 'm', 'red boat red boat red boat', 'stale')", [order[3]])
+    for text in ("red boat", "zebra"):
+        conn.execute("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s)",
+                     [text, HalfVector(q)])
+    return conn, q
+
+
+def hybrid_both(conn, q, text, k, rrf_k, candidates, sql_candidates="same"):
+    def python():
+        return [(h.id, h.score, h.clip_rank, h.text_rank) for h in hybrid.hybrid(
+            conn, q, text, limit=k, rrf_k=rrf_k, candidates=candidates, strategy="exact")]
+
+    def sql():
+        return [tuple(r) for r in conn.execute(
+            "SELECT id, score, clip_rank, text_rank FROM clipsql.hybrid_search(%s, %s, %s, %s)",
+            [text, k, rrf_k, candidates if sql_candidates == "same" else sql_candidates])]
+    return both(conn, python, sql)
+
+
+@pytest.mark.parametrize("text, k, rrf_k, candidates", [
+    ("red boat", 10, 60, 100), ("red boat", 10, 0, 100), ("red boat", 5, 60, 3),
+    ("red boat", 50, 1, 20), ("red boat", 3, 1000, 200), ("red boat", 40, 60, 160),
+    ("red boat", 400, 60, 1), ("zebra", 10, 60, 100)])
+def test_hybrid_search_fuses_the_same_ranking(captioned, text, k, rrf_k, candidates):
+    py, sql = hybrid_both(*captioned, text, k, rrf_k, candidates)
+    assert py == sql and isinstance(py, list) and len(py) == min(k, N)
+
+
+@pytest.mark.parametrize("k, rrf_k, candidates", [
+    (0, 60, 100), (None, 60, 100), (10, -1, 100), (10, None, 100), (10, 60, 0), (10, 60, -5)])
+def test_hybrid_search_refuses_the_same_inputs(captioned, k, rrf_k, candidates):
+    assert hybrid_both(*captioned, "red boat", k, rrf_k, candidates) == (
+        QueryError, "SQLSTATE 22")
+
+
+def test_hybrid_search_defaults_are_pythons(captioned):
+    conn, q = captioned
+    signature = "clipsql.hybrid_search(text, integer, integer, integer)"
+    assert sql_default(conn, signature, "rrf_k") == hybrid.RRF_K
+    assert sql_default(conn, signature, "candidates") == hybrid.CANDIDATES
+    # a NULL candidates is the default too; the data tell 100 candidates from 160
+    py, sql = hybrid_both(conn, q, "red boat", 10, hybrid.RRF_K, hybrid.CANDIDATES,
+                          sql_candidates=None)
+    assert py == sql
+    assert hybrid_both(conn, q, "red boat", 10, hybrid.RRF_K, 160)[0] != py
+
+
+# -- hnsw.ef_search ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("base", [1, 40, settings.EF_SEARCH, settings.EF_SEARCH_MAX])
+def test_widen_ef_search_is_ef_search_for(conn, base):
+    for k in sorted({-1, 0, 1, base - 1, base, base + 1, 999, 1000, 1001, 5000}):
+        with conn.transaction(force_rollback=True):
+            conn.execute(f"SET LOCAL hnsw.ef_search = {base}")
+            saved = conn.execute("SELECT clipsql._widen_ef_search(%s)", [k]).fetchone()[0]
+            now = int(conn.execute("SHOW hnsw.ef_search").fetchone()[0])
+        assert saved == str(base)
+        assert now == settings.ef_search_for(k, base), k
+
+
+def test_the_ef_search_cap_is_pgvectors(conn):
+    conn.execute("SELECT '[1]'::halfvec")  # pgvector's library loaded: its settings exist
+    with conn.transaction():
+        conn.execute("SELECT clipsql._widen_ef_search(1000000)")
+        cap = int(conn.execute("SHOW hnsw.ef_search").fetchone()[0])
+    max_val = conn.execute("SELECT max_val::int FROM pg_settings "
+                           "WHERE name = 'hnsw.ef_search'").fetchone()[0]
+    assert cap == max_val == settings.EF_SEARCH_MAX == quantized.MAX_CANDIDATES
+
+
+# -- the binary index ----------------------------------------------------------------------
+
+def _binary_scans(conn):
+    return conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass)",
+                        [f"clipsql.{hnsw.BINARY_INDEX_NAME}"]).fetchone()[0]
+
+
+def test_the_binary_plan_is_the_sql_rule(rows):
+    conn, q = rows
+    assert quantized.plan(conn, 10) is None  # kind halfvec
+    hnsw.set_index_kind(conn, "binary", oversample=40)
+    for oversample in (1, 40, 1000):
+        conn.execute("UPDATE clipsql.index_config SET oversample = %s", [oversample])
+        for limit in (1, 10, 24, 25, 26, quantized.MAX_CANDIDATES - 1):
+            sql = conn.execute("SELECT clipsql._binary_candidates(%s)", [limit]).fetchone()[0]
+            assert quantized.plan(conn, limit).candidates == sql
+            assert limit <= sql <= quantized.MAX_CANDIDATES
+    # where the SQL search stops using the index (exact from the cap on), so does Python's
+    for limit in (quantized.MAX_CANDIDATES - 1, quantized.MAX_CANDIDATES):
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")
+            before = _binary_scans(conn)
+            conn.execute("SELECT count(*) FROM clipsql._nearest(%s, %s)", [HalfVector(q), limit])
+            sql_used = _binary_scans(conn) > before
+        assert sql_used == (quantized.plan(conn, limit) is not None), limit
+    # the SQL rule finds the index by the name Python builds it under
+    conn.execute(f"DROP INDEX clipsql.{hnsw.BINARY_INDEX_NAME}")
+    assert quantized.plan(conn, 10) is None
+    assert conn.execute("SELECT clipsql._binary_candidates(10)").fetchone()[0] is None
+    assert hnsw.ensure_index(conn) and quantized.plan(conn, 10) is not None
+
+
+# -- index kinds ---------------------------------------------------------------------------
+
+def _check(conn, column):
+    return conn.execute(
+        "SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k JOIN pg_attribute a "
+        "ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) WHERE k.contype = 'c' "
+        "AND k.conrelid = 'clipsql.index_config'::regclass AND a.attname = %s",
+        [column]).fetchone()[0]
+
+
+def _fetch(conn, sql, value):
+    return conn.execute(sql, [value]).fetchone()[0]
+
+
+def test_index_kinds_are_the_check_constraint(conn):
+    allowed = tuple(re.findall(r"'([^']*)'::text", _check(conn, "kind")))
+    assert allowed == hnsw.KINDS
+    default = conn.execute("SELECT kind FROM clipsql.index_config").fetchone()[0]
+    assert hnsw.index_kind(conn)[0] == default == hnsw.KINDS[0]
+    for kind in (*hnsw.KINDS, "ivfflat", "HALFVEC", ""):
+        py, got = both(conn, partial(hnsw.index_name, kind), partial(
+            _fetch, conn, "UPDATE clipsql.index_config SET kind = %s RETURNING kind", kind))
+        assert (py is QueryError) == (got == "SQLSTATE 23"), kind
+
+
+def test_oversample_bounds_are_the_check_constraint(conn):
+    assert "oversample" in _check(conn, "oversample")
+    for oversample in (-1, 0, 1, 2, 999, 1000, 1001):
+        py, got = both(conn, partial(hnsw.set_index_kind, conn, "halfvec", oversample=oversample),
+                       partial(_fetch, conn, "UPDATE clipsql.index_config SET oversample = %s "
+                               "RETURNING oversample", oversample))
+        assert (py is QueryError) == (got == "SQLSTATE 23"), oversample
