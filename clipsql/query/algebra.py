@@ -95,7 +95,8 @@ def combine(vectors, weights=None) -> np.ndarray:
         if not np.isfinite(norm):
             raise QueryError("a query part's embedding is not finite")
         if norm > 0:
-            total += (1.0 if w is None else float(w)) * (v / norm)
+            with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned
+                total += (1.0 if w is None else float(w)) * (v / norm)
     with np.errstate(over="ignore", invalid="ignore"):
         norm = math.sqrt(float(np.sum(total * total)))
     if not math.isfinite(norm):

@@ -81,11 +81,9 @@ def shop(db, tmp_path, monkeypatch, dsn):
     assert report.added == PHOTOS, report
     assert db.conn.execute("SELECT to_regclass('products')").fetchone()[0] is None
     monkeypatch.setenv("CLIPSQL_DATABASE_URL", dsn)
-    monkeypatch.setitem(cs._state, "collection", None)
-    monkeypatch.setitem(cs._state, "owned", False)
+    cs.close()
     yield db
-    if cs._state["owned"] and cs._state["collection"] is not None:
-        cs._state["collection"].close()
+    cs.close()
 
 
 def run_setup(found, dsn: str, shop) -> list:

@@ -121,8 +121,8 @@ def test_bad_query_values_are_readable_errors():
         clip_image(True)
 
 
-def test_clip_text_before_configure_says_what_to_do(monkeypatch):
-    monkeypatch.setitem(cs._state, "collection", None)
+def test_clip_text_before_configure_says_what_to_do():
+    cs.close()  # nothing configured
     with pytest.raises(ConfigError, match="configure"):
         cs.clip_text("a red bicycle")
 
