@@ -193,7 +193,10 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
 
 def status_of(c, url: str, model=None) -> dict:
     """:meth:`Collection.status` for connection ``c``; ``model()`` gives the model whose backend
-    is reported (nothing is loaded or measured for it)."""
+    is reported (nothing is loaded or measured for it); ``filters`` says how SQL filters run
+    on the server (:func:`clipsql.database.filter_login.describe`)."""
+    from clipsql.database import filter_login
+
     rows = c.execute(f"SELECT count(*) FROM {images.TABLE}").fetchone()[0]
     failures = dict(c.execute(
         "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
@@ -216,4 +219,5 @@ def status_of(c, url: str, model=None) -> dict:
         "table_bytes": size,
         "backend": backend,
         "cache": {"path": str(cache.root()), "bytes": sum(e["bytes"] for e in cache.entries())},
+        "filters": filter_login.describe(c),
     }

@@ -26,7 +26,8 @@ class IngestMixin:
     model: ClipModel
     dsn: str
 
-    def load(self, *paths: str | os.PathLike, prune: bool = False, batch_size: int = config.BATCH_SIZE,
+    def load(self, *paths: str | os.PathLike, prune: bool = False, force: bool = False,
+             batch_size: int = config.BATCH_SIZE,
              workers: int | None = None, processes: bool = False,
              progress: Callable[[int, int], None] | None = None, engine: str = "local",
              address: str | None = None, actors: int | None = None,
@@ -39,7 +40,16 @@ class IngestMixin:
         cluster, or an address; ``actors`` embedding actors (see :mod:`clipsql.ingest.ray_engine`).
         ``steps(what)`` is told what a first use of a checkpoint on this machine does (its
         one-time export) before the images are embedded; ``progress(done, total)`` after.
+
+        ``prune`` removes the rows of files gone from disk under ``paths``, but refuses (a
+        :class:`~clipsql.errors.LoadError` saying how many rows would go, before anything
+        is written) where a folder is empty (an unmounted drive?) or more than half of a
+        folder's rows would go (:data:`clipsql.ingest.accounting.PRUNE_MAX_SHARE`), unless
+        ``force``. Local loads of the same folder at once split the files between them.
         """
+        if force and not prune:
+            raise ConfigError("force=True only changes a prune: give prune=True too")
+
         def connect():
             return connection.connect(self.dsn)
 
@@ -47,16 +57,16 @@ class IngestMixin:
             from clipsql.ingest import ray_engine
 
             report = ray_engine.load(connect, self.model, paths, address=address, actors=actors,
-                                     prune=prune, batch_size=batch_size, progress=progress,
-                                     steps=steps)
+                                     prune=prune, force=force, batch_size=batch_size,
+                                     progress=progress, steps=steps)
         elif engine != "local":
             raise ConfigError(f'engine must be "local" or "ray", not {engine!r}')
         elif address is not None or actors is not None:
             raise ConfigError('address and actors are options of engine="ray"')
         else:
-            report = loader.load(connect, self.model, paths, prune=prune, batch_size=batch_size,
-                                 workers=workers, processes=processes, progress=progress,
-                                 steps=steps)
+            report = loader.load(connect, self.model, paths, prune=prune, force=force,
+                                 batch_size=batch_size, workers=workers, processes=processes,
+                                 progress=progress, steps=steps)
         return report
 
     def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,

@@ -20,6 +20,10 @@ DEFAULT_PRECISION = "auto"
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
 #: Images embedded per model call by a load or a reembed (``--batch-size``).
 BATCH_SIZE = 32
+#: Seconds ``clipsql serve`` waits at start-up for a database that is not accepting
+#: connections yet (a container started beside its database's), trying again after 0.5, 1,
+#: 2, 4, 8, 8... s.
+CONNECT_WAIT_S = 60.0
 
 ENV_DATABASE_URL = "CLIPSQL_DATABASE_URL"
 #: How SQL filters log in as clipsql_filter where that needs a password (see the security docs).

@@ -80,3 +80,29 @@ class ParameterError(EmbeddingImportError):
 
     def __reduce__(self):
         return (type(self), (self.problem, self.parameter, self.remedy))
+
+
+class FilterSetupError(DatabaseError):
+    """SQL filters cannot run on this server until an administrator sets up their
+    least-privilege login (``reason``: what is wrong; the message also says what to run).
+    A problem of the server's set-up, not of the filter: nothing of the filter ran."""
+
+    def __init__(self, reason: str, remedy: str):
+        self.reason, self.remedy = reason, remedy
+        super().__init__(f"SQL filters are refused on this server: {reason}; {remedy}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.remedy))
+
+
+class PruneRefusedError(LoadError):
+    """A prune that would remove what is probably not gone (an empty or mostly emptied
+    folder: a share that is not mounted): ``problem`` says what and how many rows; the
+    message adds the library's way to force it, a caller may word its own."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(f"{problem}; if those files are really gone, prune with force=True")
+
+    def __reduce__(self):
+        return (type(self), (self.problem,))

@@ -1,16 +1,15 @@
 -- A least-privilege role for user-written SQL filters (where=, --where, the web's SQL box,
 -- classify/flag filters). clipsql runs every filter on a connection that logs in as
--- clipsql_filter (clipsql/database/filter_login.py), or else with SET LOCAL ROLE
--- clipsql_filter, so a filter can read the clipsql tables (and whatever else you GRANT to
--- clipsql_filter) but cannot call what the connecting role could: file access
--- (pg_read_file, pg_ls_dir, lo_import), signalling backends, pg_switch_wal, pg_stat_reset...
--- See docs/security-filters.md.
+-- clipsql_filter (clipsql/database/filter_login.py), so a filter can read the clipsql tables
+-- (and whatever else you GRANT to clipsql_filter) but cannot call what the connecting role
+-- could: file access (pg_read_file, pg_ls_dir, lo_import), signalling backends,
+-- pg_switch_wal, pg_stat_reset... See docs/security-filters.md.
 --
 -- Roles are cluster-wide: the role is created once, only if absent, and only when the
 -- migrating role may create roles. Without CREATEROLE (a managed server, a plain owner
--- role) this migration grants what it can and otherwise does nothing: filters then run as
--- the connecting role, and clipsql refuses to run filters at all for a superuser session
--- (it never runs user SQL as a superuser).
+-- role) this migration grants what it can and otherwise does nothing: clipsql then refuses
+-- every filter, saying what to run (clipsql admin sql, as an administrator); it never runs
+-- a filter as the connecting role.
 
 DO $$
 DECLARE

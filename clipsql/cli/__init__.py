@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import click
 
-from clipsql.cli import cache, captions, database, imports, labels, load, reembed, search, serve
+from clipsql.cli import (
+    admin,
+    cache,
+    captions,
+    database,
+    imports,
+    labels,
+    load,
+    reembed,
+    search,
+    serve,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +28,7 @@ def main():
     """CLIP image search inside PostgreSQL."""
 
 
-for _module in (load, search, labels, imports, serve, database, captions, reembed, cache):
+for _module in (load, search, labels, imports, serve, database, captions, reembed, cache, admin):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

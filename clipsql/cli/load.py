@@ -12,37 +12,50 @@ from clipsql.cli.options import (
     precision_option,
 )
 from clipsql.cli.output import echo_json, friendly, printable, progress_bar, step_printer
+from clipsql.errors import PruneRefusedError
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk.")
+@click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk "
+              "(refused where a folder is empty or most of its files are gone).")
+@click.option("--force", is_flag=True,
+              help="With --prune: prune even an empty folder, or most of a folder's rows.")
 @batch_size_option()
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
 @click.option("--processes", is_flag=True,
               help="Decode in worker processes instead of threads (GPU loads on many cores).")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               metavar="[ADDRESS]",
-              help="Decode and embed on a Ray cluster (pip install \"clipsql[ray]\"): the "
-                   "running one (RAY_ADDRESS, `ray start`) or a local one; or ADDRESS.")
+              help="Decode and embed with Ray (pip install \"clipsql[ray]\"): alone, a new "
+                   "Ray runtime on this machine listening on 127.0.0.1 only; `--ray auto` "
+                   "joins the cluster running here (RAY_ADDRESS, `ray start`); `--ray "
+                   "ADDRESS` joins that one.")
 @click.option("--actors", type=click.IntRange(1, 4096),
               help="With --ray: embedding actors (default: one per GPU, else half the CPUs).")
 @precision_option
 @json_option("Print a JSON summary only.")
 @collection_options
 @friendly
-def load(paths, prune, batch_size, workers, processes, ray_address, actors, precision, as_json,
-         dsn, model, device):
+def load(paths, prune, force, batch_size, workers, processes, ray_address, actors, precision,
+         as_json, dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
     if actors is not None and ray_address is None:
         raise click.UsageError("--actors needs --ray")
+    if force and not prune:
+        raise click.UsageError("--force only changes a prune: give --prune too")
     engine = {"engine": "ray", "address": ray_address, "actors": actors} if ray_address else {}
     steps = step_printer(as_json)
     steps("opening the collection")
-    with clipsql.connect(dsn, model=model, device=device, precision=precision) as db, \
-            progress_bar("embedding", as_json) as progress:
-        report = db.load(*paths, prune=prune, batch_size=batch_size, workers=workers,
-                         processes=processes, progress=progress, steps=steps, **engine)
+    try:
+        with clipsql.connect(dsn, model=model, device=device, precision=precision) as db, \
+                progress_bar("embedding", as_json) as progress:
+            report = db.load(*paths, prune=prune, force=force, batch_size=batch_size,
+                             workers=workers, processes=processes, progress=progress,
+                             steps=steps, **engine)
+    except PruneRefusedError as exc:
+        raise click.ClickException(printable(f"{exc.problem}; if those files are really gone, "
+                                             "run it again with --force")) from None
     if as_json:
         echo_json(report.to_dict())
         return
@@ -90,6 +103,7 @@ def status(as_json, dsn, model, device):
     click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
     click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
     click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
+    click.echo(f"filters:    {info['filters']['summary']}")
     b = info["backend"]
     click.echo(f"backend:    {b['backend'] or 'not decided yet'} ({b['reason']})")
     if b.get("text"):

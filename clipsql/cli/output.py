@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import re
 import sys
 import time
@@ -78,7 +79,34 @@ def step_printer(quiet: bool = False):
 
 
 def echo_json(data) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, default=str, indent=None))
+    """Print ``data`` as one line of strict JSON: a NaN or an infinity, which JSON cannot
+    hold, is a one-line error naming where it is, never printed as ``NaN``.
+
+    >>> echo_json({"hits": [{"score": float("nan")}]})
+    Traceback (most recent call last):
+    click.exceptions.ClickException: cannot print the result as JSON: hits[0].score is nan, not a finite number
+    """
+    try:
+        text = json.dumps(data, ensure_ascii=False, default=str, indent=None, allow_nan=False)
+    except ValueError as exc:
+        where = _not_finite(data)
+        raise click.ClickException("cannot print the result as JSON: " + (
+            f"{where[0]} is {where[1]}, not a finite number" if where else str(exc))) from None
+    click.echo(text)
+
+
+def _not_finite(data, where: str = ""):
+    """(where, value) of the first float in ``data`` that is NaN or infinite, or None."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (where or "the value", data)
+    items = data.items() if isinstance(data, dict) else \
+        enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        found = _not_finite(value, inner)
+        if found:
+            return found
+    return None
 
 
 def print_hits(hits, as_json: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from clipsql import config
 from clipsql.cli.options import collection_options
 from clipsql.cli.output import friendly, step_printer
 
@@ -13,9 +14,13 @@ from clipsql.cli.output import friendly, step_printer
               help="Address to listen on (::1 for IPv6 loopback). Anything but a loopback "
                    "address exposes your photos to the network (docs/security-serve.md).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--wait", "wait_s", default=config.CONNECT_WAIT_S, show_default=True,
+              type=click.FloatRange(0), metavar="SECONDS",
+              help="How long to wait for a database that is not up yet (retrying with "
+                   "backoff); a wrong password or a missing database fails at once.")
 @collection_options
 @friendly
-def serve(host, port, dsn, model, device):
+def serve(host, port, wait_s, dsn, model, device):
     """Search the collection in a web browser (JSON API: /openapi.json, browsable at /docs)."""
     from clipsql.web import is_loopback
     from clipsql.web import serve as run_server
@@ -23,8 +28,21 @@ def serve(host, port, dsn, model, device):
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
                    f"{port} can search and view the collection's images", err=True)
+
+    def announce(url):
+        click.echo(f"clipsql: filters: {_filters(dsn)}", err=True)
+        click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True)
+
     run_server(host, port, dsn=dsn, model=model, device=device, steps=step_printer(),
-               announce=lambda url: click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True))
+               announce=announce, connect_wait_s=wait_s)
+
+
+def _filters(dsn) -> str:
+    """How SQL filters run on the server, in one line (the collection is ready by now)."""
+    from clipsql.database import connection, filter_login
+
+    with connection.connect(connection.resolve_dsn(dsn)) as conn:
+        return filter_login.describe(conn)["summary"]
 
 
 COMMANDS = [serve]

@@ -8,8 +8,11 @@ conditions clipsql adds) and runs only inside :func:`read_only`, which
 * runs the block in a read-only transaction that is always rolled back, so settings a
   fragment changes (``set_config(..., false)``) and transaction advisory locks do not
   outlive the call; session advisory locks it took are released afterwards;
-* switches to the least-privilege role ``clipsql_filter`` (migration 0006) with
-  ``SET LOCAL ROLE``, and refuses to run user SQL as a superuser when that role is missing;
+* runs a filter only on a connection *logged in* as the least-privilege role
+  ``clipsql_filter`` (:mod:`clipsql.database.filter_login`; never ``SET ROLE`` on a more
+  privileged session, which a filter could reset), and refuses it with a
+  :class:`~clipsql.errors.FilterSetupError` saying what an administrator runs when that login
+  is impossible, or when the role lacks a grant on clipsql's own tables;
 * enforces a deadline from outside the server (a timer that cancels the query), which a
   fragment cannot lift with ``set_config('statement_timeout', ...)``;
 * turns driver errors into one :class:`~clipsql.errors.QueryError` of bounded length.
@@ -30,8 +33,8 @@ True
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
-import weakref
 
 from clipsql.database import filter_login
 from clipsql.database.placeholders import escape_percents, without_placeholders
@@ -63,33 +66,6 @@ def wrap(where: str | None) -> str | None:
     if "\x00" in where:
         raise QueryError("the WHERE fragment contains a NUL character")
     return f"(\n{escape_percents(where)}\n)"
-
-
-# Connections known to be able to SET ROLE clipsql_filter (checked once per connection).
-_ROLE_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _use_filter_role(conn, where: str | None) -> bool:
-    """Whether the block should SET ROLE clipsql_filter; refuses a superuser without it."""
-    if _ROLE_OK.get(conn):
-        return True
-    option = "SET" if conn.info.server_version >= 160000 else "MEMBER"
-    exists, may_set, superuser, user = conn.execute(
-        "SELECT r.oid IS NOT NULL, r.oid IS NOT NULL AND pg_has_role(session_user, r.oid, %s), "
-        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user "
-        "FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = %s",
-        (option, FILTER_ROLE)).fetchone()
-    if may_set:
-        _ROLE_OK[conn] = True
-        return True
-    if superuser and where:
-        why = ("does not exist (the migrations ran as a role that may not create roles)"
-               if not exists else "cannot be used by the session user")
-        raise QueryError(
-            f"refusing to run a SQL filter as the superuser {user!r}: the role {FILTER_ROLE} "
-            f"{why}; create it (migration 0006 as a superuser), or connect as a "
-            "non-superuser role (see docs/security-filters.md)")
-    return False
 
 
 class _Deadline:
@@ -159,12 +135,13 @@ def _signed32(key: int) -> int:
 @contextlib.contextmanager
 def read_only(conn, where: str | None = None, *, what: str = "search",
               timeout_s: float | None = None):
-    """Run the body in a read-only, rolled-back transaction as ``clipsql_filter``, with a
-    deadline of ``timeout_s`` seconds (default :data:`STATEMENT_TIMEOUT_MS`) for the whole
-    block, enforced by cancelling the query from outside.
+    """Run the body in a read-only, rolled-back transaction, with a deadline of
+    ``timeout_s`` seconds (default :data:`STATEMENT_TIMEOUT_MS`) for the whole block,
+    enforced by cancelling the query from outside.
 
-    Yields the connection to run the block's statements on: with a filter, one logged in
-    as ``clipsql_filter`` where possible (:mod:`clipsql.database.filter_login`).
+    Yields the connection to run the block's statements on: with a filter, the login as
+    ``clipsql_filter`` (:mod:`clipsql.database.filter_login`; :class:`FilterSetupError`
+    when there is none); without one, ``conn`` itself (no user SQL runs).
     """
     import psycopg
 
@@ -172,16 +149,12 @@ def read_only(conn, where: str | None = None, *, what: str = "search",
     seconds = STATEMENT_TIMEOUT_MS / 1000 if timeout_s is None else float(timeout_s)
     deadline = _Deadline(conn, seconds)
     held: list = []
-    role: list = []
     try:
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION READ ONLY")
                 conn.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
                 held.append(conn.execute(_ADVISORY).fetchone()[0])
-                if _use_filter_role(conn, where):
-                    conn.execute(f"SET LOCAL ROLE {FILTER_ROLE}")
-                    role.append(FILTER_ROLE)
                 deadline.start()
                 try:
                     yield conn
@@ -201,10 +174,38 @@ def read_only(conn, where: str | None = None, *, what: str = "search",
     except psycopg.Error as exc:
         if deadline.fired:
             raise QueryError(_timeout_message(seconds)) from None
+        setup = _setup_problem(conn, exc) if where else None
+        if setup is not None:
+            raise setup from None
         raise QueryError(describe(exc, where, what, timeout_s=seconds,
-                                  role=role[0] if role else None)) from None
+                                  role=FILTER_ROLE if where else None)) from None
     except (IndexError, TypeError) as exc:  # placeholder / parameter count mismatch
         raise QueryError(f"the WHERE fragment and its parameters do not match: {exc}") from None
+
+
+_DENIED = re.compile(r"^permission denied for (schema|table|view|materialized view|function|"
+                     r"procedure) (.+)$")
+
+
+def _setup_problem(conn, exc):
+    """A :class:`FilterSetupError` when ``exc`` is a permission the filter role should have
+    on clipsql's own objects (a missing grant: the server's set-up, not the fragment's
+    fault), else None."""
+    import psycopg
+
+    diag = getattr(exc, "diag", None)
+    found = _DENIED.match((diag.message_primary if diag else None) or "")
+    if getattr(exc, "sqlstate", None) != "42501" or found is None:
+        return None
+    kind, name = found.group(1), found.group(2).strip('"')
+    try:
+        internal = filter_login.lacks_grant(conn, kind, name)
+    except psycopg.Error:
+        return None
+    if not internal:
+        return None
+    return filter_login.refuse(f"{FILTER_ROLE} lacks a grant on clipsql's {kind} {name} "
+                               f"({found.group(0)})")
 
 
 def _timeout_message(seconds: float) -> str:

@@ -4,7 +4,8 @@ Decoding is where broken files show up, so every failure becomes an :class:`Imag
 with a reason code of :class:`~clipsql.ingest.reasons.Reason`; nothing else escapes. Which files are images, and the plugins
 behind them, is :mod:`clipsql.ingest.formats`; camera RAW goes through
 :mod:`clipsql.ingest.raw`. Multi-frame files (GIF, APNG, TIFF, ICO, WebP) give their
-first frame.
+first frame. No frame over :data:`MAX_PIXELS` is decoded: every frame a file holds is
+measured by its own header first (:func:`~clipsql.ingest.formats.frame_sizes`).
 
 >>> EXTENSIONS >= {".jpg", ".png", ".heic", ".avif", ".jxl", ".jp2", ".dng"}
 True
@@ -24,7 +25,7 @@ from struct import error as struct_error
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clipsql.errors import ImageError
-from clipsql.ingest import exif, raw
+from clipsql.ingest import exif, formats, raw
 from clipsql.ingest.formats import EXTENSIONS, is_raw
 from clipsql.ingest.reasons import Reason
 
@@ -35,6 +36,8 @@ MAX_PIXELS = 180_000_000
 MAX_BYTES = 512 << 20
 #: Bytes the decodes of one process may hold at once (file bytes plus decoded pixels).
 DECODE_MEMORY = 1 << 30
+#: The detail of a decode whose memory ran out (a process with a limit: decoder_pool).
+OUT_OF_MEMORY = "decoding it needs more memory than this process may use"
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -183,6 +186,8 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(Reason.DECOMPRESSION_BOMB, str(exc)) from None
+    except MemoryError:
+        raise ImageError(Reason.DECOMPRESSION_BOMB, OUT_OF_MEMORY) from None
     except UnidentifiedImageError:
         raise ImageError(Reason.UNSUPPORTED, "not an image format Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
@@ -211,12 +216,13 @@ def _open_pillow_or_without_text(data: bytes, draft_size, ticket):
 
 def _open_pillow(data: bytes, draft_size, ticket):
     """(width, height, format, meta, upright RGB image) of a file Pillow reads."""
+    # every frame by its own header, none decoded: over MAX_PIXELS is refused here
+    sizes = formats.frame_sizes(io.BytesIO(data), MAX_PIXELS)
+    if len(sizes) > 1:  # frames inside a container (an ICO is decoded as Pillow opens it)
+        BUDGET.take(ticket, 8 * max(map(formats.area, sizes[1:])))
     img = Image.open(io.BytesIO(data))
     fmt = img.format or "UNKNOWN"
     width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(Reason.DECOMPRESSION_BOMB,
-                         f"{width}x{height} is over the {MAX_PIXELS:,} pixel limit")
     meta = exif.extract(img)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)

@@ -7,20 +7,28 @@ glue) would cap a thread pool; ``processes=True`` decodes in separate processes 
 with ``spawn``: forking a process that has started PyTorch's threads is unsafe), each with
 one PyTorch thread. Tensors come back pickled (about 0.6 MB per image at 224 px).
 
+:func:`decode_isolated` decodes one file in a new process of its own whose memory is limited
+(the web server's uploads): nothing of the decode stays in the caller, and a decoder cannot
+pass the limit.
+
 >>> with Decoders(preprocess, draft_size=448, workers=4) as pool:     # doctest: +SKIP
 ...     decoded = pool.submit("/photos/a.jpg").result()
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import subprocess
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from clipsql.errors import LoadError
+from clipsql.errors import ImageError, LoadError
 from clipsql.ingest import decode
 from clipsql.ingest.decode import read
+from clipsql.ingest.reasons import Reason
 
 _state: dict = {}
 
@@ -68,3 +76,75 @@ class Decoders:
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- one file in a process of its own, with a memory limit (uploads) -----------------------
+#: Seconds an isolated decode may take before its process is stopped.
+ISOLATED_TIMEOUT_S = 60.0
+_ISOLATED = "from clipsql.ingest.decoder_pool import isolated_main; isolated_main()"
+
+
+def decode_isolated(path: str, memory: int, timeout: float = ISOLATED_TIMEOUT_S) -> tuple[int, int]:
+    """Decode ``path`` as :func:`~clipsql.ingest.decode.read` does (every check, the pixels,
+    the orientation, RGB; no model) in a new process whose address space may grow by at most
+    ``memory`` bytes past its start-up; the (width, height) it decoded to.
+
+    Nothing of the decode stays in this process, and a decoder cannot pass the limit: its
+    allocations fail there, an :class:`ImageError` (``decompression_bomb``) here. Other
+    failures are the file's :class:`ImageError`; a process that dies, or runs past
+    ``timeout`` seconds, is ``corrupt``.
+    """
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _ISOLATED, path, str(int(memory))],
+                              env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ImageError(Reason.CORRUPT, f"decoding it took longer than {timeout:g} s") from None
+    lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        raise ImageError(Reason.CORRUPT, f"the decoder stopped on it ({how})") from None
+    if "size" in answer:
+        return tuple(answer["size"])
+    raise ImageError(Reason.of(answer["reason"]), answer["detail"])
+
+
+def isolated_main() -> None:
+    """The process of :func:`decode_isolated` (arguments: path, bytes); one JSON line out.
+    The limit is on the address space (RLIMIT_AS) past what the process holds once started;
+    where there is no /proc (not Linux) the decode is still isolated, not limited."""
+    path, memory = sys.argv[1], int(sys.argv[2])
+    decode.bound_heap()
+    start = _address_space()
+    if start is not None:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        limit = start + memory if hard == resource.RLIM_INFINITY else min(hard, start + memory)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        decoded = read(path, lambda img: None)
+        answer = {"size": [decoded.width, decoded.height]}
+    except (ImageError, MemoryError) as exc:
+        reason, detail = (exc.reason, exc.detail) if isinstance(exc, ImageError) else \
+            (Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY)
+        if detail == decode.OUT_OF_MEMORY:
+            detail = f"decoding it needs more than {memory >> 20} MB of memory"
+        answer = {"reason": str(reason), "detail": detail}
+    print(json.dumps(answer), flush=True)
+
+
+def _address_space() -> int | None:
+    """This process's virtual memory size (VmSize) in bytes; None without /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) << 10
+    except OSError:
+        pass
+    return None

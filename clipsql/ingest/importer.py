@@ -5,10 +5,12 @@ the file facts a load would record (hash, size, pixel size, format) stay NULL, s
 was read (migration 0004). Optional metadata fills the columns people filter on.
 
 The vectors must come from the collection's model: their dimension is checked against it
-(binding it on the first import, like a first load), every value must be finite, and each
-row is L2-normalised on the way in. All input is checked before anything is written; rows
-are then written in batches with binary COPY into the loader's staging table layout and one
-upsert per batch (one transaction each), so an interrupted import can simply be run again.
+(binding it on the first import, like a first load), every value must be finite and no row
+all zeros, and each row is L2-normalised on the way in, in float64 after dividing it by its
+largest value (rows of 1e30s or 1e-30s neither overflow nor vanish: never a zero vector).
+All input is checked before anything is written; rows are then written in batches with
+binary COPY into the loader's staging table layout and one upsert per batch (one
+transaction each), so an interrupted import can simply be run again.
 
 >>> import numpy as np, clipsql
 >>> db = clipsql.connect(model="ViT-B-32/laion2b_s34b_b79k")            # doctest: +SKIP
@@ -110,19 +112,23 @@ def _check_vectors(vectors, n: int, model) -> np.ndarray:
             f"the vectors are {v.shape[1]}-d but the model {model.spec} makes {model.dim}-d "
             "embeddings; open the collection with the model that produced them (ARCH/PRETRAINED)")
     for lo in range(0, n, BATCH):  # in chunks: a 1M x 512 float32 input is 2 GB already
-        chunk = v[lo:lo + BATCH].astype(np.float32)
+        chunk = np.asarray(v[lo:lo + BATCH], dtype=np.float64)
         finite = np.isfinite(chunk).all(axis=1)
         if not finite.all():
             raise EmbeddingImportError(f"vector #{lo + int(np.argmin(finite))} has NaN or infinite values")
-        norms = np.linalg.norm(chunk, axis=1)
-        if (norms < 1e-12).any():
-            raise EmbeddingImportError(f"vector #{lo + int(np.argmax(norms < 1e-12))} is all zeros")
+        zero = ~chunk.any(axis=1)
+        if zero.any():
+            raise EmbeddingImportError(f"vector #{lo + int(np.argmax(zero))} is all zeros: it has "
+                                       "no direction to compare")
     return v
 
 
 def _normalised(chunk) -> np.ndarray:
-    chunk = np.asarray(chunk, dtype=np.float32)
-    return chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    """Rows of unit length as float32: each divided by its largest magnitude, then by its
+    norm, in float64 (no overflow, no underflow, whatever the scale of the input)."""
+    x = np.asarray(chunk, dtype=np.float64)
+    x = x / np.abs(x).max(axis=1, keepdims=True)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _check_metadata(metadata, n: int) -> dict:

@@ -7,9 +7,9 @@ the table or not at all, so a killed load simply resumes: unchanged files are sk
 (path, size, mtime).
 
 Every file under a loaded folder is accounted for: a row, a failure in
-``clipsql.failures`` (decoding failures and the walk's own: ``bad_name``, ``broken_link``,
-``unreadable``, ..., all of :class:`~clipsql.ingest.reasons.Reason`), or ignored (not an image, or hidden), counted in the report and kept
-in ``clipsql.ignored`` for ``status``.
+``clipsql.failures`` (decoding failures and the walk's own, all of
+:class:`~clipsql.ingest.reasons.Reason`), or ignored (not an image, or hidden), counted in
+the report and kept in ``clipsql.ignored`` for ``status``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ class LoadReport:
         return round(done / self.seconds, 1) if self.seconds else 0.0
 
 
-def load(connect, model, paths, *, prune=False, batch_size=config.BATCH_SIZE, workers=None, draft=True,
-         processes=False, progress=None, pipeline=None, steps=None) -> LoadReport:
+def load(connect, model, paths, *, prune=False, force=False, batch_size=config.BATCH_SIZE,
+         workers=None, draft=True, processes=False, progress=None, pipeline=None,
+         steps=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
 
     The model is prepared (:meth:`~clipsql.models.openclip.ClipModel.prepare`: a new
@@ -77,6 +78,10 @@ def load(connect, model, paths, *, prune=False, batch_size=config.BATCH_SIZE, wo
     ``pipeline(connect, model, todo, report, progress)``, if given, decodes and embeds the
     files to (re)load instead, writing through a :class:`Writer` (the Ray engine,
     :mod:`clipsql.ingest.ray_engine`); the walk, skip, prune and index steps stay these.
+
+    ``prune`` removes rows of files gone from the folders, but not (unless ``force``) most
+    of a folder's rows (:func:`~clipsql.ingest.accounting.check_prune`). Loads of the same
+    files at once split them (:class:`~clipsql.ingest.accounting.Claims`; not ``pipeline``).
     """
     started = time.perf_counter()
     report = LoadReport()
@@ -88,17 +93,15 @@ def load(connect, model, paths, *, prune=False, batch_size=config.BATCH_SIZE, wo
     with connect() as conn:
         identity = model.identity()
         binding.check_model(conn, identity)
-        known = _known_state(conn, found.roots)
+        known = accounting.known_state(conn, found.roots)
+        vanished = accounting.gone(found, known) if prune else []
+        if vanished and not force:
+            accounting.check_prune(found, known, vanished)
         walk_failures = accounting.record(conn, found)
         report.failed += len(walk_failures)
         report.failures.extend((p, f"{r}: {d}") for p, r, d in walk_failures)
-        todo = []
-        for path, st in found.files.items():
-            size_mtime = (st.st_size, mtime_of(st))
-            if known.get(path) == size_mtime:
-                report.unchanged += 1
-            else:
-                todo.append(path)
+        todo = [p for p, st in found.files.items() if known.get(p) != (st.st_size, mtime_of(st))]
+        report.unchanged += len(found.files) - len(todo)
         if todo:
             if steps is not None:
                 steps(f"{len(todo)} of {len(found.files)} files to embed; preparing {model.spec}")
@@ -107,55 +110,53 @@ def load(connect, model, paths, *, prune=False, batch_size=config.BATCH_SIZE, wo
             if pipeline is not None:
                 pipeline(connect, model, todo, report, progress)
             else:
-                _run_pipeline(connect, model, todo, report, batch_size, workers, draft,
-                              processes, progress)
+                _run_pipeline(connect, model, todo, found.files, report, batch_size, workers,
+                              draft, processes, progress)
             report.backend, report.backend_reason = model.backend, model.backend_reason
         if prune:
-            report.removed = _prune(conn, found, known)
+            report.removed = accounting.prune(conn, vanished)
         report.index_built = hnsw.ensure_index(conn)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def _under(root: str) -> str:
-    return root if root.endswith(os.sep) else root + os.sep
+def _run_pipeline(connect, model, todo, stats, report, batch_size, workers, draft, processes,
+                  progress):
+    """Decode, embed and write ``todo`` in passes: each pass takes the files no other load
+    holds; between passes, holding nothing, it waits for the first file another one held."""
+    claims = accounting.Claims(connect)
+    counted = [0, len(todo)]  # files done (here or by another load), of all
+
+    def done_elsewhere(n: int) -> None:  # written by another load meanwhile: unchanged here
+        report.unchanged += n
+        counted[0] += n
+        if progress:
+            progress(*counted)
+    try:
+        while todo:
+            held: list = []
+            items = claims.mine(todo, stats, batch_size, held, done_elsewhere)
+            _one_pass(connect, model, items, claims, report, batch_size, workers, draft,
+                      processes, progress, counted)
+            if held:
+                claims.wait(held[0])
+            todo = held
+    except Exception as exc:  # the claims' connection: lost like the writer's
+        raise _as_db_error(exc) from None
+    finally:
+        claims.close()
 
 
-def _known_state(conn, roots) -> dict:
-    """path -> (bytes, mtime) for rows and recorded failures under the roots."""
-    state = {}
-    for root in roots:
-        for table in ("images", "failures"):
-            rows = conn.execute(
-                f"SELECT path, bytes, mtime FROM clipsql.{table} "
-                "WHERE path = %s OR starts_with(path, %s)", (root, _under(root)))
-            for path, size, mtime in rows:
-                state[path] = (size, mtime)
-    return state
-
-
-def _prune(conn, found, known) -> int:
-    gone = [p for p in known if p not in found.files and p not in found.failed
-            and not any(p.startswith(_under(b)) for b in found.blind_spots)]
-    if not gone:
-        return 0
-    with conn.transaction():
-        n = conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (gone,)).rowcount
-        conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (gone,))
-    return n
-
-
-def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, processes, progress):
+def _one_pass(connect, model, items, claims, report, batch_size, workers, draft, processes,
+              progress, counted):
     preprocess = model.preprocess
     draft_size = 2 * model.image_size if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
-    writer = Writer(connect, report)
+    writer = Writer(connect, report, claims)
     writer.start()
-    done = 0
     try:
         with Decoders(preprocess, draft_size, workers, processes) as pool:
             pending: deque = deque()
-            items = iter(todo)
             batch, failed = [], []
 
             def submit_next() -> None:
@@ -174,10 +175,10 @@ def _run_pipeline(connect, model, todo, report, batch_size, workers, draft, proc
                     failed.append((path, exc.reason, exc.detail))
                 if len(batch) >= batch_size or (not pending and (batch or failed)):
                     writer.put(_embed(model, batch), failed)
-                    done += len(batch) + len(failed)
+                    counted[0] += len(batch) + len(failed)
                     batch, failed = [], []
                     if progress:
-                        progress(done, len(todo))
+                        progress(*counted)
                 writer.check()
     finally:
         writer.close()
@@ -197,12 +198,13 @@ class Writer(threading.Thread):
 
     ``put(rows, failures)``: ``rows`` are :class:`~clipsql.ingest.decode.Decoded` with their
     ``embedding`` set, ``failures`` (path, reason, detail); one transaction per call, counted
-    in the report once committed. ``start()`` first, ``close()`` at the end (re-raises).
+    in the report once committed (and their ``claims`` let go then). ``start()`` first,
+    ``close()`` at the end (re-raises).
     """
 
-    def __init__(self, connect, report):
+    def __init__(self, connect, report, claims=None):
         super().__init__(name="clipsql-writer", daemon=True)
-        self._connect, self._report = connect, report
+        self._connect, self._report, self._claims = connect, report, claims
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
 
@@ -250,6 +252,8 @@ class Writer(threading.Thread):
                           s[1] if s else None)
                          for (p, r, d), s in zip(failures, stats)])
         # Counted only once the transaction committed.
+        if self._claims is not None:
+            self._claims.release([d.path for d in rows] + [f[0] for f in failures])
         if rows:
             self._report.added += added
             self._report.updated += written - added

@@ -14,6 +14,11 @@ with :func:`clipsql.ingest.decode.read`, exactly as the local loader) and a pool
 ``actors`` embedding actors loads the model once each: one GPU per actor where the cluster
 has GPUs, otherwise CPU actors sharing the cores with the decoders.
 
+Whoever reaches a Ray process's ports can run code in it (Ray's own authentication is not
+relied on): a Ray runtime started here listens on 127.0.0.1 only (every process of it; its
+node address is checked after the start), and a cluster is joined only when its address is
+given (``"auto"`` included), never because one happens to run on the machine.
+
 Ray is imported here only, lazily: without it ``engine="ray"`` is a :class:`ConfigError`
 naming the extra to install.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pickle
 import warnings
 
@@ -40,6 +46,15 @@ INSTALL = 'pip install "clipsql[ray]"'
 RETRIES = 4
 #: Files per block handed to one decoding task, at most (in batches of ``batch_size``).
 BLOCK_BATCHES = 8
+#: ``address`` values: a new runtime on this machine alone; the cluster already running here
+#: (``RAY_ADDRESS``, or one started with ``ray start``).
+LOCAL, RUNNING = "local", "auto"
+#: The only address a local runtime's processes listen on.
+LOOPBACK = "127.0.0.1"
+#: Ray resolves a loopback node address to the machine's own (then its servers listen on
+#: every interface) unless it believes clusters are off, as on macOS and Windows: this
+#: variable, read by the processes it starts (and its constant, by this one), says so.
+CLUSTERS_OFF = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def import_ray():
@@ -52,14 +67,15 @@ def import_ray():
     return ray
 
 
-def load(connect, model, paths, *, address=None, actors=None, prune=False,
+def load(connect, model, paths, *, address=None, actors=None, prune=False, force=False,
          batch_size=config.BATCH_SIZE, draft=True, progress=None, steps=None
          ) -> loader.LoadReport:
     """:func:`clipsql.ingest.loader.load` with decoding and embedding on a Ray cluster.
 
-    ``address``: None for a new local Ray runtime on this machine (loopback only);
-    ``"auto"`` for the running cluster (``RAY_ADDRESS``, or one started with ``ray start``),
-    else a new local one; any other value is given to ``ray.init(address=...)``. A Ray
+    ``address``: None or ``"local"`` for a new Ray runtime on this machine alone, listening
+    on 127.0.0.1 only and stopped at the end (``RAY_ADDRESS`` is ignored); ``"auto"`` joins
+    the cluster running on this machine or named by ``RAY_ADDRESS`` (a :class:`ConfigError`
+    if there is none); any other value is a cluster's address for ``ray.init``. A Ray
     runtime this process already started is used as it is. ``actors``: embedding actors
     (default: one per GPU, else half the cluster's CPUs).
     """
@@ -71,8 +87,8 @@ def load(connect, model, paths, *, address=None, actors=None, prune=False,
         with _runtime(ray, address):
             _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
 
-    return loader.load(connect, model, paths, prune=prune, batch_size=batch_size, draft=draft,
-                       progress=progress, pipeline=pipeline, steps=steps)
+    return loader.load(connect, model, paths, prune=prune, force=force, batch_size=batch_size,
+                       draft=draft, progress=progress, pipeline=pipeline, steps=steps)
 
 
 @contextlib.contextmanager
@@ -82,24 +98,53 @@ def _runtime(ray, address):
         yield
         return
     options = {"include_dashboard": False, "log_to_driver": False}
-    local = {**options, "address": "local", "_node_ip_address": "127.0.0.1"}
     try:
-        if address is None or address == "local":
-            ray.init(**local)
-        elif address == "auto":
-            try:
-                ray.init(address="auto", **options)
-            except ConnectionError:  # no running cluster: this machine alone
-                ray.init(**local)
+        if address is None or address == LOCAL:
+            with loopback_only(ray):
+                ray.init(address=LOCAL, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
+                         **options)
         else:
             ray.init(address=address, **options)
     except Exception as exc:
-        raise ConfigError(f"cannot start or reach the Ray cluster {address or '(local)'}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc) else exc!r}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        where = {None: "a local one", LOCAL: "a local one",
+                 RUNNING: "the one running on this machine or named by RAY_ADDRESS"}
+        raise ConfigError(f"cannot start or reach the Ray cluster "
+                          f"({where.get(address, address)}): {first}") from None
     try:
+        if address is None or address == LOCAL:
+            _check_loopback(ray)
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def loopback_only(ray):
+    """Ray told that clusters are off, meanwhile: a runtime started in the block keeps the
+    node address 127.0.0.1 (give it ``_node_ip_address=LOOPBACK``), so it listens there."""
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(CLUSTERS_OFF), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTERS_OFF] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(CLUSTERS_OFF, None)
+        else:
+            os.environ[CLUSTERS_OFF] = saved_env
+
+
+def _check_loopback(ray) -> None:
+    """Refuse a local runtime whose node address is not loopback (its servers would listen
+    there: a Ray version that ignores :data:`CLUSTERS_OFF`)."""
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        raise ConfigError(f"the local Ray runtime took the address {node}, not {LOOPBACK}: "
+                          "refusing to run it where the network could reach it")
 
 
 def _plan(ray, actors):

@@ -75,22 +75,39 @@ def folder_for(identity: dict) -> Path:
 
 
 def read(folder: Path | None) -> dict | None:
-    """The export's ``meta.json`` if the folder holds a whole export of this format, else None
-    (missing, unreadable, another format, or a file missing or of another size)."""
-    if folder is None:
-        return None
+    """The export's ``meta.json`` if the folder holds a whole, verified export of this
+    format (:func:`check`), else None."""
+    return check(folder)[0]
+
+
+def check(folder: Path | None) -> tuple[dict | None, str]:
+    """(meta, "") for a verified export in ``folder``, else (None, what is wrong); never
+    raises on a bad entry. Verified: ``meta.json`` is of this format, sealed
+    (:func:`~clipsql.models.cache.seal`: not edited since), names the checkpoint the folder
+    is keyed by (its identity holds the checkpoint's fingerprint), has every field of the
+    right type, and each ONNX file is the one exported (:func:`~clipsql.models.cache.changed`).
+    """
     try:
+        if folder is None or not (folder / "meta.json").exists():
+            return None, "no export"
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            return None
-        for tower in ("image", "text"):
-            for part in ("fp32", "int8"):
-                entry = (meta.get(tower) or {}).get(part)
-                if entry and (folder / entry["file"]).stat().st_size != entry["bytes"]:
-                    return None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    return meta
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return None, "another format"
+        if meta.get("seal") != cache.seal(meta):
+            return None, "meta.json was changed after the export"
+        if cache.folder("models", [FORMAT, meta["identity"]]).name != folder.name:
+            return None, "it was exported from another checkpoint"
+        problem = cache.malformed_export(meta, FILES)
+        changed = None if problem else next((e["file"] for e in _entries(meta)
+                                             if cache.changed(folder / e["file"], e)), None)
+        problem = problem or (f"{changed} is not the file exported" if changed else "")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        problem = f"unreadable ({type(exc).__name__})"
+    return (None, problem) if problem else (meta, "")
+
+
+def _entries(meta: dict) -> list[dict]:
+    return [meta[t][p] for t in ("image", "text") for p in ("fp32", "int8") if p in meta[t]]
 
 
 def choose(tower: dict, requested: str) -> tuple[str, str]:
@@ -135,12 +152,18 @@ def export(net, preprocess, tokenizer, identity: dict, folder: Path,
     def fill(tmp: Path) -> None:
         meta["image"] = _image(net, preprocess, tmp, steps, meta["seconds"])
         meta["text"] = _text(net, tokenizer, tmp, steps, meta["seconds"])
+        for entry in _entries(meta):
+            entry.update(cache.stamp(tmp / entry["file"]))
+        meta["seal"] = cache.seal(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     import torch
 
+    old, problem = check(folder)
+    if old is None and folder.exists():
+        steps(f"the cached export in {folder} is not used ({problem}): exporting it again")
     with torch.inference_mode(False):
-        cache.write(folder, fill, replace=read(folder) is None)
+        cache.write(folder, fill, replace=old is None)
     return read(folder)
 
 

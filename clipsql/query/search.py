@@ -25,11 +25,17 @@ Plan choice per query (measured in ``benchmarks/search.py``; README "Search perf
   similarity; the exact scan is unchanged, and its threshold uses the candidate count (and
   ``BINARY_EXACT_FACTOR``). A filter takes fewer candidates, by its estimated selectivity
   (:func:`quantized.for_filter`).
+
+A row whose vector is all zeros (stored before imports refused them, or written by hand) has
+no cosine similarity: pgvector's distance is NaN, which sorts after every number (last in a
+scan, so leaving them out loses no other row). Such rows are left out of every ranking, so
+no score is ever NaN; a query vector of zeros or non-finite values is a :class:`QueryError`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, make_dataclass
 from datetime import datetime
 
@@ -104,6 +110,8 @@ def rank(conn, query, *, where=None, params=(), limit=10, min_score=None, exclud
         raise QueryError(f"limit must be a positive integer, not {limit!r}")
     if strategy not in ("auto", "index", "exact"):
         raise QueryError(f"unknown strategy {strategy!r}")
+    if not _has_direction(query):
+        raise QueryError("the query vector has no direction (all zeros, or not finite numbers)")
     q = HalfVector(query)
     params = list(params or ())
     conditions = [c for c in [user_sql.wrap(where)] if c]
@@ -189,7 +197,20 @@ def _choose(estimated, total, limit, binary=None) -> str:
     return "exact" if estimated < exact_threshold(total, limit, candidates) else "index"
 
 
+def _has_direction(vector) -> bool:
+    import numpy as np
+
+    v = np.asarray(vector, dtype=np.float64)
+    return bool(np.isfinite(v).all() and v.any())
+
+
 def _run(conn, q, where_sql, params, limit, strategy, binary=None):
+    """The rows of one scan, best first; rows of a zero vector (a NaN score, last) left out."""
+    return [r for r in _scan(conn, q, where_sql, params, limit, strategy, binary)
+            if not math.isnan(r[2])]
+
+
+def _scan(conn, q, where_sql, params, limit, strategy, binary=None):
     relaxed = False
     if strategy == "index" and binary:
         iterative = bool(where_sql) and vector_version(conn) >= (0, 8)
@@ -212,6 +233,6 @@ def _run(conn, q, where_sql, params, limit, strategy, binary=None):
     sql = f"SELECT {_SELECT} FROM {images.TABLE} {where_sql} ORDER BY {order} LIMIT %s"
     if relaxed:  # relaxed_order yields rows nearly sorted: take a few more, sort, cut
         sql = (f"WITH found AS MATERIALIZED ({sql}) SELECT * FROM found "
-               "ORDER BY score DESC, id LIMIT %s")
+               "ORDER BY score = 'NaN', score DESC, id LIMIT %s")
         return conn.execute(sql, [q, *params, q, 4 * limit, limit]).fetchall()
     return conn.execute(sql, [q, *params, q, limit]).fetchall()

@@ -3,7 +3,12 @@ holding the placeholder in ``embedding_next``, a batch per transaction.
 
 A batch is written only to rows that did not change since they were read (same
 ``updated_at``): a row a load rewrote meanwhile keeps the placeholder for the next pass.
-Files that cannot be read are remembered for the rest of the run and reported together.
+A file whose content is no longer the row's (its sha256 differs: overwritten with another
+photo) is not embedded into that row, which would give it another photo's vector under the
+old hash and metadata: it is reported as ``changed`` and its row left whole, for a load of
+its folder to re-read (new hash, metadata and vector), after which the reembed embeds it.
+Files that cannot be read or changed are remembered for the rest of the run and reported
+together.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ NEXT = "embedding_next"
 MISSING = f"l2_norm({NEXT}) = 0"
 #: Unreadable files named in the error (all are in the report's ``failures``).
 SHOWN_FAILURES = 3
+#: The reason of a file whose content changed since its row was loaded.
+CHANGED = "changed"
 
 
 class RowEmbedder:
@@ -36,8 +43,8 @@ class RowEmbedder:
         last = 0
         while True:
             rows = self.conn.execute(
-                f"SELECT id, path, updated_at FROM clipsql.images WHERE id > %s AND {MISSING} "
-                "ORDER BY id LIMIT %s", (last, self.batch_size)).fetchall()
+                "SELECT id, path, updated_at, sha256 FROM clipsql.images "
+                f"WHERE id > %s AND {MISSING} ORDER BY id LIMIT %s", (last, self.batch_size)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -45,13 +52,26 @@ class RowEmbedder:
             decoded = []
             for row, future in futures:
                 try:
-                    decoded.append((row, Decoders.result(future)))
+                    d = Decoders.result(future)
                 except ImageError as exc:
                     self.failed[row[0]] = (row[1], f"{exc.reason}: {exc.detail}")
+                    continue
+                if d.sha256 == row[3]:
+                    decoded.append((row, d))
+                elif not self._rewritten(row):  # else a load rewrote it: the next pass
+                    self.failed[row[0]] = (row[1], f"{CHANGED}: the file's sha256 is "
+                                           f"{d.sha256[:12]}..., its row's {row[3][:12]}...")
             if decoded:
                 done += self._write(decoded)
             if self.progress:
                 self.progress(done, total)
+
+    def _rewritten(self, row) -> bool:
+        """Whether a load rewrote the row since it was read (it then holds the placeholder
+        again, and the next pass embeds it)."""
+        now = self.conn.execute("SELECT updated_at FROM clipsql.images WHERE id = %s",
+                                (row[0],)).fetchone()
+        return now is None or now[0] != row[2]
 
     def _write(self, decoded) -> int:
         vectors = self.model.encode_images(stack([d.pixels for _, d in decoded]))
@@ -73,7 +93,12 @@ class RowEmbedder:
         if not self.failed:
             return
         shown = "; ".join(f"{p}: {why}" for p, why in self.report.failures[:SHOWN_FAILURES])
+        changed = sum(why.startswith(f"{CHANGED}:") for _, why in self.report.failures)
+        remedy = ("load their folders again (the current model re-reads changed files) and run "
+                  "the reembed again" if changed else "restore the files, or remove their rows "
+                  "(a load of their folder with prune), and run it again")
         raise LoadError(
-            f"{len(self.failed)} images could not be read for the new model ({shown}); the "
-            "reembed stays unfinished and searches keep the current model: restore the files, "
-            "or remove their rows (a load of their folder with prune), and run it again")
+            f"{len(self.failed)} images could not be read for the new model"
+            f"{f', {changed} of them changed since they were loaded' if changed else ''} "
+            f"({shown}); the reembed stays unfinished and searches keep the current model: "
+            f"{remedy}")

@@ -116,7 +116,8 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
         gps: Annotated[bool | None, Query(description="true: has GPS; false: none")] = None,
         label: Annotated[str | None, Query(max_length=200, description="has this label")] = None,
         where: Annotated[str | None, Query(
-            max_length=MAX_WHERE_CHARS, description="SQL over clipsql.images, read-only")] = None,
+            max_length=MAX_WHERE_CHARS, description="a condition over clipsql.images columns "
+            "in the allowlisted grammar of docs/security-filters.md (Two modes)")] = None,
     ) -> dict:
         return dict(date_from=date_from, date_to=date_to, camera=camera, gps=gps, label=label,
                     where=where)
@@ -188,8 +189,9 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
             with os.fdopen(fd, "wb") as out:
                 while chunk := file.file.read(1 << 20):
                     out.write(chunk)
-            files.check_upload(tmp)
-            vector = backend.embed_upload(tmp)
+            with files.upload_slot():  # the check and the server's own decode, both capped
+                files.check_upload(tmp)
+                vector = backend.embed_upload(tmp)
         finally:
             os.unlink(tmp)
         return run_search(q, flt, page, upload=vector)

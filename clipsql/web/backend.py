@@ -12,11 +12,17 @@ follows a model switch).
 
 Web queries are anonymous: their text embeddings stay in the process's memory
 (``store=False``) and never grow ``clipsql.text_embeddings``.
+
+At start-up the first connection may wait for a database that is not accepting connections
+yet (:func:`connect_when_up`: ``clipsql serve`` waits :data:`clipsql.config.CONNECT_WAIT_S`), with
+exponential backoff; what waiting cannot fix fails at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +41,57 @@ SEARCH_CONNECTIONS = 8
 #: Connections for row look-ups, status and facets.
 LOOKUP_CONNECTIONS = 4
 LOST = "the connection to the database was lost; try again"
+FIRST_RETRY_S, MAX_RETRY_S = 0.5, 8.0
+#: libpq's words for a server that is not accepting connections (yet): worth waiting for.
+#: Anything else (a wrong password, a role or database that does not exist, a URL that
+#: cannot be parsed, no pgvector) fails at once: waiting cannot fix it.
+NOT_UP_YET = ("connection refused", "the database system is starting up",
+              "the database system is not yet accepting connections",
+              "the database system is shutting down", "the database system is in recovery mode",
+              "no such file or directory", "temporary failure in name resolution",
+              "no route to host", "network is unreachable", "timeout expired",
+              "server closed the connection unexpectedly", "too many clients already")
+#: ... unless the server itself said one of these (its words may quote a name).
+REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry",
+           "permission denied")
+
+log = logging.getLogger(__name__)
+
+
+def _not_up_yet(exc: DatabaseError) -> bool:
+    """Whether connecting failed because the server is not accepting connections (yet)."""
+    import psycopg
+
+    cause = exc.__context__  # connection.connect raises from None: the driver's error is here
+    if type(exc) is not DatabaseError or not isinstance(cause, psycopg.OperationalError):
+        return False
+    text = str(cause).lower()
+    return any(w in text for w in NOT_UP_YET) and not any(w in text for w in REFUSED)
+
+
+def connect_when_up(dsn: str, wait_s: float = 0.0, steps=None, *, sleep=time.sleep):
+    """:func:`clipsql.database.connection.connect_ready`, tried again with exponential
+    backoff for up to ``wait_s`` seconds while the server is not accepting connections (each
+    retry told to ``steps(what)``, else logged). What waiting cannot fix fails at the first
+    try, and so does everything when ``wait_s`` is 0."""
+    deadline = time.monotonic() + wait_s
+    pause, tries = FIRST_RETRY_S, 1
+    while True:
+        try:
+            return connection.connect_ready(dsn)
+        except DatabaseError as exc:
+            left = deadline - time.monotonic()
+            if not _not_up_yet(exc):
+                raise
+            if left <= 0:
+                if tries == 1:
+                    raise
+                raise DatabaseError(f"{exc} (after {tries} tries in {wait_s:g} s)") from None
+            wait = min(pause, left)
+            (steps or log.warning)(f"the database is not reachable yet ({exc}); "
+                                   f"trying again in {wait:.1f} s")
+            sleep(wait)
+            pause, tries = min(2 * pause, MAX_RETRY_S), tries + 1
 
 
 @dataclass
@@ -52,9 +109,10 @@ class Backend:
 
     def __init__(self, dsn: str | None = None, model: str | None = None,
                  device: str | None = None, *, search_connections: int = SEARCH_CONNECTIONS,
-                 wait_s: float = POOL_WAIT_S, steps=None):
+                 wait_s: float = POOL_WAIT_S, connect_wait_s: float = 0.0, steps=None):
         self.dsn = connection.resolve_dsn(dsn)
-        connection.connect_ready(self.dsn).close()  # pgvector and the migrations, once
+        # pgvector and the migrations, once; waiting up to connect_wait_s for the server
+        connect_when_up(self.dsn, connect_wait_s, steps).close()
         self.wait_s = wait_s
         self.service = QueryService(model, device=device)
         self._searches = connection.pool(self.dsn, search_connections, wait_s=wait_s, name="clipsql-search")
@@ -113,6 +171,7 @@ class Backend:
     def embed_upload(self, path: str) -> np.ndarray:
         """The embedding of an uploaded image file (its header already checked)."""
         with self.connection() as conn:
+            binding.require_model(conn)  # an empty collection: no model is prepared for it
             return self.service.embed_file(conn, path, "the uploaded file")
 
     # --- searches ------------------------------------------------------------------------------

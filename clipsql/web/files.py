@@ -8,9 +8,12 @@ its new content. Thumbnails, which the thumbnail cache renders from the path, ar
 only when the path leads to that same checked file before and after rendering. Hashes are read in bounded chunks and remembered per (device, inode,
 size, mtime, ctime), which any change to the file's content alters.
 
-An upload is refused from its header alone when it would decode to more than
-:data:`UPLOAD_MAX_PIXELS`, well below the loader's cap, so a tiny file that unpacks into
-gigabytes never gets decoded.
+An upload is refused from its headers alone when it, or any frame it holds (the PNG inside
+an ICO or ICNS entry, a TIFF page), would decode to more than :data:`UPLOAD_MAX_PIXELS`,
+well below the loader's cap, so a tiny file that unpacks into gigabytes never gets decoded.
+One that passes is decoded first in a process of its own limited to
+:data:`UPLOAD_DECODE_BYTES`, at most :data:`UPLOAD_SLOTS` at a time, so what a decoder needs
+is known before the server decodes the file itself.
 
 >>> UPLOAD_MAX_PIXELS < 180_000_000
 True
@@ -18,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -26,10 +30,22 @@ from collections import OrderedDict
 
 from fastapi import HTTPException
 
+from clipsql.errors import ImageError
+from clipsql.ingest import decoder_pool, formats
 from clipsql.ingest.decode import MAX_BYTES
+from clipsql.ingest.reasons import Reason
 
 #: Uploaded query images above this many pixels are refused before decoding (413).
 UPLOAD_MAX_PIXELS = 40_000_000
+#: Memory the trial decode of one upload may use (its own process): 16 bytes a pixel of the
+#: largest upload, room for the decoded frame, a rotated copy and a JPEG decoder's buffers.
+UPLOAD_DECODE_BYTES = 16 * UPLOAD_MAX_PIXELS
+#: Uploads decoded at once; more wait up to UPLOAD_WAIT_S seconds for a place, then get 503.
+UPLOAD_SLOTS = 2
+UPLOAD_WAIT_S = 5.0
+UPLOADS = threading.BoundedSemaphore(UPLOAD_SLOTS)
+BUSY = ("the server is decoding as many uploaded images as it takes at once; "
+        "try again in a moment")
 #: Bytes read at a time while hashing or sending a file.
 CHUNK = 1 << 20
 CHANGED = "the file changed since it was loaded"
@@ -38,6 +54,7 @@ _KNOWN_MAX = 4096
 
 _known: OrderedDict = OrderedDict()  # stat identity -> sha256 seen for it
 _known_lock = threading.Lock()
+_holding = threading.local()  # how deep this thread is in upload_slot()
 
 
 def _identity(st) -> tuple:
@@ -127,22 +144,58 @@ def stream(f, size: int):
 
 
 def check_upload(path: str) -> None:
-    """Refuse an uploaded query image from its header: 400 if unreadable, 413 if too large."""
-    import warnings
-
+    """Refuse an uploaded query image unless it decodes within bounds, before the server
+    decodes it: 413 when its headers give it, or any frame it holds, more than
+    :data:`UPLOAD_MAX_PIXELS`, 400 when they cannot be read; then a trial decode in a
+    process of its own (:func:`~clipsql.ingest.decoder_pool.decode_isolated`, at most
+    :data:`UPLOAD_DECODE_BYTES` of memory: 413 past it, 400 when it fails), one of
+    :data:`UPLOAD_SLOTS` at a time (503 when none comes free). Decoding is deterministic: the
+    server's own decode of a file that passed needs what the trial did."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:  # reads the header only
-                width, height = img.size
+        with open(path, "rb") as f:  # headers only: no pixel is decoded here
+            formats.frame_sizes(f, UPLOAD_MAX_PIXELS)
     except Image.DecompressionBombError:
         raise HTTPException(413, "the uploaded image has too many pixels to decode") from None
+    except ImageError as exc:
+        if exc.reason is Reason.DECOMPRESSION_BOMB:
+            raise HTTPException(413, f"the uploaded image: {exc.detail} for query images; send "
+                                     "a smaller copy") from None
+        raise HTTPException(400, f"cannot use the uploaded file as a query image: "
+                                 f"{exc.detail}") from None
     except Exception:
         raise HTTPException(400, "cannot use the uploaded file as a query image: not an image "
                                  "format Pillow can read") from None
-    if width * height > UPLOAD_MAX_PIXELS:
-        raise HTTPException(413, f"the uploaded image is {width}x{height}, over the "
-                                 f"{UPLOAD_MAX_PIXELS:,} pixel limit for query images; "
-                                 "send a smaller copy")
+    with upload_slot():
+        try:
+            decoder_pool.decode_isolated(path, UPLOAD_DECODE_BYTES)
+        except ImageError as exc:
+            if exc.reason is Reason.DECOMPRESSION_BOMB:
+                raise HTTPException(413, f"cannot use the uploaded file as a query image: "
+                                         f"{exc.detail}; send a smaller copy") from None
+            raise HTTPException(400, f"cannot use the uploaded file as a query image: "
+                                     f"{exc.detail}") from None
+
+
+@contextlib.contextmanager
+def upload_slot():
+    """Hold one of the :data:`UPLOAD_SLOTS` places for decoding an upload (a thread that holds
+    one already goes on): a 503 with a readable message when none comes free within
+    :data:`UPLOAD_WAIT_S`. ``with upload_slot():`` around the check and the server's own
+    decode keeps both within the cap."""
+    if getattr(_holding, "depth", 0):
+        _holding.depth += 1
+        try:
+            yield
+        finally:
+            _holding.depth -= 1
+        return
+    if not UPLOADS.acquire(timeout=UPLOAD_WAIT_S):
+        raise HTTPException(503, BUSY)
+    _holding.depth = 1
+    try:
+        yield
+    finally:
+        _holding.depth = 0
+        UPLOADS.release()

@@ -4,7 +4,9 @@ Every answer a route can give is declared with it (``responses=`` from :func:`er
 the description is complete: errors are ``{"detail": "..."}`` (422: FastAPI's list of
 validation errors), at most :data:`MAX_DETAIL` characters of message.
 
-A hit is exactly :meth:`clipsql.query.search.Hit.to_dict` (the library's and ``clipsql search
+Scores are finite numbers (``FiniteFloat``): a NaN is refused as the answer is built, never
+sent as ``null`` where the description says a number. A hit is exactly
+:meth:`clipsql.query.search.Hit.to_dict` (the library's and ``clipsql search
 --json``'s shape) plus the file name and the URLs of its thumbnail and full image.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, FiniteFloat, create_model
 
 from clipsql.database import images
 
@@ -84,19 +86,19 @@ _Row = create_model(
 
 
 class Hit(_Row):
-    score: float = Field(description="cosine similarity to the query, higher is better; "
-                                     "hybrid: the fused RRF score")
+    score: FiniteFloat = Field(description="cosine similarity to the query, higher is better; "
+                                           "hybrid: the fused RRF score")
     caption: str | None = Field(None, description="the image's caption, if it has one")
     clip_rank: int | None = Field(None, description="hybrid: rank in the CLIP ranking")
     text_rank: int | None = Field(None, description="hybrid: rank in the captions' ranking")
-    clip_score: float | None = Field(None, description="hybrid: the cosine similarity")
-    text_score: float | None = Field(None, description="hybrid: ts_rank_cd of the caption")
+    clip_score: FiniteFloat | None = Field(None, description="hybrid: the cosine similarity")
+    text_score: FiniteFloat | None = Field(None, description="hybrid: ts_rank_cd of the caption")
     found_by: list[str] | None = Field(None, description="hybrid: the rankings that found it")
 
 
 class Cutoff(BaseModel):
     rule: str = Field(description="min_score, within, gap or zscore")
-    threshold: float = Field(description="the lowest score kept")
+    threshold: FiniteFloat = Field(description="the lowest score kept")
     kept: int
     candidates: int = Field(description="how many of the best hits the rule looked at")
 

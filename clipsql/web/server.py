@@ -14,7 +14,9 @@ import contextlib
 import threading
 import time
 
+from clipsql.config import CONNECT_WAIT_S
 from clipsql.errors import ConfigError
+from clipsql.web.backend import connect_when_up
 from clipsql.web.guard import allowed_hosts, is_loopback, url_host
 
 
@@ -41,18 +43,24 @@ def shown_url(host: str, port: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, dsn: str | None = None,
           model: str | None = None, device: str | None = None, log_level: str = "info",
-          announce=None, steps=None) -> None:
+          announce=None, steps=None, connect_wait_s: float = CONNECT_WAIT_S) -> None:
     """Run the web UI until interrupted (what ``clipsql serve`` does).
 
+    A database that is not accepting connections yet is waited for, up to
+    ``connect_wait_s`` seconds with exponential backoff (:func:`connect_when_up`).
     ``announce(url)`` is called once the collection and model are ready, just before
-    listening; ``steps(what)`` is told what preparing the model does (a first use exports it).
+    listening; ``steps(what)`` is told each retry and what preparing the model does (a first
+    use exports it).
     """
     import uvicorn
 
+    from clipsql.database import connection
     from clipsql.web.app import create_app
 
     host = host.strip("[]")
     check_port(host, port)
+    dsn = connection.resolve_dsn(dsn)
+    connect_when_up(dsn, connect_wait_s, steps).close()
     app = create_app(dsn, model, device, steps=steps,
                      allowed_hosts=allowed_hosts(host) if is_loopback(host) else None)
     if announce is not None:

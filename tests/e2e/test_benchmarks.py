@@ -135,3 +135,12 @@ def test_memory_benchmark(tmp_path, tiny_model):
     assert "with MALLOC_ARENA_MAX=2:" in out and "the peak above" in out
     assert "web server (create_app + serve_in_thread, model prepared): idle VmRSS" in out
     assert "upload: camera JPEG 4000x3000" in out and "above idle" in out
+
+
+def test_upload_memory_benchmark(tmp_path):
+    out = bench("upload_memory.py", tmp_path=tmp_path)
+    assert "camera JPEG 4000x3000: idle VmRSS" in out and "answers: 200" in out
+    for case in ("ICNS, ic10 holding", "ICO, one 256x256 entry holding", "three ICO at once",
+                 "three ICNS at once"):
+        line = next(x for x in out.splitlines() if x.startswith(case))
+        assert "peak VmHWM" in line and "answers: 413" in line, line

@@ -197,6 +197,50 @@ def test_open_full_image_filters_and_sql_box(serve, photo_folder):
     assert ui.errors == []
 
 
+def test_a_filter_in_a_link_is_shown_but_runs_only_when_the_user_searches(serve, photo_folder):
+    """``/?q=...&where=...`` from any site: the text search runs, the SQL filter only fills its
+    box until the user presses Search; no search request carries it before that click."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    ui = serve(photo_folder)
+    page = ui.page
+    sent = []
+    page.on("request", lambda r: "/api/search" in r.url and sent.append(
+        parse_qs(urlsplit(r.url).query)))
+    where = "format = 'PNG'"
+    page.goto(ui.url + "/?" + urlencode({"q": "stripes", "where": where}))
+    page.wait_for_function("() => document.body.dataset.ready === '1'")
+    ui.wait_idle()
+    assert sent and all("where" not in query for query in sent), sent
+    assert [query["q"] for query in sent] == [["stripes"]]
+    assert page.input_value("#where") == where and page.locator("#where-pending").is_visible()
+    assert ui.same_ranking(ui.lib.search("stripes", limit=40)) and len(ui.shown()) == 12
+    assert "where=" in page.url  # the address bar still holds the link's whole state
+    page.select_option("#gps", "false")  # another filter runs, the linked SQL still does not
+    ui.wait_idle()
+    assert "where" not in sent[-1] and sent[-1]["gps"] == ["false"] and len(ui.shown()) == 12
+
+    page.click("#go")
+    ui.wait_idle()
+    assert sent[-1]["where"] == [where] and page.locator("#where-pending").is_hidden()
+    assert ui.same_ranking(ui.lib.search("stripes", where=where, limit=40))
+    assert len(ui.shown()) == 2
+
+    # A hostile filter in a link: never sent on load; on the click, refused by name.
+    count = len(sent)
+    page.goto(ui.url + "/?" + urlencode({"q": "stripes", "where": "pg_sleep(5) IS NULL"}))
+    page.wait_for_function("() => document.body.dataset.ready === '1'")
+    ui.wait_idle()
+    assert len(sent) == count + 1 and "where" not in sent[-1] and len(ui.shown()) == 12
+    page.click("#go")
+    ui.wait_idle()
+    assert sent[-1]["where"] == ["pg_sleep(5) IS NULL"]
+    assert "may not use the function pg_sleep" in page.inner_text("#status")
+    assert page.locator("#status.error").is_visible() and ui.shown() == []
+    ui.errors = [e for e in ui.errors if "400" not in e]  # the refused filter logs its 400
+    assert ui.errors == []
+
+
 def test_upload_a_photo_and_load_more(serve, photo_folder, tmp_path):
     for i in range(40):  # 52 images: more than one page of 40
         make_image(photo_folder / "more" / f"extra{i:02d}.png", color=(i * 6, 255 - i * 6, 90),

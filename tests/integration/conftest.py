@@ -24,3 +24,14 @@ def encodes(monkeypatch):
 
     monkeypatch.setattr(ClipModel, "encode_text", counting)
     return calls
+
+
+@pytest.fixture(scope="session")
+def managed_server():
+    """A second, real PostgreSQL cluster set up like a managed database: scram passwords over
+    TCP only, an owner ``app`` that is neither superuser nor createrole, and the app's own
+    secret table (tests/integration/managed_cluster.py). One per session."""
+    from tests.integration.managed_cluster import managed_cluster
+
+    with managed_cluster() as cluster:
+        yield cluster

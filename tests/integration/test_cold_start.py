@@ -58,3 +58,78 @@ def test_new_text_query_after_a_load_loads_no_model(dsn, tiny_model, photo_folde
     out = run(PROBE.format(text="a text never seen before"), CLIPSQL_DATABASE_URL=dsn)
     assert out["heavy"] == []
     assert out["text"] == expected
+
+
+def test_the_web_backend_prepares_the_model_at_start_not_in_a_request(dsn, tiny_model,
+                                                                      photo_folder, tmp_path,
+                                                                      monkeypatch):
+    """A new machine (an empty export cache): the one-time export runs when the server
+    starts; the first upload and the first search run no set-up at all."""
+    import clipsql
+    from clipsql.models import export
+    from clipsql.web.backend import Backend
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+    monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / "new-machine"))
+    steps = []
+    backend = Backend(dsn, model=tiny_model, steps=steps.append)
+    try:
+        assert steps[-len(export.STEPS):] == list(export.STEPS)  # at start
+        assert backend.service.loaded.prepared
+
+        def no_setup(*args, **kwargs):
+            raise AssertionError("a one-time set-up ran inside a request")
+
+        monkeypatch.setattr(export, "in_subprocess", no_setup)
+        monkeypatch.setattr(type(backend.service.loaded), "_make_engine", no_setup)
+        upload = backend.embed_upload(str(next(photo_folder.rglob("img01.*"))))
+        page, _, _ = backend.search("a red square", limit=3)
+        assert upload.shape == (32,) and len(page) == 3
+    finally:
+        backend.close()
+
+
+def test_a_cached_text_never_waits_for_the_model(dsn, tiny_model, photo_folder, tmp_path,
+                                                 monkeypatch):
+    """While one thread prepares the model (held in the middle of its export), searches of
+    a text stored in the table and of one in memory answer: they never take the model."""
+    import threading
+
+    import clipsql
+    from clipsql.database import connection
+    from clipsql.query import text_cache
+    from clipsql.service import QueryService
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+        db.embed_text("a stored text")
+        expected = [h.id for h in db.search("a stored text", limit=3)]
+    text_cache.clear()
+    monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / "new-machine"))
+    service = QueryService(tiny_model)
+    exporting, answered, finished = threading.Event(), threading.Event(), threading.Event()
+    waited = []
+
+    def step(what):
+        exporting.set()
+        waited.append(answered.wait(120))  # the export is held here until the searches end
+
+    def prepare():
+        with connection.connect(dsn) as conn:
+            service.model(conn).prepare(step)
+        finished.set()
+
+    preparing = threading.Thread(target=prepare)
+    preparing.start()
+    try:
+        assert exporting.wait(120)
+        with connection.connect(dsn) as conn:
+            stored = [h.id for h in service.search(conn, "a stored text", limit=3)]
+            again = [h.id for h in service.search(conn, "a stored text", store=False, limit=3)]
+            assert not finished.is_set()  # both answered while the export was held
+    finally:
+        answered.set()
+        preparing.join(300)
+    assert stored == expected and again == expected
+    assert waited and all(waited) and finished.is_set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,6 +93,7 @@ def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
     meta_path = model.export_folder / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["image"]["int8"]["min_cosine"] = 0.98
+    meta["seal"] = cache.seal(meta)  # as if the export had measured it (an edit is refused)
     meta_path.write_text(json.dumps(meta))
     again = ClipModel(tiny_model, device="cpu")
     assert again.backend == "onnx-fp32" and "0.98000 < 0.999" in again.backend_reason
@@ -218,3 +220,72 @@ def test_the_real_vitb32_architecture_exports_and_keeps_the_bar(vitb32_model):
         ref = net.encode_text(tokenizer(TEXTS)).numpy()
     assert cos_min(model.encode_text(TEXTS), ref) >= export.ACCURACY_BAR
     assert cos_min(model.encode_text(TEXTS, fp32=True), ref) >= 1 - 1e-6
+
+
+def test_a_forged_export_is_made_again_and_queries_are_the_true_models(
+        tiny_model, other_tiny_model, own_cache):
+    """Valid ONNX files of another model (same architecture: same sizes) under this
+    checkpoint's key, with a meta.json that says all is well: not used, exported again."""
+    true = ClipModel(tiny_model, device="cpu")
+    _, pixels = pixels_of(true)
+    want_images, want_texts = true.encode_images(pixels), true.encode_text(TEXTS)
+    folder = true.export_folder
+    forger = ClipModel(other_tiny_model, device="cpu")
+    forged_texts = forger.encode_text(TEXTS)
+    assert cos_min(forged_texts, want_texts) < 0.9
+    meta = json.loads((folder / "meta.json").read_text())
+    for name in export.FILES.values():  # copy2 keeps the forger's mtimes
+        shutil.copy2(forger.export_folder / name, folder / name)
+    assert all((folder / e["file"]).stat().st_size == e["bytes"]  # what was checked before
+               for t in ("image", "text") for e in (meta[t]["fp32"], meta[t]["int8"]))
+    assert export.check(folder) == (None, "image-fp32.onnx is not the file exported")
+    steps = []
+    again = ClipModel(tiny_model, device="cpu").prepare(steps.append)
+    assert [s for s in steps if s.startswith("the cached export")] == [
+        f"the cached export in {folder} is not used (image-fp32.onnx is not the file "
+        "exported): exporting it again"]
+    assert np.abs(again.encode_images(pixels) - want_images).max() < 1e-5
+    assert np.abs(again.encode_text(TEXTS) - want_texts).max() < 1e-5
+    # the forger's whole folder, its own sealed meta.json with it, under this key
+    shutil.rmtree(folder)
+    shutil.copytree(forger.export_folder, folder)
+    assert export.check(folder) == (None, "it was exported from another checkpoint")
+    again = ClipModel(tiny_model, device="cpu")
+    assert np.abs(again.encode_text(TEXTS) - want_texts).max() < 1e-5
+    assert export.read(folder)["identity"] == true.identity()
+
+
+def test_a_malformed_meta_is_exported_again_without_a_traceback(tiny_model, own_cache):
+    """A string where the int8 check's cosine belongs: by hand (unsealed), or sealed again
+    (a bug, or a forger): never trusted nor crashed on, at load or status."""
+    model = ClipModel(tiny_model, device="cpu").prepare()
+    folder, backend = model.export_folder, model.backend
+    for resealed in (False, True):
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["image"]["int8"]["min_cosine"] = "0.9995"
+        if resealed:
+            meta["seal"] = cache.seal(meta)
+        (folder / "meta.json").write_text(json.dumps(meta))
+        why = ("image.int8.min_cosine is str '0.9995', not a number" if resealed
+               else "meta.json was changed after the export")
+        assert export.check(folder) == (None, why)
+        status = ClipModel(tiny_model, device="cpu").describe()
+        assert status["backend"] is None and "exports" in status["reason"]
+        steps = []
+        again = ClipModel(tiny_model, device="cpu").prepare(steps.append)
+        assert [s for s in steps if s.startswith("the cached export")] == [
+            f"the cached export in {folder} is not used ({why}): exporting it again"]
+        assert again.backend == backend
+        assert isinstance(export.read(folder)["image"]["int8"]["min_cosine"], float)
+
+
+def test_a_copied_cache_is_hashed_once_moved_and_still_used(tiny_model, own_cache):
+    """A cache copied elsewhere (new mtimes, same bytes) is still trusted: the files are
+    hashed then, and match."""
+    model = ClipModel(tiny_model, device="cpu").prepare()
+    for name in export.FILES.values():
+        os.utime(model.export_folder / name, ns=(1, 1))
+    assert export.check(model.export_folder)[1] == ""
+    steps = []
+    ClipModel(tiny_model, device="cpu").prepare(steps.append)
+    assert steps == []

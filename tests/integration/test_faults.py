@@ -81,6 +81,8 @@ def test_two_loaders_at_once_on_overlapping_folders(dsn, tiny_model, tmp_path):
         t.join()
     assert errors == []
     assert counts(dsn) == (40, 40)
+    # each file embedded by one load: no load reports an update, the adds make the folder
+    assert sum(r.updated for r in reports) == 0 and sum(r.added for r in reports) == 40
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM clipsql.failures").fetchone()[0] == 0
 
@@ -177,7 +179,7 @@ def test_unreadable_folder_is_skipped_with_a_reason_and_marked_blind(tmp_path):
 
 
 def test_prune_spares_rows_under_folders_that_could_not_be_listed(db, tmp_path):
-    from clipsql.ingest import loader
+    from clipsql.ingest import accounting
     from clipsql.ingest.walk import discover
 
     make_image(tmp_path / "open" / "a.png")
@@ -187,8 +189,10 @@ def test_prune_spares_rows_under_folders_that_could_not_be_listed(db, tmp_path):
     found = discover([tmp_path])
     del found.files[str(tmp_path / "locked" / "b.png")]   # as if the folder could not be listed
     found.blind_spots.append(str(tmp_path / "locked"))
-    known = loader._known_state(db.conn, found.roots)
-    assert loader._prune(db.conn, found, known) == 1
+    known = accounting.known_state(db.conn, found.roots)
+    vanished = accounting.gone(found, known)
+    accounting.check_prune(found, known, vanished)  # one of two rows: not refused
+    assert accounting.prune(db.conn, vanished) == 1
     left = [r[0] for r in db.conn.execute("SELECT path FROM clipsql.images")]
     assert left == [str(tmp_path / "locked" / "b.png")]
 

@@ -113,14 +113,22 @@ def test_grant_your_own_tables(loaded):
 
 def test_missing_role_with_a_superuser_is_refused(loaded, monkeypatch):
     from clipsql.database import filter_login
+    from clipsql.errors import FilterSetupError
 
-    monkeypatch.setattr(user_sql, "FILTER_ROLE", "clipsql_filter_absent")
     monkeypatch.setattr(filter_login, "FILTER_ROLE", "clipsql_filter_absent")
-    with pytest.raises(QueryError, match="refusing to run a SQL filter on a superuser"):
-        loaded.search("x", where="true")
-    with pytest.raises(QueryError, match="refusing"):
-        loaded.classify(["red", "blue"], where="true")
+    for run in (lambda: loaded.search("x", where="true"),
+                lambda: loaded.classify(["red", "blue"], where="true")):
+        with pytest.raises(FilterSetupError, match="clipsql_filter_absent cannot log in.*"
+                                                   "`clipsql admin sql`"):
+            run()
     assert len(loaded.search("x", limit=3)) == 3  # no user SQL: clipsql's own query runs
+    assert loaded.status()["filters"]["ok"] is False
+
+
+def test_status_says_filters_log_in_as_the_filter_role(loaded):
+    assert loaded.status()["filters"] == {
+        "ok": True, "runs_as": "clipsql_filter",
+        "summary": "logged in as clipsql_filter (least privilege)"}
 
 
 # Statement 1 of a block lifts the timeout; any later statement sleeps, so only a deadline

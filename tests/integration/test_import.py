@@ -162,3 +162,86 @@ def test_the_library_names_its_own_parameter_for_unknown_metadata_columns(db, tm
     assert info.value.naming("--ignore-extra").endswith("(--ignore-extra skips the others)")
     assert db.import_files(*files, metadata_path=str(tmp_path / "meta.csv"),
                            ignore_extra=True).added == 1
+
+
+# --- no vector without a direction, no NaN score ---------------------------------------------
+
+def test_rows_of_huge_or_tiny_values_are_normalised_in_float64(db):
+    """1e30s overflowed the float32 norm and were stored as zeros (then ranked with a NaN
+    score); 1e-30s underflowed it and were called all zeros. Scaled first, in float64, every
+    finite row that is not all zeros becomes a unit vector."""
+    vecs = np.ones((4, 32))
+    vecs[0] *= 1e30
+    vecs[1] *= 1e-30
+    vecs[2] *= 1e300  # finite in float64, past float32
+    vecs[3] = np.random.default_rng(3).normal(size=32)
+    assert db.add_embeddings(["big", "small", "huge", "plain"], vecs).added == 4
+    stored = np.stack([r[8].to_numpy().astype(np.float32) for r in rows(db)])
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1, atol=2e-3)
+    assert np.allclose(stored[:3], 1 / np.sqrt(32), atol=1e-3)
+    hits = db.search(image=4, limit=10)
+    assert sorted(h.path for h in hits) == ["big", "huge", "small"]
+    assert all(np.isfinite(h.score) for h in hits) and hits[0].score == pytest.approx(hits[2].score)
+
+
+def zero_row(db, path="zero"):
+    """A row whose vector is all zeros, as imports before this rule could store it."""
+    from pgvector import HalfVector
+
+    db.conn.execute("INSERT INTO clipsql.images (path, embedding) VALUES (%s, %s)",
+                    (path, HalfVector(np.zeros(32, np.float32))))
+    db.conn.commit()
+
+
+def test_a_stored_zero_vector_never_gives_a_nan_score(db, dsn, tiny_model):
+    """pgvector's cosine distance to a zero vector is NaN (it sorted last, shown as NaN in
+    ``--json`` and null on the web): such rows are left out of every ranking."""
+    import json
+
+    from clipsql.database import hnsw
+    from clipsql.errors import QueryError
+    from clipsql.query import search
+
+    vecs = np.random.default_rng(4).normal(size=(30, 32))
+    db.add_embeddings([f"k{i}" for i in range(30)], vecs)
+    zero_row(db)
+    assert db.conn.execute("SELECT count(*) FROM clipsql.images WHERE embedding <=> %s = 'NaN'",
+                           (db.conn.execute("SELECT embedding FROM clipsql.images LIMIT 1")
+                            .fetchone()[0],)).fetchone()[0] == 1  # the server's NaN is real
+    query = vecs[0] / np.linalg.norm(vecs[0])
+    for kind in ("halfvec", "binary"):
+        if kind == "binary":
+            hnsw.set_index_kind(db.conn, "binary")
+        for strategy, where in (("exact", None), ("index", None), ("auto", "path <> 'k1'"),
+                                ("index", "path LIKE 'k%%' OR path = 'zero'")):
+            hits = search.rank(db.conn, query, limit=50, strategy=strategy, where=where)
+            assert "zero" not in [h.path for h in hits], (kind, strategy, where)
+            assert len(hits) >= 29 and all(np.isfinite(h.score) for h in hits), (kind, strategy)
+    with pytest.raises(QueryError, match="no direction"):
+        search.rank(db.conn, np.zeros(32), limit=5)
+    out = CliRunner().invoke(main, ["search", "a cat", "--json", "--limit", "50"],
+                             env={"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model})
+    assert out.exit_code == 0, out.output
+    found = json.loads(out.output.splitlines()[-1],
+                       parse_constant=lambda c: pytest.fail(f"{c} in the JSON output"))
+    assert len(found) == 30 and "zero" not in [h["path"] for h in found]
+
+
+def test_json_output_and_web_scores_refuse_nan_readably():
+    """Whatever reaches them, NaN is never printed as ``NaN`` (not JSON) nor sent as null."""
+    import click
+    from pydantic import ValidationError
+
+    from clipsql.cli.output import echo_json
+    from clipsql.web import schemas
+
+    with pytest.raises(click.ClickException) as info:
+        echo_json([{"path": "a", "score": 0.5}, {"path": "b", "score": float("nan")}])
+    assert info.value.message == ("cannot print the result as JSON: [1].score is nan, not a "
+                                  "finite number")
+    with pytest.raises(ValidationError, match="finite number"):
+        schemas.Cutoff(rule="within", threshold=float("nan"), kept=1, candidates=2)
+    assert "score" in schemas.Hit.model_fields
+    with pytest.raises(ValidationError, match="finite number"):
+        schemas.Hit.__pydantic_validator__.validate_assignment(
+            schemas.Hit.model_construct(), "score", float("nan"))

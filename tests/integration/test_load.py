@@ -3,6 +3,10 @@
 import os
 import shutil
 
+import pytest
+
+from clipsql.errors import ConfigError, LoadError
+from clipsql.ingest import accounting
 from tests.conftest import make_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
@@ -47,7 +51,9 @@ def test_prune_only_touches_the_loaded_folder(db, tmp_path):
     db.load(tmp_path / "one", tmp_path / "two")
     (tmp_path / "two" / "b.png").unlink()
     assert db.load(tmp_path / "one", prune=True).removed == 0
-    assert db.load(tmp_path / "two", prune=True).removed == 1
+    with pytest.raises(LoadError, match="two is empty"):  # emptied: refused unless forced
+        db.load(tmp_path / "two", prune=True)
+    assert db.load(tmp_path / "two", prune=True, force=True).removed == 1
 
 
 def test_broken_files_become_failures_and_the_rest_loads(db, tmp_path):
@@ -178,3 +184,90 @@ def test_decoding_in_processes_gives_the_same_rows_and_failures(pg_admin_url, ti
     a = np.array([np.fromstring(r[5][1:-1], sep=",") for r in threads])
     b = np.array([np.fromstring(r[5][1:-1], sep=",") for r in procs])
     assert np.abs(a - b).max() <= 1e-3
+
+
+def load_rows(db):
+    return {r[0] for r in db.conn.execute("SELECT path FROM clipsql.images")}
+
+
+def test_prune_refuses_an_emptied_folder_and_a_remount_reembeds_nothing(db, photo_folder,
+                                                                       tmp_path):
+    """An empty mount point (a share not mounted): the prune is refused with the count, the
+    rows stay, and once the files are back nothing is embedded again; forced, it prunes."""
+    db.load(photo_folder)
+    before = load_rows(db)
+    aside = tmp_path / "aside"
+    shutil.move(photo_folder, aside)  # the folder stays, empty: like an unmounted share
+    photo_folder.mkdir()
+    with pytest.raises(LoadError, match=r"is empty .*would remove 12 of the 12 rows under it"
+                                        r".*Nothing was loaded or removed.*force=True"):
+        db.load(photo_folder, prune=True)
+    assert load_rows(db) == before
+    photo_folder.rmdir()
+    shutil.move(aside, photo_folder)  # mounted again (mtimes kept)
+    again = db.load(photo_folder, prune=True)
+    assert (again.added, again.updated, again.unchanged, again.removed) == (0, 0, 12, 0)
+    shutil.rmtree(photo_folder)
+    photo_folder.mkdir()
+    assert db.load(photo_folder, prune=True, force=True).removed == 12
+    assert load_rows(db) == set()
+
+
+def test_prune_of_a_missing_folder_removes_nothing(db, photo_folder, tmp_path):
+    db.load(photo_folder)
+    photo_folder.rename(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="does not exist"):
+        db.load(photo_folder, prune=True, force=True)
+    assert count(db, "images") == 12
+
+
+def test_prune_refuses_to_remove_most_of_a_folder_unless_forced(db, tmp_path):
+    many = accounting.PRUNE_MIN_ROWS * 3
+    folder = tmp_path / "photos"
+    for i in range(many):
+        make_image(folder / f"p{i:02d}.png", color=(i * 9 % 256, 40, 90), pattern=i % 7)
+    db.load(folder)
+    files = sorted(folder.iterdir())
+    few = int(many * accounting.PRUNE_MAX_SHARE)  # exactly the share: allowed
+    for f in files[:few]:
+        f.unlink()
+    assert db.load(folder, prune=True).removed == few
+    for f in files[few:-1]:  # all but one of the rest: over the share, and enough rows
+        f.unlink()
+    gone = many - few - 1
+    with pytest.raises(LoadError, match=rf"more than 50% of the files under {folder} are gone; "
+                                        rf"it would remove {gone} of the {many - few} rows"):
+        db.load(folder, prune=True)
+    assert count(db, "images") == many - few
+    assert db.load(folder, prune=True, force=True).removed == gone
+    assert count(db, "images") == 1
+
+
+def test_a_small_folder_under_the_row_minimum_prunes_freely(db, tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "few" / f"{i}.png", color=(i * 80, 0, 0))
+    make_image(tmp_path / "few" / "kept.png", color=(0, 0, 99))
+    db.load(tmp_path / "few")
+    for i in range(3):
+        (tmp_path / "few" / f"{i}.png").unlink()
+    assert db.load(tmp_path / "few", prune=True).removed == 3 < accounting.PRUNE_MIN_ROWS
+
+
+def test_the_command_refuses_with_the_option_to_force(dsn, tiny_model, photo_folder):
+    from click.testing import CliRunner
+
+    from clipsql.cli import main
+
+    env = {"CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
+    runner = CliRunner()
+    assert runner.invoke(main, ["load", str(photo_folder)], env=env).exit_code == 0
+    shutil.rmtree(photo_folder)
+    photo_folder.mkdir()
+    refused = runner.invoke(main, ["load", str(photo_folder), "--prune"], env=env)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "would remove 12 of the 12 rows" in refused.output
+    assert "--force" in refused.output and "force=True" not in refused.output
+    misuse = runner.invoke(main, ["load", str(photo_folder), "--force"], env=env)
+    assert misuse.exit_code == 2 and "--force only changes a prune" in misuse.output
+    forced = runner.invoke(main, ["load", str(photo_folder), "--prune", "--force"], env=env)
+    assert forced.exit_code == 0 and "removed 12" in forced.output

@@ -1,7 +1,10 @@
 """The Ray engine on a real local Ray runtime (2 CPUs, loopback) and the real PostgreSQL:
 the same rows and failures as the local loader, a killed embedding actor or driver loses
-and duplicates nothing, the CLI's ``--ray``, and the clear error without Ray."""
+and duplicates nothing, the CLI's ``--ray``, a runtime of its own that listens on loopback
+only, and the clear error without Ray."""
 
+import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -21,6 +24,7 @@ from click.testing import CliRunner
 import clipsql
 from clipsql.cli import main
 from clipsql.errors import ConfigError
+from clipsql.ingest.ray_engine import CLUSTERS_OFF, LOOPBACK, loopback_only
 from clipsql.models.openclip import ClipModel
 from tests.conftest import (
     ROOT,
@@ -40,14 +44,22 @@ SLOW_CONFIG = {**TINY_CONFIG, "vision_cfg": {"image_size": 160, "layers": 6, "wi
                                               "patch_size": 16, "head_width": 64}}
 
 
+#: The environment of a driver in a process of its own that joins the module's runtime (on
+#: loopback: without it, Ray rewrites the address 127.0.0.1 to the machine's and cannot
+#: reach it).
+JOIN_ENV = {CLUSTERS_OFF: "0"}
+
+
 @pytest.fixture(scope="module")
 def ray_runtime(model_configs):
     """One local Ray runtime for the module: 2 CPUs, loopback only, no dashboard. Started
-    after the model configs are registered: its workers inherit CLIPSQL_MODEL_CONFIGS."""
+    after the model configs are registered: its workers inherit CLIPSQL_MODEL_CONFIGS.
+    Drivers in processes of their own that join it need :data:`JOIN_ENV`."""
     (model_configs / "clipsql-ray-slow.json").write_text(json.dumps(SLOW_CONFIG))
     open_clip.add_model_config(model_configs)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, address="local")
+    with loopback_only(ray):  # as the engine's own: never reachable from the network
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address=LOOPBACK,
+                 log_to_driver=False, address="local")
     yield ray
     ray.shutdown()
 
@@ -176,7 +188,8 @@ def test_a_killed_driver_resumes_without_duplicates(ray_runtime, dsn, slow_model
     folder = many_photos(tmp_path / "many", 32)
     address = ray.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, dsn, slow_model, str(folder),
-                               address], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               address], cwd=ROOT, env={**os.environ, **JOIN_ENV},
+                              stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     try:
         with clipsql.connect(dsn, model=slow_model) as db:
@@ -200,10 +213,103 @@ def test_cli_load_with_ray(ray_runtime, dsn, tiny_model, photo_folder):
     result = CliRunner().invoke(main, ["load", str(photo_folder), "--ray", "--actors", "1",
                                        "--json"], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["added"] == 12
+    assert json.loads(result.stdout)["added"] == 12  # Ray logs on stderr
     assert count(dsn) == 12
     result = CliRunner().invoke(main, ["load", str(photo_folder), "--actors", "1"], env=env)
     assert result.exit_code != 0 and "--actors needs --ray" in result.output
+
+
+def listening_sockets(root: psutil.Process) -> dict:
+    """{(process name, pid): {(ip, port), ...}}: the TCP sockets listening in ``root``'s
+    process tree now."""
+    found = {}
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for proc in tree:
+        try:
+            name = proc.name()
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.setdefault((name, proc.pid), set()).add((conn.laddr.ip, conn.laddr.port))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1
+
+
+def test_a_local_ray_runtime_listens_on_loopback_only(ray_runtime, dsn, tiny_model,
+                                                      photo_folder):
+    """``clipsql load --ray`` in a process of its own, while another Ray runtime runs on this
+    machine (the module's) and ``RAY_ADDRESS`` names it: the load starts a runtime of its
+    own, and every socket any of its processes listens on during the load is on loopback."""
+    env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model,
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "clipsql", "load", str(photo_folder),
+                               "--ray", "--actors", "1", "--json"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err, seen = [], [], {}
+    readers = [threading.Thread(target=into.extend, args=(stream,), daemon=True)
+               for stream, into in ((driver.stdout, out), (driver.stderr, err))]
+    for reader in readers:
+        reader.start()
+    try:
+        root, deadline = psutil.Process(driver.pid), time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            for key, sockets in listening_sockets(root).items():
+                seen.setdefault(key, set()).update(sockets)
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(60)
+        for reader in readers:
+            reader.join(10)
+    assert driver.returncode == 0, "".join(err)[-3000:]
+    assert json.loads("".join(out))["added"] == 12
+    names = {name for name, _ in seen}
+    assert {"gcs_server", "raylet"} <= names, seen  # a runtime of its own, seen listening
+    assert any(name.startswith("ray::") for name in names), seen  # and its workers
+    exposed = {key: sockets for key, sockets in seen.items()
+               if not all(loopback(ip) for ip, _ in sockets)}
+    assert not exposed, exposed
+
+
+def test_auto_joins_the_running_cluster_and_starts_none(ray_runtime, dsn, tiny_model,
+                                                       photo_folder):
+    """``--ray auto`` (asked for by name) joins the cluster RAY_ADDRESS names: no GCS or
+    raylet of its own in the driver's process tree."""
+    env = {**os.environ, **JOIN_ENV, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model,
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "clipsql", "load", str(photo_folder),
+                               "--ray", "auto", "--actors", "1", "--json"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    names = set()
+    out, err = [], []
+    readers = [threading.Thread(target=into.extend, args=(stream,), daemon=True)
+               for stream, into in ((driver.stdout, out), (driver.stderr, err))]
+    for reader in readers:
+        reader.start()
+    try:
+        root, deadline = psutil.Process(driver.pid), time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                names |= {child.name() for child in root.children(recursive=True)}
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(60)
+        for reader in readers:
+            reader.join(10)
+    assert driver.returncode == 0, "".join(err)[-3000:]
+    assert json.loads("".join(out))["added"] == 12
+    assert not names & {"gcs_server", "raylet"}, names
 
 
 def test_without_ray_engine_ray_is_one_clear_error(monkeypatch, db, photo_folder):

@@ -5,6 +5,7 @@ request."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -259,3 +260,43 @@ def test_a_running_web_server_follows_the_switch(dsn, tiny_model, wide_model, ph
             expected = [h.id for h in db.search("a red square", limit=5)]
             assert db.status()["model"]["dim"] == 48
         assert [h["id"] for h in after.json()["results"]] == expected
+
+
+def test_a_file_overwritten_with_another_photo_is_reported_never_half_updated(
+        dsn, tiny_model, wide_model, photo_folder):
+    """The file of a row now holds another photo: the reembed does not give the row that
+    photo's vector under the old hash and metadata. It names the file and stays unfinished;
+    a load re-reads the file (hash, size, vector), and the reembed run again embeds it."""
+    from clipsql.errors import LoadError
+    from clipsql.ingest.decode import read
+
+    columns = "sha256, bytes, width, height, embedding"
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+        target = sorted(photo_folder.rglob("img03.*"))[0]
+        before = db.conn.execute(f"SELECT {columns} FROM clipsql.images WHERE path = %s",
+                                 (str(target),)).fetchone()
+        make_image(target, color=(255, 128, 0), pattern=5, size=(50, 40))  # another photo
+        with pytest.raises(LoadError, match=rf"^1 images could not be read for the new model, "
+                                            rf"1 of them changed since they were loaded "
+                                            rf"\({re.escape(str(target))}: changed: the file's sha256 is .*"
+                                            rf"load their folders again"):
+            db.reembed(wide_model, batch_size=4)
+        row = db.conn.execute(f"SELECT {columns}, l2_norm(embedding_next) FROM clipsql.images "
+                              "WHERE path = %s", (str(target),)).fetchone()
+        assert row[:4] == before[:4] and row[4].to_list() == before[4].to_list()
+        assert row[5] == 0  # still the placeholder: nothing of the other photo in the row
+        others = db.conn.execute("SELECT count(*) FROM clipsql.images WHERE path <> %s AND "
+                                 "l2_norm(embedding_next) > 0", (str(target),)).fetchone()[0]
+        assert others == 11  # the rest was embedded, and is kept for the rerun
+        assert db.status()["model"]["dim"] == 32
+        assert db.load(photo_folder).updated == 1  # the current model re-reads it
+        report = db.reembed(wide_model, batch_size=4)
+        assert report.resumed and report.switched and report.embedded == 1
+        sha, size, width, height, vector = db.conn.execute(
+            f"SELECT {columns} FROM clipsql.images WHERE path = %s", (str(target),)).fetchone()
+        model = db.model
+        now = read(str(target), model.preprocess, 2 * model.image_size)
+        assert (sha, size, width, height) == (now.sha256, target.stat().st_size, 50, 40)
+        want = model.encode_images(now.pixels[None])[0]
+        assert np.abs(vector.to_numpy() - want).max() < 2e-3

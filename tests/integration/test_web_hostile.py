@@ -1,10 +1,13 @@
 """The web server against untrusted input and a misbehaving world, for real: a live uvicorn on
 loopback, the embedded PostgreSQL with pgvector, the tiny model. Lost connections and a server
 restart, slow searches, cross-site requests, decompression bombs, files swapped for symlinks,
-FIFOs, anonymous queries that must not be stored, and long error messages."""
+FIFOs, anonymous queries that must not be stored, long error messages, and SQL filters outside
+the allowlisted grammar, which must never reach the database."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
 import struct
@@ -19,7 +22,8 @@ import pytest
 
 from tests.conftest import fresh_database, make_image
 
-SLOW = "(SELECT pg_sleep(3)) IS NOT NULL"  # an InitPlan: sleeps once per search
+#: A search filtered by a label waits while ``labels_locked`` holds the labels' table.
+SLOW = {"label": "slow"}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +66,22 @@ def client(server):
 def row_of(lib, name):
     return lib.conn.execute("SELECT id, path FROM clipsql.images WHERE path LIKE %s",
                             ("%/" + name,)).fetchone()
+
+
+@contextlib.contextmanager
+def labels_locked(dsn, seconds=3.0):
+    """Hold ``clipsql.image_labels`` in ACCESS EXCLUSIVE mode for ``seconds``: a search with a
+    label filter (the page's own label subquery) waits for it; other requests do not."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("LOCK TABLE clipsql.image_labels IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(seconds, conn.rollback)
+        release.start()
+        try:
+            yield
+        finally:
+            release.join()
 
 
 def terminate_backends(admin_url, dsn, keep_pid):
@@ -131,15 +151,17 @@ def test_a_database_server_restart_is_survived(tmp_path, tiny_model):
         pg.cleanup()
 
 
-def test_status_and_facets_answer_while_slow_searches_run(server, client):
+def test_lookups_answer_while_slow_searches_run(server, client, lib, hostile_dsn):
     def slow(_):
         with httpx.Client(base_url=server, timeout=30) as c:
-            return c.get("/api/search", params={"q": "slow", "where": SLOW}).status_code
+            return c.get("/api/search", params={"q": "slow", **SLOW}).status_code
 
-    with ThreadPoolExecutor(4) as pool:
+    image_id = row_of(lib, "p03.png")[0]
+    with labels_locked(hostile_dsn), ThreadPoolExecutor(4) as pool:
         searches = [pool.submit(slow, i) for i in range(4)]
-        time.sleep(0.5)  # all four are sleeping in the database now
-        for url in ("/api/status", "/api/facets", "/api/status"):
+        time.sleep(0.5)  # all four are waiting in the database now
+        for url in ("/api/status", f"/api/images/{image_id}", f"/thumbs/{image_id}",
+                    "/api/status"):
             start = time.perf_counter()
             assert client.get(url).status_code == 200
             assert time.perf_counter() - start < 1.0, url
@@ -155,9 +177,9 @@ def test_a_full_pool_answers_503_readably(lib, hostile_dsn, tiny_model, tmp_path
 
     app = create_app(hostile_dsn, model=tiny_model, thumbnails_dir=tmp_path / "t",
                      search_connections=1, pool_wait_s=1)
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as c:
-        slow = threading.Thread(target=lambda: c.get("/api/search",
-                                                     params={"q": "a", "where": SLOW}))
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as c, \
+            labels_locked(hostile_dsn):
+        slow = threading.Thread(target=lambda: c.get("/api/search", params={"q": "a", **SLOW}))
         slow.start()
         time.sleep(0.5)
         start = time.perf_counter()
@@ -426,3 +448,121 @@ def test_clipsql_serve_on_ipv6_loopback(lib, hostile_dsn, tiny_model):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"open http://[::1]:{port}/" in err and "warning" not in err
+
+
+# --- SQL filters outside the allowlisted grammar never reach the database ---------------------
+
+@contextlib.contextmanager
+def statements_sent():
+    """Every statement this process sends to PostgreSQL meanwhile (the web server runs in it):
+    a spy on psycopg's cursor, which the server's connections and filter logins all use."""
+    import psycopg
+
+    sent, real = [], psycopg.Cursor.execute
+
+    def spy(cursor, query, *args, **kwargs):
+        try:
+            text = query if isinstance(query, str) else query.as_string(cursor)
+        except Exception:  # bytes, or a composed query without a context
+            text = repr(query)
+        sent.append(text)
+        return real(cursor, query, *args, **kwargs)
+
+    psycopg.Cursor.execute = spy
+    try:
+        yield sent
+    finally:
+        psycopg.Cursor.execute = real
+
+
+#: The payloads of issue 22 and what the refusal names.
+PAYLOADS = [
+    ("CAST(repeat('x',300000000) AS int)=1", "the function repeat"),
+    ("EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%card%')", "a subquery"),
+    ("pg_terminate_backend(4242) IS NOT NULL", "the function pg_terminate_backend"),
+    ("pg_advisory_lock(7355608) IS NOT NULL", "the function pg_advisory_lock"),
+    ("pg_sleep(1) IS NOT NULL", "the function pg_sleep"),
+    ("CAST(set_config('role','none',true) || query_to_xml('select card from public.customers',"
+     "true,true,'')::text AS int) = 1", "the function"),
+    ("query_to_xml('select 1', true, true, '') IS NOT NULL", "the function query_to_xml"),
+    ("id IN (SELECT oid FROM pg_class)", "a subquery"),
+    ("xmin::text <> '' AND ctid IS NOT NULL", "the column"),
+    ("true; SELECT pg_sleep(1)", "a second statement"),
+    ("true /* ) OR (xmin > 0", "unterminated /* comment"),
+]
+
+
+@pytest.mark.parametrize(("payload", "named"), PAYLOADS, ids=range(len(PAYLOADS)))
+def test_payloads_are_refused_quickly_and_never_sent(client, payload, named):
+    marker = str(900_000_000 + PAYLOADS.index((payload, named)))  # in whatever would be sent
+    with statements_sent() as sent:
+        start = time.perf_counter()
+        r = client.get("/api/search", params={"q": "x", "where": f"{payload} AND id <> -{marker}"})
+        took = time.perf_counter() - start
+    assert r.status_code == 400 and named in r.json()["detail"], r.text
+    assert took < 2, took  # before the allowlist: 13-18 s for the repeat payload
+    assert not any(marker in q for q in sent), sent
+    with statements_sent() as sent:  # the spy does see an accepted filter's statements
+        r = client.get("/api/search", params={"q": "x", "limit": 2, "where": f"id <> -{marker}"})
+    assert r.status_code == 200 and any(marker in q for q in sent)
+
+
+def test_the_repeat_payload_does_not_grow_the_server(client, capsys):
+    """Issue 22: each such request cost the server about 1.7 GB at its peak. Refused by the
+    parser, it costs nothing: the process (it runs the server) is sampled every 5 ms."""
+    payload = {"q": "x", "where": "CAST(repeat('x',300000000) AS int)=1"}
+    client.get("/api/search", params=payload)  # first use: imports the parser
+    base, peak, stop = rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        answers = [client.get("/api/search", params=payload) for _ in range(5)]
+    finally:
+        stop.set()
+        sampler.join()
+    after = rss_mb()
+    with capsys.disabled():
+        print(f"\nrepeat payload x5: RSS before {base:.1f} MiB, peak {peak[0]:.1f} MiB, "
+              f"after {after:.1f} MiB")
+    assert all(r.status_code == 400 and "the function repeat" in r.json()["detail"]
+               for r in answers)
+    assert peak[0] - base < 50 and after - base < 50, (base, peak[0], after)
+
+
+def test_random_filters_refused_by_the_grammar_never_reach_the_database(client):
+    """Random fragments of allowed and disallowed pieces (the unit test's grammar), each with
+    a unique marker: a refused one is never in a statement sent to PostgreSQL, an accepted
+    one always is (so the spy sees what it must)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.unit.test_allowlist import FRAGMENTS
+
+    markers = itertools.count(900_000_001)
+    seen = {"refused": 0, "sent": 0}
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(FRAGMENTS)
+    def check(fragment):
+        text, bad, _ = fragment
+        marker = str(next(markers))
+        with statements_sent() as sent:
+            r = client.get("/api/search", params={"q": "x", "where": f"({text}) AND id <> -{marker}"})
+        detail = r.json().get("detail", "") if r.status_code == 400 else ""
+        if str(detail).startswith("this filter may not use"):
+            assert bad, (text, detail)
+            assert not any(marker in q for q in sent), (text, sent)
+            seen["refused"] += 1
+        else:
+            assert not bad and r.status_code in (200, 400), (text, r.text)
+            assert any(marker in q for q in sent), (text, r.text)
+            seen["sent"] += 1
+
+    check()
+    assert seen["refused"] >= 10 and seen["sent"] >= 10, seen

@@ -137,3 +137,39 @@ def test_concurrent_decodes_stay_within_the_memory_budget(tmp_path, monkeypatch)
     one = 8 * 3000 * 2500 + max(os.path.getsize(p) for p in paths)
     assert one < budget.peak <= budget.limit + one
     assert budget.used == 0
+
+
+@pytest.mark.filterwarnings("ignore:Image was not the expected size")
+def test_an_icons_real_frame_counts_against_the_budget(tmp_path, monkeypatch):
+    """The directory of an ICO says 256x256; the PNG inside is 2000x1500 and Pillow decodes it
+    as it opens the file: the budget is taken for the real frame, before it is opened."""
+    import struct
+
+    png = tmp_path / "inner.png"
+    Image.new("RGB", (2000, 1500), (9, 9, 9)).save(png)
+    frame = png.read_bytes()
+    ico = tmp_path / "icon.ico"
+    ico.write_bytes(struct.pack("<HHH", 0, 1, 1)
+                    + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame)
+    budget = decode.MemoryBudget(1 << 40)
+    monkeypatch.setattr(decode, "BUDGET", budget)
+    assert decode.read(str(ico), lambda img: img.size).pixels == (2000, 1500)
+    assert budget.peak >= 8 * 2000 * 1500
+
+
+def test_an_isolated_decode_cannot_pass_its_memory_limit(tmp_path):
+    """decode_isolated runs the loader's decode in a process of its own: past its memory limit
+    the decode fails there (a readable decompression_bomb), this process never holds it."""
+    from clipsql.ingest.decoder_pool import decode_isolated
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (6000, 5000), (1, 2, 3)).save(path)  # 30 Mpx: 120 MB decoded
+    assert decode_isolated(str(path), 400 << 20) == (6000, 5000)
+    with pytest.raises(ImageError) as info:
+        decode_isolated(str(path), 50 << 20)
+    assert info.value.reason is Reason.DECOMPRESSION_BOMB
+    assert info.value.detail == "decoding it needs more than 50 MB of memory"
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 40)
+    with pytest.raises(ImageError) as info:
+        decode_isolated(str(tmp_path / "junk.png"), 400 << 20)
+    assert info.value.reason in (Reason.CORRUPT, Reason.UNSUPPORTED, Reason.TRUNCATED)

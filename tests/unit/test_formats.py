@@ -221,3 +221,86 @@ def test_exif_stored_per_image_is_capped(tmp_path):
     stored = json.dumps(meta["exif"]).encode()
     assert len(stored) <= MAX_EXIF_BYTES and meta["exif"]["_dropped"] > 4000
     assert meta["camera_make"] == "clipsql" and meta["exif"]["Make"] == "clipsql"
+
+
+# --- frames measured by their own headers before decoding ------------------------------------
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(width: int, height: int, rows: int | None = None, bits: int = 24) -> bytes:
+    """A PNG of black pixels, RGB (or 1-bit grey: ``bits=1``), that says ``width`` x
+    ``height``; ``rows``: only that many rows of data (a cleanly ended zlib stream, cut)."""
+    import struct
+    import zlib
+
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width * bits + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(height if rows is None else rows)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8 if bits == 24 else 1, 2 if bits == 24 else 0,
+                       0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat)
+            + _chunk(b"IEND", b""))
+
+
+def ico_holding(frame: bytes) -> bytes:
+    """An ICO of one entry that its directory calls 256x256."""
+    import struct
+
+    return (struct.pack("<HHH", 0, 1, 1)
+            + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame)
+
+
+def icns_holding(frame: bytes) -> bytes:
+    """An ICNS of one ic10 element (1024x1024 by its type)."""
+    import struct
+
+    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(element)) + element
+
+
+def sizes_of(path) -> list:
+    with open(path, "rb") as f:
+        return formats.frame_sizes(f)
+
+
+def test_frame_sizes_come_from_each_frames_own_header(tmp_path):
+    giant = png_bytes(13000, 13000, bits=1)  # complete: 20 KB
+    (tmp_path / "a.ico").write_bytes(ico_holding(giant))
+    assert sizes_of(tmp_path / "a.ico") == [(256, 256), (13000, 13000)]
+    (tmp_path / "b.icns").write_bytes(icns_holding(giant))
+    assert sizes_of(tmp_path / "b.icns") == [(1024, 1024), (13000, 13000)]
+    picture((48, 48)).save(tmp_path / "c.ico", sizes=[(16, 16), (48, 48)], bitmap_format="bmp")
+    assert sorted(sizes_of(tmp_path / "c.ico")) == [(16, 16), (48, 48), (48, 48)]  # DIB headers
+    pages = [Image.new("L", (40, 30)), Image.new("L", (3000, 2000)), Image.new("L", (7, 5))]
+    pages[0].save(tmp_path / "d.tif", save_all=True, append_images=pages[1:])
+    assert sizes_of(tmp_path / "d.tif") == [(40, 30), (3000, 2000), (7, 5)]
+    with pytest.raises(ImageError) as info, open(tmp_path / "d.tif", "rb") as f:
+        formats.frame_sizes(f, max_pixels=1_000_000)
+    assert info.value.reason == "decompression_bomb"
+    assert "it holds a frame of 3000x2000, over the 1,000,000 pixel limit" in str(info.value)
+
+
+@pytest.mark.parametrize("make", [lambda png: png, ico_holding, icns_holding],
+                         ids=["png", "ico", "icns"])
+def test_a_png_whose_data_is_too_short_for_its_size_is_truncated_not_black(tmp_path, make):
+    """265 bytes that said 13000x13000 decoded to a black 169 MP picture, and were embedded;
+    deflate packs at most 1032 bytes into one, so the size alone shows the data is cut."""
+    path = tmp_path / "cut.img"
+    path.write_bytes(make(png_bytes(13000, 13000, rows=4)))
+    assert path.stat().st_size < 1000
+    with pytest.raises(ImageError) as info:
+        decode.read(str(path), rgb_array)
+    assert info.value.reason == "truncated" and "13000x13000" in info.value.detail
+
+
+def test_a_complete_highly_compressed_png_is_not_called_truncated(tmp_path):
+    """The bound is deflate's best ratio: an all-black PNG at level 9 stays above it."""
+    path = tmp_path / "black.png"
+    path.write_bytes(png_bytes(3000, 2000))
+    assert path.stat().st_size < 3000 * 2000 * 3 / 900  # near deflate's limit
+    assert decode.read(str(path), rgb_array).pixels.shape == (2000, 3000, 3)

@@ -88,3 +88,68 @@ def test_describe_messages():
     assert "read-only" in user_sql.describe(_Err("cannot execute INSERT", "25006"), "x")
     assert user_sql.describe(_Err("boom\nsecond line"), None, "classify") == (
         "classify failed: boom second line")  # one line, whatever the data held
+
+
+# --- the administrator's SQL (clipsql.database.filter_setup) and the refusal ---------------
+
+def _admin_sql(**kwargs):
+    from clipsql.database import filter_setup
+
+    args = dict(tables=["images", "index_config"], functions=["clipsql.text_embedding(text)"],
+                owners=["app"], database="app", password="pw",
+                url="postgresql://clipsql_filter:pw@db:5432/app")
+    return filter_setup.render(**{**args, **kwargs})
+
+
+def test_admin_sql_grants_every_object_it_is_given_and_ends_with_the_url():
+    lines = _admin_sql().splitlines()
+    for line in ["GRANT SELECT ON clipsql.images TO clipsql_filter;",
+                 "GRANT SELECT ON clipsql.index_config TO clipsql_filter;",
+                 "GRANT EXECUTE ON FUNCTION clipsql.text_embedding(text) TO clipsql_filter;",
+                 'GRANT CONNECT ON DATABASE "app" TO clipsql_filter;',
+                 "GRANT USAGE ON SCHEMA clipsql TO clipsql_filter;",
+                 'ALTER DEFAULT PRIVILEGES FOR ROLE "app" IN SCHEMA clipsql GRANT SELECT ON '
+                 "TABLES TO clipsql_filter;"]:
+        assert line in lines
+    assert lines[-1] == "-- CLIPSQL_FILTER_DATABASE_URL=postgresql://clipsql_filter:pw@db:5432/app"
+    role = next(line for line in lines if line.startswith("ALTER ROLE clipsql_filter WITH"))
+    assert "LOGIN PASSWORD 'pw' NOSUPERUSER NOCREATEDB" in role
+    assert not any("schema_version" in line for line in lines)  # only what it was given
+
+
+def test_admin_sql_quotes_what_it_is_given():
+    sql = _admin_sql(password="x'; DROP ROLE postgres; --", database='we"ird', owners=["o'k"])
+    assert "PASSWORD 'x''; DROP ROLE postgres; --' NOSUPERUSER" in sql
+    assert 'GRANT CONNECT ON DATABASE "we""ird" TO clipsql_filter;' in sql
+    assert 'FOR ROLE "o\'k" IN SCHEMA' in sql
+    from clipsql.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="without NUL"):
+        _admin_sql(password="a\x00b")
+    with pytest.raises(ConfigError, match="non-empty"):
+        _admin_sql(password="")
+
+
+def test_the_filter_url_encodes_its_parts():
+    from clipsql.database import filter_setup
+
+    assert filter_setup.filter_url("db", 5433, "my db", "p@ss:w/rd") == (
+        "postgresql://clipsql_filter:p%40ss%3Aw%2Frd@db:5433/my%20db")
+    assert filter_setup.filter_url("::1", 5432, "app", "pw") == (
+        "postgresql://clipsql_filter:pw@[::1]:5432/app")
+    assert filter_setup.filter_url("/tmp/s", 5432, "app", "pw") == (
+        "postgresql://clipsql_filter:pw@/app?host=%2Ftmp%2Fs&port=5432")
+    assert len({filter_setup.new_password() for _ in range(20)}) == 20
+
+
+def test_a_refusal_says_what_the_administrator_runs_within_one_web_detail():
+    from clipsql.database import filter_login
+    from clipsql.errors import DatabaseError, FilterSetupError
+    from clipsql.web.schemas import MAX_DETAIL
+
+    error = filter_login.refuse("clipsql_filter cannot log in: " + "x" * 5000)
+    assert isinstance(error, FilterSetupError) and isinstance(error, DatabaseError)
+    message = str(error)
+    assert message.startswith("SQL filters are refused on this server: clipsql_filter cannot")
+    assert "`clipsql admin sql`" in message and "CLIPSQL_FILTER_DATABASE_URL" in message
+    assert len(message) <= MAX_DETAIL  # the web shows it whole

@@ -8,8 +8,11 @@ const FILTERS = ["date_from", "date_to", "camera", "gps", "label", "where", "ord
 // The query being shown: text, a stored image (id), or an uploaded file; plus the next offset.
 // Query algebra: more images to add (plusIds), images and texts to move away from.
 let state = { q: "", imageId: null, imageName: "", file: null, offset: 0, rank: 0, plusIds: [], minusIds: [] };
+// A SQL filter that came in the page's URL (a link from anywhere) is shown in its box but not
+// sent until the user acts on the page: Search, Enter in the box, or an edit of it.
+let linkedWhere = false;
 
-function params(extra) {
+function params(extra, forAddressBar) {
   const p = new URLSearchParams();
   if (state.q) p.set("q", state.q);
   if (state.imageId !== null) p.set("image_id", state.imageId);
@@ -19,10 +22,17 @@ function params(extra) {
   for (const text of minusTexts()) p.append("minus", text);
   for (const name of FILTERS) {
     const value = $(name).value.trim();
+    if (name === "where" && linkedWhere && !forAddressBar) continue;
     if (value) p.set(name, value);
   }
   for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
   return p;
+}
+
+function acceptWhere() {
+  // The user acted on the page: the SQL box's filter runs from now on.
+  linkedWhere = false;
+  $("where-pending").hidden = true;
 }
 
 function minusTexts() {
@@ -31,7 +41,7 @@ function minusTexts() {
 
 function remember() {
   // The page URL mirrors the query, so a reload or a shared link shows the same results.
-  const p = state.file ? new URLSearchParams() : params();
+  const p = state.file ? new URLSearchParams() : params(null, true);
   history.replaceState(null, "", p.toString() ? "?" + p : location.pathname);
 }
 
@@ -230,7 +240,11 @@ function restore() {
       input.append(el("option", { value: p.get(name), textContent: p.get(name) }));
     }
     input.value = p.get(name);
-    if (name === "where") $("sql").open = true;
+    if (name === "where") {
+      $("sql").open = true;
+      linkedWhere = true; // shown, not run: the link may come from any site
+      $("where-pending").hidden = false;
+    }
   }
 }
 
@@ -241,6 +255,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.addEventListener("keydown", (event) => { if (event.key === "Enter") userActed = true; }, true);
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
+    acceptWhere();
     Object.assign(state, { q: $("q").value.trim(), imageId: null, file: null, thumb: null, plusIds: [], minusIds: [] });
     run(false);
   });
@@ -253,9 +268,10 @@ document.addEventListener("DOMContentLoaded", async () => {
     run(false);
   });
   $("filters").addEventListener("change", () => run(false));
-  $("filters").addEventListener("submit", (event) => { event.preventDefault(); run(false); });
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); acceptWhere(); run(false); });
+  $("where").addEventListener("input", acceptWhere);
   $("where").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); run(false); }
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); acceptWhere(); run(false); }
   });
   $("more").addEventListener("click", () => run(true));
   $("clear-query").addEventListener("click", () => {

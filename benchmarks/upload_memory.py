@@ -1,0 +1,203 @@
+"""Peak memory of the web server for hostile uploads: container files whose directory says
+256x256 or 1024x1024 but that hold a 13000x13000 PNG (a complete one: black pixels, about
+0.5 MB), alone and three at once, and an ordinary camera JPEG for reference.
+
+    python benchmarks/upload_memory.py                     # a small random model
+    python benchmarks/upload_memory.py --model ARCH/CHECKPOINT
+    cd OTHER_CHECKOUT && PYTHONPATH=$PWD python /path/to/benchmarks/upload_memory.py   # its clipsql
+
+The server is ``create_app`` + ``serve_in_thread`` in a process of its own on a collection of
+a few small images in a scratch embedded PostgreSQL, a new one for each case (memory a case
+frees but keeps would hide the next case's peak). For each case: its VmRSS idle, the peak
+reset (``echo 5 > /proc/PID/clear_refs``; where the kernel refuses, VmHWM includes the
+start-up), the upload(s), then VmHWM (the peak) and VmRSS (what it keeps) from
+/proc/PID/status. Default model: the tests' tiny CLIP config (32-d, 64 px) with seeded random
+weights; an upload's file is decoded the same way whatever the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from common import print_machine, scratch_dir
+
+SIDE = 13_000
+TINY = {"embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+#: The web server, in a process of its own: serves until its stdin closes.
+SERVER = r"""
+import json, os, sys
+from clipsql.web import create_app, serve_in_thread
+app = create_app(None, sys.argv[1])
+with serve_in_thread(app) as url:
+    print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def giant_png(side: int = SIDE) -> bytes:
+    """A complete ``side`` x ``side`` RGB PNG, all black (676 MB once Pillow decodes it)."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * side)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def icns_with(frame: bytes) -> bytes:
+    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(element)) + element
+
+
+def ico_with(frame: bytes) -> bytes:
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame
+
+
+def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    noise = rng.normal(0, 8, (height, width, 3))
+    img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def proc_status(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def reset_peak(pid: int) -> bool:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    def __init__(self, spec: str, env: dict):
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, spec], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        info = json.loads(self.proc.stdout.readline() or "null")
+        if not info:
+            raise SystemExit(f"the web server did not start (exit {self.proc.wait()})")
+        self.url, self.pid = info["url"], info["pid"]
+        time.sleep(1.0)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def post(url: str, name: str, data: bytes) -> str:
+    kind = "image/jpeg" if name.endswith(".jpg") else "application/octet-stream"
+    r = httpx.post(f"{url}/api/search/image?limit=3", files={"file": (name, data, kind)}, timeout=600)
+    detail = "" if r.status_code == 200 else ": " + r.json().get("detail", "")[:90]
+    return f"{r.status_code}{detail}"
+
+
+def measure(spec: str, env: dict, what: str, uploads: list) -> None:
+    server = Server(spec, env)
+    try:
+        fresh = reset_peak(server.pid)
+        before = proc_status(server.pid)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(len(uploads)) as pool:
+            answers = list(pool.map(lambda u: post(server.url, *u), uploads))
+        took = time.perf_counter() - started
+        after = proc_status(server.pid)
+    finally:
+        server.close()
+    peak = f"{after['VmHWM'] - before['VmRSS']:+,.0f} MB" if fresh else "(not reset: start-up incl.)"
+    print(f"{what}: idle VmRSS {before['VmRSS']:,.0f} MB, peak VmHWM {after['VmHWM']:,.0f} MB "
+          f"{peak}, VmRSS after {after['VmRSS']:,.0f} MB, {took:.2f} s; "
+          f"answers: {'; '.join(sorted(set(answers)))}", flush=True)
+
+
+def tiny_model(tmp: Path) -> str:
+    import open_clip
+    import torch
+
+    configs = tmp / "configs"
+    configs.mkdir()
+    (configs / "bench-tiny.json").write_text(json.dumps(TINY))
+    os.environ["CLIPSQL_MODEL_CONFIGS"] = str(configs)
+    open_clip.add_model_config(configs)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("bench-tiny").state_dict(), tmp / "tiny.pt")
+    return f"bench-tiny/{tmp / 'tiny.pt'}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="ARCH/CHECKPOINT (default: a tiny CLIP with random weights)")
+    args = ap.parse_args()
+    print_machine()
+    import clipsql
+
+    print(f"clipsql from {Path(clipsql.__file__).parent}", flush=True)
+    tmp = scratch_dir("clipsql-upload-memory-")
+    env = {**os.environ, "CLIPSQL_HOME": str(tmp / "home"), "CLIPSQL_CACHE": str(tmp / "cache"),
+           "PYTHONWARNINGS": "ignore"}
+    env.pop("CLIPSQL_DATABASE_URL", None)
+    spec = args.model or tiny_model(tmp)
+    if os.environ.get("CLIPSQL_MODEL_CONFIGS"):
+        env["CLIPSQL_MODEL_CONFIGS"] = os.environ["CLIPSQL_MODEL_CONFIGS"]
+    photos = tmp / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (96, 72), (60 * i, 90, 200 - 40 * i)).save(photos / f"p{i}.png")
+    subprocess.run([sys.executable, "-m", "clipsql", "load", str(photos), "--model", spec],
+                   env=env, check=True, capture_output=True)
+    t = time.perf_counter()
+    frame = giant_png()
+    icns, ico, photo = icns_with(frame), ico_with(frame), camera_jpeg()
+    print(f"made the files in {time.perf_counter() - t:.1f} s: ICNS {len(icns) / 1000:,.0f} KB, "
+          f"ICO {len(ico) / 1000:,.0f} KB (a {SIDE}x{SIDE} PNG each), camera JPEG "
+          f"{len(photo) / 1e6:.1f} MB", flush=True)
+    cases = [("camera JPEG 4000x3000", [("photo.jpg", photo)]),
+             (f"ICNS, ic10 holding a {SIDE}x{SIDE} PNG", [("giant.icns", icns)]),
+             (f"ICO, one 256x256 entry holding a {SIDE}x{SIDE} PNG", [("giant.ico", ico)]),
+             ("three ICO at once", [(f"giant{i}.ico", ico) for i in range(3)]),
+             ("three ICNS at once", [(f"giant{i}.icns", icns) for i in range(3)])]
+    try:
+        for what, uploads in cases:
+            measure(spec, env, what, uploads)
+    finally:
+        subprocess.run([sys.executable, "-m", "clipsql", "db", "stop"], env=env, capture_output=True)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Uploads cannot take the web server's memory. Container files (ICO, ICNS) whose directory
+says 256x256 or 1024x1024 but that hold a complete 13000x13000 PNG are refused from their
+frames' own headers (HEAD decoded them: +2 GB peak for the ICNS), every upload that passes
+is test-decoded in a process of its own with a memory limit, and at most
+``files.UPLOAD_SLOTS`` decode at once (503 past them, with a readable message).
+
+The server runs in a process of its own (``create_app`` + ``serve_in_thread``), so its peak
+resident memory (VmHWM in /proc/PID/status, reset before each case) is its own. The figures
+before and after are from ``benchmarks/upload_memory.py``."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import fresh_database, make_image
+
+#: What refused uploads may add to the server's peak resident memory: generous (each
+#: 13000x13000 frame below is 676 MB decoded; HEAD's server peaked 2 GB above idle).
+BOUND_MB = 300
+SIDE = 13_000
+
+SERVER = r"""
+import json, os, sys
+from clipsql.web import create_app, serve_in_thread
+app = create_app(sys.argv[1], sys.argv[2], thumbnails_dir=sys.argv[3])
+with serve_in_thread(app) as url:
+    print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@cache
+def giant_png() -> bytes:
+    """A complete SIDE x SIDE RGB PNG of black pixels: 0.5 MB, 676 MB once Pillow decodes it."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * SIDE)
+    idat = b"".join(z.compress(row) for _ in range(SIDE)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def icns_with(frame: bytes) -> bytes:
+    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(element)) + element
+
+
+def ico_with(frame: bytes) -> bytes:
+    return (struct.pack("<HHH", 0, 1, 1)
+            + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame)
+
+
+def status_mb(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def peak_growth_mb(pid: int, run) -> tuple[float, object]:
+    """(how far the process's resident memory rose above its level before, in MB, while
+    ``run()`` ran; what it returned): VmHWM after a reset where the kernel allows one, else
+    VmRSS sampled every 2 ms."""
+    before = status_mb(pid)["VmRSS"]
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    except OSError:
+        peak, stop = [before], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], status_mb(pid)["VmRSS"])
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = run()
+        finally:
+            stop.set()
+            sampler.join()
+        return peak[0] - before, result
+    result = run()
+    return status_mb(pid)["VmHWM"] - before, result
+
+
+@pytest.fixture(scope="module")
+def server(pg_admin_url, migrated_template, tiny_model, tmp_path_factory):
+    """The web server in a process of its own on a small loaded collection."""
+    import clipsql
+
+    root = tmp_path_factory.mktemp("upload-photos")
+    for i in range(4):
+        make_image(root / f"p{i}.png", color=(40 * i, 90, 200 - 40 * i), pattern=i)
+    with fresh_database(pg_admin_url, template=migrated_template) as dsn:
+        with clipsql.connect(dsn, model=tiny_model) as db:
+            assert db.load(root).added == 4
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, dsn, tiny_model, str(tmp_path_factory.mktemp("thumbs"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            info = json.loads(proc.stdout.readline() or "null")
+            assert info, f"the server did not start (exit {proc.poll()})"
+            yield {**info, "dsn": dsn, "photo": root / "p2.png"}
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def post(url: str, name: str, data: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/api/search/image?limit=3", timeout=300,
+                      files={"file": (name, data, "application/octet-stream")})
+
+
+def test_an_ordinary_upload_is_decoded_and_finds_its_own_image(server):
+    r = post(server["url"], "q.png", server["photo"].read_bytes())
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["name"] == "p2.png"
+
+
+@pytest.mark.parametrize("name, make", [("giant.icns", icns_with), ("giant.ico", ico_with)])
+def test_a_container_holding_a_giant_frame_is_refused_within_bounded_memory(server, name, make):
+    body = make(giant_png())
+    assert len(body) < 1_000_000  # the whole attack is a small upload
+    grew, r = peak_growth_mb(server["pid"], lambda: post(server["url"], name, body))
+    assert grew < BOUND_MB, f"the server's resident memory rose {grew:.0f} MB"
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"]
+    assert f"holds a frame of {SIDE}x{SIDE}" in detail and "pixel limit" in detail, detail
+
+
+def test_three_giant_uploads_at_once_stay_within_bounded_memory(server):
+    bodies = [("a.ico", ico_with(giant_png())), ("b.icns", icns_with(giant_png())),
+              ("c.ico", ico_with(giant_png()))]
+
+    def all_three():
+        with ThreadPoolExecutor(3) as pool:
+            return list(pool.map(lambda b: post(server["url"], *b), bodies))
+
+    grew, answers = peak_growth_mb(server["pid"], all_three)
+    assert grew < BOUND_MB, f"the server's resident memory rose {grew:.0f} MB"
+    assert [a.status_code for a in answers] == [413] * 3, [a.text for a in answers]
+    assert post(server["url"], "q.png", server["photo"].read_bytes()).status_code == 200
+
+
+def test_a_tiny_png_that_claims_a_giant_size_is_refused(server):
+    """265 bytes saying 13000x13000 RGB, with four rows of data: over the upload limit (413);
+    inside an ICO whose directory says 256x256, the same."""
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\x00" * (1 + 3 * SIDE)) for _ in range(4)) + z.flush()
+    tiny = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0))
+            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    for name, body in (("tiny.png", tiny), ("tiny.ico", ico_with(tiny))):
+        r = post(server["url"], name, body)
+        assert r.status_code == 413 and f"{SIDE}x{SIDE}" in r.json()["detail"], r.text
+
+
+def test_uploads_past_the_cap_get_a_readable_503(server, tiny_model, tmp_path, monkeypatch):
+    """All of ``UPLOAD_SLOTS`` taken (held here, on a server in this process): the next upload
+    waits ``UPLOAD_WAIT_S``, then is told to try again; once a place is free it is served."""
+    from clipsql.web import create_app, files, serve_in_thread
+
+    monkeypatch.setattr(files, "UPLOAD_WAIT_S", 0.2)
+    photo = server["photo"].read_bytes()
+    app = create_app(server["dsn"], model=tiny_model, thumbnails_dir=tmp_path / "thumbs")
+    with serve_in_thread(app) as url:
+        for _ in range(files.UPLOAD_SLOTS):
+            assert files.UPLOADS.acquire(timeout=1)
+        try:
+            busy = post(url, "q.png", photo)
+        finally:
+            for _ in range(files.UPLOAD_SLOTS):
+                files.UPLOADS.release()
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["detail"] == files.BUSY and "try again" in files.BUSY
+        assert post(url, "q.png", photo).status_code == 200
