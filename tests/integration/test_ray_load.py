@@ -142,6 +142,14 @@ def wait_for_rows(dsn, at_least, deadline, alive=lambda: True):
     raise AssertionError("no rows were written in time")
 
 
+def cpu_seconds(proc) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
 def embedding_actors():
     """The processes of the Ray Data embedding actors (their titles name the class)."""
     found = []
@@ -157,11 +165,16 @@ def test_a_killed_embedding_actor_is_restarted_and_nothing_is_lost(
     killed = {}
 
     def kill_one_actor():
-        killed["rows"] = wait_for_rows(dsn, 2, time.monotonic() + 120)
-        victims = embedding_actors()
-        if victims:
-            killed["pid"] = victims[0].pid
-            os.kill(victims[0].pid, signal.SIGKILL)
+        # An actor that has worked a while (its CPU time), not the rows written: on a busy
+        # machine the driver may write every row only once the actors are done.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            busy = [p for p in embedding_actors() if cpu_seconds(p) >= 1.0]
+            if busy:
+                killed["rows"], killed["pid"] = count(dsn), busy[0].pid
+                os.kill(busy[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
 
     with clipsql.connect(dsn, model=slow_model) as db:
         db.conn.execute("SELECT 1")  # the schema exists before the killer polls the table
