@@ -129,3 +129,29 @@ def load_average() -> str:
     """``load average 1.23 0.98 0.80 on N cores``: how busy the machine was."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} logical CPUs"
+
+
+def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    """A camera-sized JPEG: a smooth colour field with noise (quality 90)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    noise = rng.normal(0, 8, (height, width, 3))
+    img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def proc_status(pid: int) -> dict:
+    """VmRSS and VmHWM of a process, in KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = float(value.split()[0])
+    return out

@@ -37,6 +37,27 @@ def png(width: int, height: int, idat: bytes, *, color_type: int = 2, depth: int
             + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
 
 
+@cache
+def giant_png(side: int = UNDER) -> bytes:
+    """A complete ``side`` x ``side`` RGB PNG of black pixels (0.5 MB at 13000: 676 MB once
+    decoded), whose data is all there: only a frame-size check refuses it."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * side)
+    return png(side, side, b"".join(z.compress(row) for _ in range(side)) + z.flush())
+
+
+def icns_with(frame: bytes) -> bytes:
+    """An ICNS whose one ``ic10`` element holds ``frame`` (a PNG of any size)."""
+    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(element)) + element
+
+
+def ico_with(frame: bytes) -> bytes:
+    """An ICO whose directory says 256x256 but whose one entry holds ``frame``."""
+    return (struct.pack("<HHH", 0, 1, 1)
+            + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame)
+
+
 def _text(index: int) -> tuple[bytes, bytes]:
     return b"tEXt", b"Comment\x00hostile file %d" % index
 

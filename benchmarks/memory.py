@@ -44,7 +44,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import hostile
-from common import print_machine, random_vitb32, scratch_dir
+from common import camera_jpeg, print_machine, proc_status, random_vitb32, scratch_dir
 
 CLIPSQL = [sys.executable, "-m", "clipsql"]
 
@@ -103,16 +103,6 @@ def last_json(path: Path) -> dict:
     raise SystemExit(f"no JSON report in {path}:\n{path.read_text(errors='replace')[-3000:]}")
 
 
-def proc_status(pid: int) -> dict:
-    """VmRSS and VmHWM of a process, in KiB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = float(value.split()[0])
-    return out
-
-
 def reset_peak(pid: int) -> bool:
     """Reset the process's VmHWM to its current RSS (Linux 4.0+); False where not allowed."""
     try:
@@ -130,22 +120,6 @@ def upload(url: str, data: bytes, name: str, kind: str) -> dict:
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.loads(response.read())
-
-
-def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
-    """A camera-sized JPEG: a smooth colour field with noise (quality 90)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    noise = rng.normal(0, 8, (height, width, 3))
-    img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def measure_export(spec: str, env: dict, tmp: Path) -> None:

@@ -20,18 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import print_machine, scratch_dir
+from common import camera_jpeg, print_machine, proc_status, scratch_dir
+from hostile import UNDER, giant_png, icns_with, ico_with
 
-SIDE = 13_000
+SIDE = UNDER  # the giant frame's side
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
@@ -45,52 +44,6 @@ with serve_in_thread(app) as url:
     print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
     sys.stdin.readline()
 """
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def giant_png(side: int = SIDE) -> bytes:
-    """A complete ``side`` x ``side`` RGB PNG, all black (676 MB once Pillow decodes it)."""
-    z = zlib.compressobj(9)
-    row = b"\x00" * (1 + 3 * side)
-    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-
-
-def icns_with(frame: bytes) -> bytes:
-    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
-    return b"icns" + struct.pack(">I", 8 + len(element)) + element
-
-
-def ico_with(frame: bytes) -> bytes:
-    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame
-
-
-def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    noise = rng.normal(0, 8, (height, width, 3))
-    img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def proc_status(pid: int) -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
 
 
 def reset_peak(pid: int) -> bool:
@@ -131,12 +84,12 @@ def measure(spec: str, env: dict, what: str, uploads: list) -> None:
     server = Server(spec, env)
     try:
         fresh = reset_peak(server.pid)
-        before = proc_status(server.pid)
+        before = {k: v / 1024 for k, v in proc_status(server.pid).items()}  # MB
         started = time.perf_counter()
         with ThreadPoolExecutor(len(uploads)) as pool:
             answers = list(pool.map(lambda u: post(server.url, *u), uploads))
         took = time.perf_counter() - started
-        after = proc_status(server.pid)
+        after = {k: v / 1024 for k, v in proc_status(server.pid).items()}
     finally:
         server.close()
     peak = f"{after['VmHWM'] - before['VmRSS']:+,.0f} MB" if fresh else "(not reset: start-up incl.)"

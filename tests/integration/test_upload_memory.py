@@ -11,25 +11,25 @@ before and after are from ``benchmarks/upload_memory.py``."""
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_database, make_image
+from tests.conftest import ROOT, fresh_database, make_image
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the hostile files the memory benchmark uploads
+from hostile import UNDER, giant_png, icns_with, ico_with, png
 
 #: What refused uploads may add to the server's peak resident memory: generous (each
 #: 13000x13000 frame below is 676 MB decoded; HEAD's server peaked 2 GB above idle).
 BOUND_MB = 300
-SIDE = 13_000
 
 SERVER = r"""
 import json, os, sys
@@ -39,30 +39,6 @@ with serve_in_thread(app) as url:
     print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
     sys.stdin.readline()
 """
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-@cache
-def giant_png() -> bytes:
-    """A complete SIDE x SIDE RGB PNG of black pixels: 0.5 MB, 676 MB once Pillow decodes it."""
-    z = zlib.compressobj(9)
-    row = b"\x00" * (1 + 3 * SIDE)
-    idat = b"".join(z.compress(row) for _ in range(SIDE)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-
-
-def icns_with(frame: bytes) -> bytes:
-    element = b"ic10" + struct.pack(">I", 8 + len(frame)) + frame
-    return b"icns" + struct.pack(">I", 8 + len(element)) + element
-
-
-def ico_with(frame: bytes) -> bytes:
-    return (struct.pack("<HHH", 0, 1, 1)
-            + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), 22) + frame)
 
 
 def status_mb(pid: int) -> dict:
@@ -147,7 +123,7 @@ def test_a_container_holding_a_giant_frame_is_refused_within_bounded_memory(serv
     assert grew < BOUND_MB, f"the server's resident memory rose {grew:.0f} MB"
     assert r.status_code == 413, r.text
     detail = r.json()["detail"]
-    assert f"holds a frame of {SIDE}x{SIDE}" in detail and "pixel limit" in detail, detail
+    assert f"holds a frame of {UNDER}x{UNDER}" in detail and "pixel limit" in detail, detail
 
 
 def test_three_giant_uploads_at_once_stay_within_bounded_memory(server):
@@ -168,12 +144,11 @@ def test_a_tiny_png_that_claims_a_giant_size_is_refused(server):
     """265 bytes saying 13000x13000 RGB, with four rows of data: over the upload limit (413);
     inside an ICO whose directory says 256x256, the same."""
     z = zlib.compressobj(9)
-    idat = b"".join(z.compress(b"\x00" * (1 + 3 * SIDE)) for _ in range(4)) + z.flush()
-    tiny = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0))
-            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    idat = b"".join(z.compress(b"\x00" * (1 + 3 * UNDER)) for _ in range(4)) + z.flush()
+    tiny = png(UNDER, UNDER, idat)
     for name, body in (("tiny.png", tiny), ("tiny.ico", ico_with(tiny))):
         r = post(server["url"], name, body)
-        assert r.status_code == 413 and f"{SIDE}x{SIDE}" in r.json()["detail"], r.text
+        assert r.status_code == 413 and f"{UNDER}x{UNDER}" in r.json()["detail"], r.text
 
 
 def test_uploads_past_the_cap_get_a_readable_503(server, tiny_model, tmp_path, monkeypatch):
