@@ -155,3 +155,14 @@ def proc_status(pid: int) -> dict:
         if key in ("VmRSS", "VmHWM"):
             out[key] = float(value.split()[0])
     return out
+
+
+#: The web server (``python -c SERVER MODEL``), in a process of its own: serves until its stdin closes.
+SERVER = r"""
+import json, os, sys
+from clipsql.web import create_app, serve_in_thread
+app = create_app(None, sys.argv[1])
+with serve_in_thread(app) as url:
+    print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+"""

@@ -44,7 +44,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import hostile
-from common import camera_jpeg, print_machine, proc_status, random_vitb32, scratch_dir
+from common import SERVER, camera_jpeg, print_machine, proc_status, random_vitb32, scratch_dir
 
 CLIPSQL = [sys.executable, "-m", "clipsql"]
 
@@ -63,17 +63,6 @@ import sys
 from clipsql.models import export
 export.in_subprocess(sys.argv[1])
 """
-
-#: The web server, in a process of its own: serves until its stdin closes.
-SERVER = r"""
-import json, os, sys
-from clipsql.web import create_app, serve_in_thread
-app = create_app(None, sys.argv[1])
-with serve_in_thread(app) as url:
-    print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
-    sys.stdin.readline()
-"""
-
 
 def mb(kib: float) -> str:
     return f"{kib / 1024:,.0f} MB"

@@ -27,24 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import camera_jpeg, print_machine, proc_status, scratch_dir
+from common import SERVER, camera_jpeg, print_machine, proc_status, scratch_dir
 from hostile import UNDER, giant_png, icns_with, ico_with
 
 SIDE = UNDER  # the giant frame's side
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-
-#: The web server, in a process of its own: serves until its stdin closes.
-SERVER = r"""
-import json, os, sys
-from clipsql.web import create_app, serve_in_thread
-app = create_app(None, sys.argv[1])
-with serve_in_thread(app) as url:
-    print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
-    sys.stdin.readline()
-"""
-
 
 def reset_peak(pid: int) -> bool:
     try:

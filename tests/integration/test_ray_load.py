@@ -256,17 +256,13 @@ def loopback(ip: str) -> bool:
     return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1
 
 
-def test_a_local_ray_runtime_listens_on_loopback_only(ray_runtime, dsn, tiny_model,
-                                                      photo_folder):
-    """``clipsql load --ray`` in a process of its own, while another Ray runtime runs on this
-    machine (the module's) and ``RAY_ADDRESS`` names it: the load starts a runtime of its
-    own, and every socket any of its processes listens on during the load is on loopback."""
-    env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model,
-           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "clipsql", "load", str(photo_folder),
-                               "--ray", "--actors", "1", "--json"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err, seen = [], [], {}
+def load_watching(args, env, sample) -> dict:
+    """``clipsql load ARGS --json`` in a process of its own; ``sample(root)`` is called every
+    0.2 s with its process while it runs. Its JSON report."""
+    driver = subprocess.Popen([sys.executable, "-m", "clipsql", "load", *args, "--json"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    out, err = [], []
     readers = [threading.Thread(target=into.extend, args=(stream,), daemon=True)
                for stream, into in ((driver.stdout, out), (driver.stderr, err))]
     for reader in readers:
@@ -274,8 +270,8 @@ def test_a_local_ray_runtime_listens_on_loopback_only(ray_runtime, dsn, tiny_mod
     try:
         root, deadline = psutil.Process(driver.pid), time.monotonic() + 300
         while driver.poll() is None and time.monotonic() < deadline:
-            for key, sockets in listening_sockets(root).items():
-                seen.setdefault(key, set()).update(sockets)
+            with contextlib.suppress(psutil.Error):
+                sample(root)
             time.sleep(0.2)
     finally:
         if driver.poll() is None:
@@ -284,7 +280,24 @@ def test_a_local_ray_runtime_listens_on_loopback_only(ray_runtime, dsn, tiny_mod
         for reader in readers:
             reader.join(10)
     assert driver.returncode == 0, "".join(err)[-3000:]
-    assert json.loads("".join(out))["added"] == 12
+    return json.loads("".join(out))
+
+
+def test_a_local_ray_runtime_listens_on_loopback_only(ray_runtime, dsn, tiny_model,
+                                                      photo_folder):
+    """``clipsql load --ray`` in a process of its own, while another Ray runtime runs on this
+    machine (the module's) and ``RAY_ADDRESS`` names it: the load starts a runtime of its
+    own, and every socket any of its processes listens on during the load is on loopback."""
+    env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model,
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    seen = {}
+
+    def sample(root):
+        for key, sockets in listening_sockets(root).items():
+            seen.setdefault(key, set()).update(sockets)
+
+    report = load_watching([str(photo_folder), "--ray", "--actors", "1"], env, sample)
+    assert report["added"] == 12
     names = {name for name, _ in seen}
     assert {"gcs_server", "raylet"} <= names, seen  # a runtime of its own, seen listening
     assert any(name.startswith("ray::") for name in names), seen  # and its workers
@@ -299,29 +312,13 @@ def test_auto_joins_the_running_cluster_and_starts_none(ray_runtime, dsn, tiny_m
     raylet of its own in the driver's process tree."""
     env = {**os.environ, **JOIN_ENV, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model,
            "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "clipsql", "load", str(photo_folder),
-                               "--ray", "auto", "--actors", "1", "--json"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     names = set()
-    out, err = [], []
-    readers = [threading.Thread(target=into.extend, args=(stream,), daemon=True)
-               for stream, into in ((driver.stdout, out), (driver.stderr, err))]
-    for reader in readers:
-        reader.start()
-    try:
-        root, deadline = psutil.Process(driver.pid), time.monotonic() + 300
-        while driver.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(psutil.Error):
-                names |= {child.name() for child in root.children(recursive=True)}
-            time.sleep(0.2)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.wait(60)
-        for reader in readers:
-            reader.join(10)
-    assert driver.returncode == 0, "".join(err)[-3000:]
-    assert json.loads("".join(out))["added"] == 12
+
+    def sample(root):
+        names.update(child.name() for child in root.children(recursive=True))
+
+    report = load_watching([str(photo_folder), "--ray", "auto", "--actors", "1"], env, sample)
+    assert report["added"] == 12
     assert not names & {"gcs_server", "raylet"}, names
 
 
