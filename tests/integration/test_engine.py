@@ -86,6 +86,14 @@ def test_forced_precisions(tiny_model, own_cache):
         ClipModel(tiny_model, device="cpu", precision="fp16").prepare()
     with pytest.raises(ConfigError, match="precision must be one of auto, fp32, int8, fp16"):
         ClipModel(tiny_model, precision="bf16")
+    # forcing int8 where the rule would not choose it: the override wins, with its cosine
+    meta_path = fp32.export_folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["image"]["int8"]["min_cosine"] = 0.98
+    meta["seal"] = cache.seal(meta)  # as if the export had measured it (an edit is refused)
+    meta_path.write_text(json.dumps(meta))
+    forced = ClipModel(tiny_model, device="cpu", precision="int8")
+    assert forced.backend == "onnx-int8" and "0.98000" in forced.backend_reason
 
 
 def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
@@ -97,8 +105,6 @@ def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
     meta_path.write_text(json.dumps(meta))
     again = ClipModel(tiny_model, device="cpu")
     assert again.backend == "onnx-fp32" and "0.98000 < 0.999" in again.backend_reason
-    forced = ClipModel(tiny_model, device="cpu", precision="int8")
-    assert forced.backend == "onnx-int8" and "0.98000" in forced.backend_reason
 
 
 def test_two_fresh_caches_give_the_same_export_and_backend(tiny_model, tmp_path, monkeypatch):
