@@ -159,11 +159,7 @@ def check_upload(path: str) -> None:
     except Image.DecompressionBombError:
         raise HTTPException(413, "the uploaded image has too many pixels to decode") from None
     except ImageError as exc:
-        if exc.reason is Reason.DECOMPRESSION_BOMB:
-            raise HTTPException(413, f"the uploaded image: {exc.detail} for query images; send "
-                                     "a smaller copy") from None
-        raise HTTPException(400, f"cannot use the uploaded file as a query image: "
-                                 f"{exc.detail}") from None
+        raise _refused(exc) from None
     except Exception:
         raise HTTPException(400, "cannot use the uploaded file as a query image: not an image "
                                  "format Pillow can read") from None
@@ -171,11 +167,16 @@ def check_upload(path: str) -> None:
         try:
             decoder_pool.decode_isolated(path, UPLOAD_DECODE_BYTES)
         except ImageError as exc:
-            if exc.reason is Reason.DECOMPRESSION_BOMB:
-                raise HTTPException(413, f"cannot use the uploaded file as a query image: "
-                                         f"{exc.detail}; send a smaller copy") from None
-            raise HTTPException(400, f"cannot use the uploaded file as a query image: "
-                                     f"{exc.detail}") from None
+            raise _refused(exc) from None
+
+
+def _refused(exc: ImageError) -> HTTPException:
+    """An upload's :class:`ImageError` as the answer: 413 for too many pixels or too much
+    memory (send a smaller copy), 400 for anything else."""
+    if exc.reason is Reason.DECOMPRESSION_BOMB:
+        return HTTPException(413, f"cannot use the uploaded file as a query image: "
+                                  f"{exc.detail}; send a smaller copy")
+    return HTTPException(400, f"cannot use the uploaded file as a query image: {exc.detail}")
 
 
 @contextlib.contextmanager
