@@ -146,10 +146,10 @@ class Claims:
             "WHERE pg_try_advisory_lock(%s::int, hashtext(p))", (list(paths), CLAIM_SPACE))}
         claimed = [p for p in paths if p in got]
         state = known_state(self.conn, (), claimed) if claimed else {}
-        done = [p for p in claimed if state.get(p) == (stats[p].st_size, mtime_of(stats[p]))]
+        done = {p for p in claimed if state.get(p) == (stats[p].st_size, mtime_of(stats[p]))}
         if done:
             self.release(done)
-        return ([p for p in claimed if p not in set(done)], done,
+        return ([p for p in claimed if p not in done], [p for p in claimed if p in done],
                 [p for p in paths if p not in got])
 
     def mine(self, todo, stats, chunk, held: list, done_elsewhere):
