@@ -175,9 +175,28 @@ class Collection(IngestMixin, LabelsMixin):
         return captions.caption(self.conn, self._captioner, **kwargs)
 
     def hybrid_search(self, query: str, **kwargs) -> search.Results:
-        """The CLIP ranking and the captions' full-text ranking fused by reciprocal rank;
-        ``where``, ``params``, ``limit``, ``rrf_k``... as in :func:`clipsql.captions.hybrid`."""
+        """The CLIP ranking and the full-text rankings of the captions and of the words in
+        the images fused by reciprocal rank; ``where``, ``params``, ``limit``, ``rrf_k``,
+        ``weights``... as in :func:`clipsql.captions.hybrid.hybrid`."""
         return self.service.hybrid(self.conn, query, **kwargs)
+
+    # --- words in images (docs/ocr.md) ------------------------------------------------------
+    def ocr(self, languages: str | None = None, **kwargs):
+        """Read the words in the images without a current OCR row for ``languages``
+        (Tesseract's string, e.g. ``"eng+jpn"``; default: English, Japanese and Russian where
+        installed): an ``OcrReport``; ``where``, ``params``, ``batch_size``, ``redo``,
+        ``threads``, ``progress`` as in :func:`clipsql.ocr.run.ocr`."""
+        from clipsql.ocr import run
+
+        return run.ocr(self.conn, engine=languages, **kwargs)
+
+    def text_in_image(self, query: str, *, where: str | None = None, params=(),
+                      limit: int = 10):
+        """The images (and video moments) whose recognised words hold every word of
+        ``query``, best first (:func:`clipsql.ocr.search.text_in_image`)."""
+        from clipsql.ocr import search as words
+
+        return words.text_in_image(self.conn, query, limit, where=where, params=params)
 
 
 def connect(dsn: str | None = None, model: str | None = None, device: str | None = None,

@@ -13,8 +13,11 @@ from clipsql.errors import ConfigError
 from clipsql.ingest import importer, loader
 
 if TYPE_CHECKING:
+    import threading
+
     import psycopg
 
+    from clipsql.ingest import watch as watching
     from clipsql.models.openclip import ClipModel
 
 
@@ -68,6 +71,44 @@ class IngestMixin:
                                  batch_size=batch_size, workers=workers, processes=processes,
                                  progress=progress, steps=steps)
         return report
+
+    def watch(self, *paths: str | os.PathLike, stop: threading.Event | None = None,
+              debounce_s: float = 1.0, settle_s: float = 1.0, max_delay_s: float = 10.0,
+              prune: bool = True, force: bool = False,
+              on_report: Callable[[watching.SyncReport], None] | None = None,
+              polling: bool = False, batch_size: int = config.BATCH_SIZE,
+              workers: int | None = None, processes: bool = False,
+              progress: Callable[[int, int], None] | None = None,
+              steps: Callable[[str], None] | None = None) -> watching.WatchReport:
+        """Load the folders ``paths``, then keep the collection in sync with them until
+        ``stop`` is set or Ctrl-C (see :mod:`clipsql.ingest.watch`): new and changed files
+        are loaded about ``max(debounce_s, settle_s)`` seconds after they were last written
+        (a file still being copied is waited for), deleted ones' rows removed.
+
+        The first load is a normal :meth:`load` with ``prune`` (what changed while nothing
+        watched), told ``progress`` and ``steps``. Deletions are pruned with the same rules
+        as ``load(prune=True)``: a refused prune (a watched folder missing or empty, most of
+        its rows at once, unless ``force``) is reported to ``on_report`` and the watch goes
+        on; so is a sync that failed (the database restarted), retried after a backoff.
+        ``on_report(report)`` gets each :class:`~clipsql.ingest.watch.SyncReport`; the
+        return value adds them up. ``polling`` polls the folders instead of asking the
+        operating system for events (network shares).
+
+        >>> db.watch("/photos", stop=stop_event, on_report=print)  # doctest: +SKIP
+        """
+        from clipsql.ingest import watch as watching
+
+        if force and not prune:
+            raise ConfigError("force=True only changes a prune: give prune=True too")
+
+        def connect():
+            return connection.connect(self.dsn)
+
+        return watching.watch(connect, self.model, paths, stop=stop, debounce_s=debounce_s,
+                              settle_s=settle_s, max_delay_s=max_delay_s, prune=prune,
+                              force=force, on_report=on_report, polling=polling,
+                              progress=progress, steps=steps, batch_size=batch_size,
+                              workers=workers, processes=processes)
 
     def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,
                        batch_size: int = importer.BATCH,

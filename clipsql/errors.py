@@ -106,3 +106,8 @@ class PruneRefusedError(LoadError):
 
     def __reduce__(self):
         return (type(self), (self.problem,))
+
+
+class OcrLanguageDataError(ClipsqlError):
+    """Tesseract's language data for OCR is missing or cannot be loaded; the message says
+    what to install (or to set ``TESSDATA_PREFIX``)."""

@@ -17,6 +17,7 @@ the next call embeds with the model the collection now holds.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -140,10 +141,10 @@ class QueryService:
     def stored(self, conn, image, column: str = "embedding"):
         """One column of the row an image reference names (a row id, a stored key as given,
         or a local path made absolute), or None."""
-        for key, value in _lookups(image):
-            found = _column(conn, column, key, value)
-            if found is not None:
-                return found
+        for where, params in _lookups(image):
+            row = conn.execute(_lookup_sql(column, where), params).fetchone()
+            if row is not None:
+                return row[0]
         return None
 
     def stored_embedding(self, conn, image) -> np.ndarray:
@@ -152,9 +153,8 @@ class QueryService:
 
     async def stored_embedding_async(self, conn, image) -> np.ndarray:
         """:meth:`stored_embedding` on an async psycopg connection."""
-        for key, value in _lookups(image):
-            cur = await conn.execute(f"SELECT embedding FROM {images.TABLE} WHERE {key} = %s",
-                                     (value,))
+        for where, params in _lookups(image):
+            cur = await conn.execute(_lookup_sql("embedding", where), params)
             row = await cur.fetchone()
             if row is not None:
                 return _stored_vector(row[0], image)
@@ -262,17 +262,33 @@ def _binding(conn):
     return conn.execute(binding.GENERATION_SQL).fetchone()
 
 
-def _lookups(image) -> list[tuple[str, object]]:
-    """Where to look an image reference up: ``("id", n)``, or its key as given, then as an
-    absolute local path."""
+#: A video moment named by a time (a W3C media fragment): ``clip.mp4#t=12.5``.
+_AT_TIME = re.compile(r"(?s)(.+)#t=(\d{1,9}(?:\.\d{1,6})?)")
+
+
+def _lookups(image) -> list[tuple[str, tuple]]:
+    """Where to look an image reference up (a condition and its parameters): the row id; or
+    its key as given, then as an absolute local path (a video: its first moment); then, for
+    ``PATH#t=SECONDS``, the moment of that video that holds that time."""
     if isinstance(image, bool):
         raise QueryError(f"not an image id or path: {image!r}")
     if isinstance(image, (int, np.integer)):
-        return [("id", int(image))]
+        return [("id = %s", (int(image),))]
     if not isinstance(image, (str, os.PathLike)):
         raise QueryError(f"not an image id or path: {image!r}")
     key = os.fspath(image)
-    return [("path", k) for k in dict.fromkeys((key, _abspath(key)))]
+    found = [("path = %s", (k,)) for k in dict.fromkeys((key, _abspath(key)))]
+    if at := _AT_TIME.fullmatch(key):
+        found += [("path = %s AND start_s <= %s", (k, float(at[2])))
+                  for k in dict.fromkeys((at[1], _abspath(at[1])))]
+    return found
+
+
+def _lookup_sql(column: str, where: str) -> str:
+    """The one row a lookup names: for a video, the latest moment starting at or before the
+    time (the first moment without one)."""
+    order = "start_s DESC NULLS LAST" if "start_s" in where else "start_s NULLS FIRST"
+    return f"SELECT {column} FROM {images.TABLE} WHERE {where} ORDER BY {order} LIMIT 1"
 
 
 def _stored_vector(value, image) -> np.ndarray:
@@ -280,12 +296,6 @@ def _stored_vector(value, image) -> np.ndarray:
         what = f"id {image}" if isinstance(image, (int, np.integer)) else f"key {image}"
         raise QueryError(f"no image with {what} in {images.TABLE}")
     return value.to_numpy().astype(np.float32)
-
-
-def _column(conn, column: str, key: str, value):
-    row = conn.execute(f"SELECT {column} FROM {images.TABLE} WHERE {key} = %s",
-                       (value,)).fetchone()
-    return None if row is None else row[0]
 
 
 def _abspath(path) -> str:

@@ -1,5 +1,5 @@
--- The clipsql schema after every migration (the last: 0014_same_checks_as_python.sql): tables,
--- constraints, indexes, functions with their full bodies, triggers and privileges, read
+-- The clipsql schema after every migration (the last: 0017_hybrid_with_ocr.sql): functions with
+-- their full bodies, tables, constraints, indexes, views, triggers and privileges, read
 -- from pg_catalog after a fresh migration run. Generated: do not edit (change the schema
 -- with a new migration in this folder); regenerate with
 --
@@ -13,193 +13,6 @@
 SET check_function_bodies = false;
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE SCHEMA IF NOT EXISTS clipsql;
-
--- Tables
-
-CREATE TABLE clipsql.captions (
-    image_id bigint NOT NULL,
-    model text NOT NULL,
-    caption text NOT NULL,
-    image_sha256 text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, caption)) STORED,
-    CONSTRAINT captions_pkey PRIMARY KEY (image_id, model)
-);
-
-CREATE TABLE clipsql.failures (
-    path text NOT NULL,
-    reason text NOT NULL,
-    detail text NOT NULL,
-    bytes bigint,
-    mtime timestamp with time zone,
-    failed_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT failures_pkey PRIMARY KEY (path)
-);
-
-CREATE TABLE clipsql.ignored (
-    path text NOT NULL,
-    reason text NOT NULL,
-    seen_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT ignored_pkey PRIMARY KEY (path),
-    CONSTRAINT ignored_reason_check CHECK ((reason = ANY (ARRAY['not_image'::text, 'hidden'::text])))
-);
-
-CREATE TABLE clipsql.image_labels (
-    id bigint NOT NULL,
-    set_name text NOT NULL,
-    label text NOT NULL,
-    probability real NOT NULL,
-    rank smallint NOT NULL,
-    version integer NOT NULL,
-    image_updated_at timestamp with time zone NOT NULL,
-    classified_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT image_labels_pkey PRIMARY KEY (id, set_name, label),
-    CONSTRAINT image_labels_probability_check CHECK (((probability >= (0)::double precision) AND (probability <= (1)::double precision))),
-    CONSTRAINT image_labels_rank_check CHECK ((rank >= 1))
-);
-
-CREATE TABLE clipsql.images (
-    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
-    path text NOT NULL,
-    sha256 text,
-    bytes bigint,
-    mtime timestamp with time zone,
-    width integer,
-    height integer,
-    format text,
-    orientation smallint,
-    taken_at timestamp without time zone,
-    camera_make text,
-    camera_model text,
-    latitude double precision,
-    longitude double precision,
-    exif jsonb,
-    added_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    embedding halfvec NOT NULL,
-    CONSTRAINT images_pkey PRIMARY KEY (id),
-    CONSTRAINT images_path_key UNIQUE (path),
-    CONSTRAINT images_file_facts_all_or_none CHECK ((num_nulls(sha256, bytes, mtime, width, height, format) = ANY (ARRAY[0, 6])))
-);
-
-CREATE TABLE clipsql.index_config (
-    singleton boolean DEFAULT true NOT NULL,
-    kind text DEFAULT 'halfvec'::text NOT NULL,
-    oversample integer DEFAULT 100 NOT NULL,
-    CONSTRAINT index_config_pkey PRIMARY KEY (singleton),
-    CONSTRAINT index_config_kind_check CHECK ((kind = ANY (ARRAY['halfvec'::text, 'binary'::text]))),
-    CONSTRAINT index_config_oversample_check CHECK (((oversample >= 1) AND (oversample <= 1000))),
-    CONSTRAINT index_config_singleton_check CHECK (singleton)
-);
-
-CREATE TABLE clipsql.label_sets (
-    name text NOT NULL,
-    templates text[] NOT NULL,
-    model text NOT NULL,
-    logit_scale real NOT NULL,
-    version integer DEFAULT 1 NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    logit_bias real,
-    CONSTRAINT label_sets_pkey PRIMARY KEY (name),
-    CONSTRAINT label_sets_name_check CHECK ((name <> ''::text)),
-    CONSTRAINT label_sets_templates_check CHECK ((cardinality(templates) > 0))
-);
-
-CREATE TABLE clipsql.labels (
-    set_name text NOT NULL,
-    label text NOT NULL,
-    embedding halfvec NOT NULL,
-    added_at timestamp with time zone DEFAULT now() NOT NULL,
-    "position" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
-    CONSTRAINT labels_pkey PRIMARY KEY (set_name, label),
-    CONSTRAINT labels_label_check CHECK ((label <> ''::text))
-);
-
-CREATE TABLE clipsql.model (
-    singleton boolean DEFAULT true NOT NULL,
-    arch text NOT NULL,
-    pretrained text NOT NULL,
-    dim integer NOT NULL,
-    spec text NOT NULL,
-    bound_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT model_pkey PRIMARY KEY (singleton),
-    CONSTRAINT model_dim_check CHECK ((dim > 0)),
-    CONSTRAINT model_singleton_check CHECK (singleton)
-);
-
-CREATE TABLE clipsql.reembed (
-    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
-    arch text NOT NULL,
-    pretrained text NOT NULL,
-    dim integer NOT NULL,
-    spec text NOT NULL,
-    old_arch text NOT NULL,
-    old_pretrained text NOT NULL,
-    old_dim integer NOT NULL,
-    old_spec text NOT NULL,
-    state text DEFAULT 'embedding'::text NOT NULL,
-    embedded bigint DEFAULT 0 NOT NULL,
-    total bigint DEFAULT 0 NOT NULL,
-    old_kept boolean DEFAULT false NOT NULL,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    CONSTRAINT reembed_pkey PRIMARY KEY (id),
-    CONSTRAINT reembed_dim_check CHECK ((dim > 0)),
-    CONSTRAINT reembed_old_dim_check CHECK ((old_dim > 0)),
-    CONSTRAINT reembed_state_check CHECK ((state = ANY (ARRAY['embedding'::text, 'indexing'::text, 'done'::text, 'cancelled'::text])))
-);
-
-CREATE TABLE clipsql.reembed_labels (
-    set_name text NOT NULL,
-    label text NOT NULL,
-    templates text[] NOT NULL,
-    embedding halfvec NOT NULL,
-    CONSTRAINT reembed_labels_pkey PRIMARY KEY (set_name, label)
-);
-
-CREATE TABLE clipsql.reembed_old (
-    id bigint NOT NULL,
-    embedding halfvec NOT NULL,
-    CONSTRAINT reembed_old_pkey PRIMARY KEY (id)
-);
-
-CREATE TABLE clipsql.reembed_texts (
-    query text NOT NULL,
-    embedding halfvec NOT NULL,
-    CONSTRAINT reembed_texts_pkey PRIMARY KEY (query)
-);
-
-CREATE TABLE clipsql.schema_version (
-    version integer NOT NULL,
-    name text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT schema_version_pkey PRIMARY KEY (version)
-);
-
-CREATE TABLE clipsql.text_embeddings (
-    query text NOT NULL,
-    embedding halfvec NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT text_embeddings_pkey PRIMARY KEY (query)
-);
-
--- Foreign keys
-
-ALTER TABLE clipsql.captions ADD CONSTRAINT captions_image_id_fkey FOREIGN KEY (image_id) REFERENCES clipsql.images(id) ON DELETE CASCADE;
-ALTER TABLE clipsql.image_labels ADD CONSTRAINT image_labels_id_fkey FOREIGN KEY (id) REFERENCES clipsql.images(id) ON DELETE CASCADE;
-ALTER TABLE clipsql.image_labels ADD CONSTRAINT image_labels_set_name_fkey FOREIGN KEY (set_name) REFERENCES clipsql.label_sets(name) ON UPDATE CASCADE ON DELETE CASCADE;
-ALTER TABLE clipsql.labels ADD CONSTRAINT labels_set_name_fkey FOREIGN KEY (set_name) REFERENCES clipsql.label_sets(name) ON UPDATE CASCADE ON DELETE CASCADE;
-
--- Indexes
-
-CREATE INDEX captions_tsv_idx ON clipsql.captions USING gin (tsv);
-CREATE INDEX image_labels_label_idx ON clipsql.image_labels USING btree (set_name, label, probability DESC);
-CREATE INDEX images_camera_make_idx ON clipsql.images USING btree (camera_make);
-CREATE INDEX images_sha256_idx ON clipsql.images USING btree (sha256);
-CREATE INDEX images_taken_at_idx ON clipsql.images USING btree (taken_at);
-CREATE UNIQUE INDEX reembed_one_unfinished ON clipsql.reembed USING btree ((true)) WHERE (finished_at IS NULL);
 
 -- Functions
 
@@ -265,6 +78,26 @@ BEGIN
     END IF;
 END
 $function$;
+
+CREATE OR REPLACE FUNCTION clipsql._ocr_tokens(t text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT
+AS $function$
+        WITH folded AS (
+            SELECT regexp_replace(translate(lower(normalize(t, NFKC) COLLATE pg_catalog.pg_c_utf8), 'ёЁ', 'еЕ'), E'([\\u1100-\\u11FF\\u3005-\\u3006\\u3040-\\u30FF\\u3130-\\u318F\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7AF\\uF900-\\uFAFF\\U00020000-\\U0003134F])\\s+(?=[\\u1100-\\u11FF\\u3005-\\u3006\\u3040-\\u30FF\\u3130-\\u318F\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7AF\\uF900-\\uFAFF\\U00020000-\\U0003134F])', '\1', 'g') AS s
+        ), pieces AS (
+            SELECT m.n, m.p[1] AS cjk, m.p[2] AS other
+              FROM folded, regexp_matches(folded.s, E'([\\u1100-\\u11FF\\u3005-\\u3006\\u3040-\\u30FF\\u3130-\\u318F\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7AF\\uF900-\\uFAFF\\U00020000-\\U0003134F]+)|([^\\u1100-\\u11FF\\u3005-\\u3006\\u3040-\\u30FF\\u3130-\\u318F\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7AF\\uF900-\\uFAFF\\U00020000-\\U0003134F]+)', 'g') WITH ORDINALITY AS m(p, n)
+        )
+        SELECT coalesce(string_agg(
+                   CASE WHEN p.cjk IS NULL THEN p.other
+                        WHEN char_length(p.cjk) = 1 THEN ' ' || p.cjk || ' '
+                        ELSE ' ' || (SELECT string_agg(substr(p.cjk, g, 2), ' ' ORDER BY g)
+                                       FROM generate_series(1, char_length(p.cjk) - 1) g) || ' '
+                   END, '' ORDER BY p.n), '')
+          FROM pieces p
+        $function$;
 
 CREATE OR REPLACE FUNCTION clipsql._shell_quote(s text)
  RETURNS text
@@ -340,8 +173,8 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql.hybrid_search(query text, k integer DEFAULT 10, rrf_k integer DEFAULT 60, candidates integer DEFAULT 100)
- RETURNS TABLE(id bigint, path text, score double precision, clip_rank bigint, text_rank bigint)
+CREATE OR REPLACE FUNCTION clipsql.hybrid_search(query text, k integer DEFAULT 10, rrf_k integer DEFAULT 60, candidates integer DEFAULT 100, clip_weight double precision DEFAULT 1, caption_weight double precision DEFAULT 1, ocr_weight double precision DEFAULT 1)
+ RETURNS TABLE(id bigint, path text, score double precision, clip_rank bigint, text_rank bigint, ocr_rank bigint)
  LANGUAGE plpgsql
  STABLE
 AS $function$
@@ -358,30 +191,57 @@ BEGIN
         RAISE EXCEPTION 'clipsql: candidates must be a positive integer, not %', candidates
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NOT (clip_weight >= 0 AND caption_weight >= 0 AND ocr_weight >= 0
+            AND clip_weight < 'infinity' AND caption_weight < 'infinity'
+            AND ocr_weight < 'infinity') THEN
+        RAISE EXCEPTION 'clipsql: the weights must be numbers of 0 or more, not %, %, %',
+            coalesce(clip_weight::text, 'NULL'), coalesce(caption_weight::text, 'NULL'),
+            coalesce(ocr_weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF clip_weight + caption_weight + ocr_weight = 0 THEN
+        RAISE EXCEPTION 'clipsql: at least one hybrid ranking needs a weight above 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- a NULL candidates is the default
     depth := greatest(k, coalesce(candidates, 100));
     RETURN QUERY
     WITH clip AS (
         SELECT n.id AS image_id, row_number() OVER (ORDER BY n.score DESC, n.id) AS r
           FROM clipsql._nearest(clipsql.text_embedding(query), depth) n
+         WHERE clip_weight > 0
     ), best AS (
         SELECT c.image_id, max(ts_rank_cd(c.tsv, q.q)) AS s
           FROM clipsql.captions c
           JOIN clipsql.images i ON i.id = c.image_id
          CROSS JOIN websearch_to_tsquery('simple', query) AS q(q)
-         WHERE c.tsv @@ q.q AND (c.image_sha256 IS NULL OR c.image_sha256 = i.sha256)
+         WHERE caption_weight > 0 AND c.tsv @@ q.q
+           AND (c.image_sha256 IS NULL OR c.image_sha256 = i.sha256)
          GROUP BY c.image_id
     ), words AS (
         SELECT b.image_id, row_number() OVER (ORDER BY b.s DESC, b.image_id) AS r
           FROM best b ORDER BY b.s DESC, b.image_id LIMIT depth
+    ), seen AS (
+        SELECT o.image_id, ts_rank_cd(o.tsv, q.q) AS s
+          FROM clipsql.ocr o
+          JOIN clipsql.images i ON i.id = o.image_id
+         CROSS JOIN clipsql.ocr_query(query) AS q(q)
+         WHERE ocr_weight > 0 AND o.tsv @@ q.q
+           AND (o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)
+    ), read AS (
+        SELECT s.image_id, row_number() OVER (ORDER BY s.s DESC, s.image_id) AS r
+          FROM seen s ORDER BY s.s DESC, s.image_id LIMIT depth
     ), fused AS (
-        SELECT coalesce(clip.image_id, words.image_id) AS image_id,
-               coalesce(1.0::double precision / (rrf_k + clip.r), 0)
-                 + coalesce(1.0::double precision / (rrf_k + words.r), 0) AS s,
-               clip.r AS clip_r, words.r AS text_r
-          FROM clip FULL JOIN words ON words.image_id = clip.image_id
+        SELECT coalesce(clip.image_id, words.image_id, read.image_id) AS image_id,
+               coalesce(clip_weight / (rrf_k + clip.r), 0)
+                 + coalesce(caption_weight / (rrf_k + words.r), 0)
+                 + coalesce(ocr_weight / (rrf_k + read.r), 0) AS s,
+               clip.r AS clip_r, words.r AS text_r, read.r AS ocr_r
+          FROM clip
+          FULL JOIN words ON words.image_id = clip.image_id
+          FULL JOIN read ON read.image_id = coalesce(clip.image_id, words.image_id)
     )
-    SELECT i.id, i.path, f.s, f.clip_r, f.text_r
+    SELECT i.id, i.path, f.s, f.clip_r, f.text_r, f.ocr_r
       FROM fused f JOIN clipsql.images i ON i.id = f.image_id
      ORDER BY f.s DESC, i.id
      LIMIT k;
@@ -496,6 +356,22 @@ BEGIN
     RETURN NULL;
 END $function$;
 
+CREATE OR REPLACE FUNCTION clipsql.ocr_document(t text)
+ RETURNS tsvector
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT to_tsvector('simple', coalesce(clipsql._ocr_tokens(t), ''))
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.ocr_query(q text)
+ RETURNS tsquery
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT plainto_tsquery('simple', coalesce(clipsql._ocr_tokens(q), ''))
+$function$;
+
 CREATE OR REPLACE FUNCTION clipsql.reembed_row_changed()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -578,6 +454,230 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION clipsql.text_in_image(query text, k integer DEFAULT 10)
+ RETURNS TABLE(id bigint, path text, score double precision)
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+#variable_conflict use_column
+BEGIN
+    PERFORM clipsql._check_k(k);
+    RETURN QUERY
+    SELECT i.id, i.path, ts_rank_cd(o.tsv, q.q)::double precision AS score
+      FROM clipsql.ocr o
+      JOIN clipsql.images i ON i.id = o.image_id
+     CROSS JOIN clipsql.ocr_query(query) AS q(q)
+     WHERE o.tsv @@ q.q AND (o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)
+     ORDER BY score DESC, i.id
+     LIMIT k;
+END
+$function$;
+
+-- Tables
+
+CREATE TABLE clipsql.captions (
+    image_id bigint NOT NULL,
+    model text NOT NULL,
+    caption text NOT NULL,
+    image_sha256 text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, caption)) STORED,
+    CONSTRAINT captions_pkey PRIMARY KEY (image_id, model)
+);
+
+CREATE TABLE clipsql.failures (
+    path text NOT NULL,
+    reason text NOT NULL,
+    detail text NOT NULL,
+    bytes bigint,
+    mtime timestamp with time zone,
+    failed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT failures_pkey PRIMARY KEY (path)
+);
+
+CREATE TABLE clipsql.ignored (
+    path text NOT NULL,
+    reason text NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ignored_pkey PRIMARY KEY (path),
+    CONSTRAINT ignored_reason_check CHECK ((reason = ANY (ARRAY['not_image'::text, 'hidden'::text])))
+);
+
+CREATE TABLE clipsql.image_labels (
+    id bigint NOT NULL,
+    set_name text NOT NULL,
+    label text NOT NULL,
+    probability real NOT NULL,
+    rank smallint NOT NULL,
+    version integer NOT NULL,
+    image_updated_at timestamp with time zone NOT NULL,
+    classified_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT image_labels_pkey PRIMARY KEY (id, set_name, label),
+    CONSTRAINT image_labels_probability_check CHECK (((probability >= (0)::double precision) AND (probability <= (1)::double precision))),
+    CONSTRAINT image_labels_rank_check CHECK ((rank >= 1))
+);
+
+CREATE TABLE clipsql.images (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    path text NOT NULL,
+    sha256 text,
+    bytes bigint,
+    mtime timestamp with time zone,
+    width integer,
+    height integer,
+    format text,
+    orientation smallint,
+    taken_at timestamp without time zone,
+    camera_make text,
+    camera_model text,
+    latitude double precision,
+    longitude double precision,
+    exif jsonb,
+    added_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    embedding halfvec NOT NULL,
+    start_s double precision,
+    end_s double precision,
+    CONSTRAINT images_pkey PRIMARY KEY (id),
+    CONSTRAINT images_path_start_key UNIQUE NULLS NOT DISTINCT (path, start_s),
+    CONSTRAINT images_file_facts_all_or_none CHECK ((num_nulls(sha256, bytes, mtime, width, height, format) = ANY (ARRAY[0, 6]))),
+    CONSTRAINT images_moment_range CHECK ((((start_s IS NULL) AND (end_s IS NULL)) OR ((start_s >= (0)::double precision) AND (end_s >= start_s) AND (end_s < 'Infinity'::double precision))))
+);
+
+CREATE TABLE clipsql.index_config (
+    singleton boolean DEFAULT true NOT NULL,
+    kind text DEFAULT 'halfvec'::text NOT NULL,
+    oversample integer DEFAULT 100 NOT NULL,
+    CONSTRAINT index_config_pkey PRIMARY KEY (singleton),
+    CONSTRAINT index_config_kind_check CHECK ((kind = ANY (ARRAY['halfvec'::text, 'binary'::text]))),
+    CONSTRAINT index_config_oversample_check CHECK (((oversample >= 1) AND (oversample <= 1000))),
+    CONSTRAINT index_config_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE clipsql.label_sets (
+    name text NOT NULL,
+    templates text[] NOT NULL,
+    model text NOT NULL,
+    logit_scale real NOT NULL,
+    version integer DEFAULT 1 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    logit_bias real,
+    CONSTRAINT label_sets_pkey PRIMARY KEY (name),
+    CONSTRAINT label_sets_name_check CHECK ((name <> ''::text)),
+    CONSTRAINT label_sets_templates_check CHECK ((cardinality(templates) > 0))
+);
+
+CREATE TABLE clipsql.labels (
+    set_name text NOT NULL,
+    label text NOT NULL,
+    embedding halfvec NOT NULL,
+    added_at timestamp with time zone DEFAULT now() NOT NULL,
+    "position" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    CONSTRAINT labels_pkey PRIMARY KEY (set_name, label),
+    CONSTRAINT labels_label_check CHECK ((label <> ''::text))
+);
+
+CREATE TABLE clipsql.model (
+    singleton boolean DEFAULT true NOT NULL,
+    arch text NOT NULL,
+    pretrained text NOT NULL,
+    dim integer NOT NULL,
+    spec text NOT NULL,
+    bound_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT model_pkey PRIMARY KEY (singleton),
+    CONSTRAINT model_dim_check CHECK ((dim > 0)),
+    CONSTRAINT model_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE clipsql.ocr (
+    image_id bigint NOT NULL,
+    engine text NOT NULL,
+    languages text NOT NULL,
+    text text NOT NULL,
+    confidence real,
+    words jsonb DEFAULT '[]'::jsonb NOT NULL,
+    image_sha256 text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (clipsql.ocr_document(text)) STORED,
+    CONSTRAINT ocr_pkey PRIMARY KEY (image_id)
+);
+
+CREATE TABLE clipsql.reembed (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    arch text NOT NULL,
+    pretrained text NOT NULL,
+    dim integer NOT NULL,
+    spec text NOT NULL,
+    old_arch text NOT NULL,
+    old_pretrained text NOT NULL,
+    old_dim integer NOT NULL,
+    old_spec text NOT NULL,
+    state text DEFAULT 'embedding'::text NOT NULL,
+    embedded bigint DEFAULT 0 NOT NULL,
+    total bigint DEFAULT 0 NOT NULL,
+    old_kept boolean DEFAULT false NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT reembed_pkey PRIMARY KEY (id),
+    CONSTRAINT reembed_dim_check CHECK ((dim > 0)),
+    CONSTRAINT reembed_old_dim_check CHECK ((old_dim > 0)),
+    CONSTRAINT reembed_state_check CHECK ((state = ANY (ARRAY['embedding'::text, 'indexing'::text, 'done'::text, 'cancelled'::text])))
+);
+
+CREATE TABLE clipsql.reembed_labels (
+    set_name text NOT NULL,
+    label text NOT NULL,
+    templates text[] NOT NULL,
+    embedding halfvec NOT NULL,
+    CONSTRAINT reembed_labels_pkey PRIMARY KEY (set_name, label)
+);
+
+CREATE TABLE clipsql.reembed_old (
+    id bigint NOT NULL,
+    embedding halfvec NOT NULL,
+    CONSTRAINT reembed_old_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE clipsql.reembed_texts (
+    query text NOT NULL,
+    embedding halfvec NOT NULL,
+    CONSTRAINT reembed_texts_pkey PRIMARY KEY (query)
+);
+
+CREATE TABLE clipsql.schema_version (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schema_version_pkey PRIMARY KEY (version)
+);
+
+CREATE TABLE clipsql.text_embeddings (
+    query text NOT NULL,
+    embedding halfvec NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT text_embeddings_pkey PRIMARY KEY (query)
+);
+
+-- Foreign keys
+
+ALTER TABLE clipsql.captions ADD CONSTRAINT captions_image_id_fkey FOREIGN KEY (image_id) REFERENCES clipsql.images(id) ON DELETE CASCADE;
+ALTER TABLE clipsql.image_labels ADD CONSTRAINT image_labels_id_fkey FOREIGN KEY (id) REFERENCES clipsql.images(id) ON DELETE CASCADE;
+ALTER TABLE clipsql.image_labels ADD CONSTRAINT image_labels_set_name_fkey FOREIGN KEY (set_name) REFERENCES clipsql.label_sets(name) ON UPDATE CASCADE ON DELETE CASCADE;
+ALTER TABLE clipsql.labels ADD CONSTRAINT labels_set_name_fkey FOREIGN KEY (set_name) REFERENCES clipsql.label_sets(name) ON UPDATE CASCADE ON DELETE CASCADE;
+ALTER TABLE clipsql.ocr ADD CONSTRAINT ocr_image_id_fkey FOREIGN KEY (image_id) REFERENCES clipsql.images(id) ON DELETE CASCADE;
+
+-- Indexes
+
+CREATE INDEX captions_tsv_idx ON clipsql.captions USING gin (tsv);
+CREATE INDEX image_labels_label_idx ON clipsql.image_labels USING btree (set_name, label, probability DESC);
+CREATE INDEX images_camera_make_idx ON clipsql.images USING btree (camera_make);
+CREATE INDEX images_sha256_idx ON clipsql.images USING btree (sha256);
+CREATE INDEX images_taken_at_idx ON clipsql.images USING btree (taken_at);
+CREATE INDEX ocr_tsv_idx ON clipsql.ocr USING gin (tsv);
+CREATE UNIQUE INDEX reembed_one_unfinished ON clipsql.reembed USING btree ((true)) WHERE (finished_at IS NULL);
+
 -- Triggers
 
 CREATE TRIGGER image_content_changed AFTER UPDATE OF sha256 ON clipsql.images FOR EACH ROW WHEN ((old.sha256 IS DISTINCT FROM new.sha256)) EXECUTE FUNCTION clipsql.image_content_changed();
@@ -598,6 +698,7 @@ GRANT SELECT ON TABLE clipsql.index_config TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.label_sets TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.labels TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.model TO clipsql_filter;
+GRANT SELECT ON TABLE clipsql.ocr TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed_labels TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed_old TO clipsql_filter;
@@ -606,11 +707,12 @@ GRANT SELECT ON TABLE clipsql.text_embeddings TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._binary_candidates(integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._check_k(integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._nearest(halfvec,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._ocr_tokens(text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._shell_quote(text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._widen_ef_search(integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.best_label(halfvec,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.combine(halfvec[],double precision[]) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql.hybrid_search(text,integer,integer,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.hybrid_search(text,integer,integer,integer,double precision,double precision,double precision) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_content_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_embedding(bigint) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_embedding(text) TO clipsql_filter;
@@ -618,10 +720,13 @@ GRANT EXECUTE ON FUNCTION clipsql.label_images(text,integer,text) TO clipsql_fil
 GRANT EXECUTE ON FUNCTION clipsql.label_probabilities(halfvec,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.label_set_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.labels_changed() TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.ocr_document(text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.ocr_query(text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.reembed_row_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.relevant_images(halfvec,double precision,double precision,integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.search_images(text,integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.similar_images(bigint,integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.text_embedding(text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.text_in_image(text,integer) TO clipsql_filter;
 ALTER DEFAULT PRIVILEGES IN SCHEMA clipsql GRANT EXECUTE ON FUNCTIONS TO clipsql_filter;
 ALTER DEFAULT PRIVILEGES IN SCHEMA clipsql GRANT SELECT ON TABLES TO clipsql_filter;

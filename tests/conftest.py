@@ -265,3 +265,12 @@ def insert_vectors(conn, vectors, path_sql: str = "'/gen/' || i", **column_sql) 
             f"{', '.join(cols.values())}, v::halfvec FROM _insert_vectors ORDER BY i", ())
     finally:
         conn.execute("DROP TABLE _insert_vectors")
+
+
+def missing_ocr(why: str):
+    """Skip a test that needs Tesseract's language data or the fonts it renders with, with
+    the reason; fail instead where ``CLIPSQL_REQUIRE_OCR=1`` (CI installs both: OCR tests
+    must run there)."""
+    if os.environ.get("CLIPSQL_REQUIRE_OCR"):
+        pytest.fail(f"OCR is required here (CLIPSQL_REQUIRE_OCR=1) but: {why}")
+    pytest.skip(why)

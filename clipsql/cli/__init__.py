@@ -16,6 +16,7 @@ from clipsql.cli import (
     imports,
     labels,
     load,
+    ocr,
     reembed,
     search,
     serve,
@@ -28,7 +29,7 @@ def main():
     """CLIP image search inside PostgreSQL."""
 
 
-for _module in (load, search, labels, imports, serve, database, captions, reembed, cache, admin):
+for _module in (load, search, labels, imports, serve, database, captions, ocr, reembed, cache, admin):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -17,7 +17,7 @@ from clipsql.cli.options import (
     filter_options,
     json_option,
 )
-from clipsql.cli.output import echo_json, friendly, print_hits, printable, progress_bar
+from clipsql.cli.output import echo_json, friendly, located, print_hits, printable, progress_bar
 from clipsql.errors import ModelError
 
 #: The caption model when --model is not given (the collection's CLIP model is separate).
@@ -61,35 +61,58 @@ def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, 
                f"in {report.seconds:.1f} s ({report.rate:.2f} images/s)")
 
 
+def _weight(_ctx, _param, values) -> dict:
+    weights = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or name not in hybrid.RANKINGS:
+            raise click.BadParameter(f"{value!r}: give NAME=WEIGHT, NAME one of "
+                                     f"{', '.join(hybrid.RANKINGS)}")
+        try:
+            weights[name] = float(number)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: {number!r} is not a number") from None
+    return weights
+
+
 def hybrid_options(f):
-    """``--hybrid`` and ``--rrf-k`` for ``search``."""
+    """``--hybrid``, ``--weight`` and ``--rrf-k`` for ``search``."""
     f = click.option("--rrf-k", default=hybrid.RRF_K, show_default=True, type=click.IntRange(0),
-                     help="With --hybrid: the k of score = sum 1/(k + rank).")(f)
+                     help="With --hybrid: the k of score = sum weight/(k + rank).")(f)
+    f = click.option("--weight", "weights", multiple=True, callback=_weight,
+                     metavar="NAME=WEIGHT",
+                     help="With --hybrid: a ranking's weight (clip, text: the captions, ocr: "
+                          "the words in the images; default 1 each, 0 leaves it out).")(f)
     return click.option("--hybrid", is_flag=True,
-                        help="Fuse the CLIP ranking with a full-text ranking of the captions "
-                             "(reciprocal rank fusion); needs a text QUERY.")(f)
+                        help="Fuse the CLIP ranking with full-text rankings of the captions "
+                             "and of the words in the images (reciprocal rank fusion); needs "
+                             "a text QUERY.")(f)
 
 
-def hybrid_search(db, query, *, where, params, limit, rrf_k, as_json, unsupported) -> None:
+def hybrid_search(db, query, *, where, params, limit, rrf_k, as_json, unsupported,
+                  weights=None) -> None:
     """Run and print a hybrid search (``unsupported``: options given that it cannot use)."""
     if not query:
         raise click.UsageError("--hybrid needs a text QUERY (its words are searched in the "
-                               "captions)")
+                               "captions and in the images)")
     given = [name for name, value in unsupported.items() if value]
     if given:
         raise click.UsageError(f"--hybrid cannot be combined with {', '.join(given)}")
-    hits = db.hybrid_search(query, where=where, params=params, limit=limit, rrf_k=rrf_k)
+    hits = db.hybrid_search(query, where=where, params=params, limit=limit, rrf_k=rrf_k,
+                            weights=weights or None)
     if as_json:
         echo_json([h.to_dict() for h in hits])
         return
     if not hits:
         click.echo("no results", err=True)
     for h in hits:
-        ranks = "  ".join(f"{name} {'-' if r is None else r:>4}"
-                          for name, r in (("clip", h.clip_rank), ("text", h.text_rank)))
-        click.echo(f"{h.score:.4f}  {h.id:>7}  {ranks}  {printable(h.path)}")
+        ranks = "  ".join(f"{name} {'-' if r is None else r:>4}" for name, r in zip(
+            hybrid.RANKINGS, (h.clip_rank, h.text_rank, h.ocr_rank)))
+        click.echo(f"{h.score:.4f}  {h.id:>7}  {ranks}  {located(h)}")
         if h.caption:
             click.echo(f"{'':>15}{printable(h.caption)}")
+        if h.ocr_text:
+            click.echo(f"{'':>15}words: {printable(' '.join(h.ocr_text.split())[:120])}")
 
 
 def print_captioned(db, hits, as_json: bool) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
+
 import click
 
 import clipsql
@@ -20,7 +25,8 @@ from clipsql.errors import PruneRefusedError
 @click.option("--prune", is_flag=True, help="Remove rows of files that are gone from disk "
               "(refused where a folder is empty or most of its files are gone).")
 @click.option("--force", is_flag=True,
-              help="With --prune: prune even an empty folder, or most of a folder's rows.")
+              help="With --prune (or --watch): prune even an empty folder, or most of a "
+                   "folder's rows.")
 @batch_size_option()
 @click.option("--workers", type=click.IntRange(1, 64), help="Decoders (default: cores, 2 to 8).")
 @click.option("--processes", is_flag=True,
@@ -33,15 +39,35 @@ from clipsql.errors import PruneRefusedError
                    "ADDRESS` joins that one.")
 @click.option("--actors", type=click.IntRange(1, 4096),
               help="With --ray: embedding actors (default: one per GPU, else half the CPUs).")
+@click.option("--watch", is_flag=True,
+              help="After the load, keep PATHS (folders) in sync until Ctrl-C: new and changed "
+                   "files are loaded seconds after they are written (a file still being copied "
+                   "is waited for), deleted ones' rows removed as --prune does (refused where a "
+                   "folder is empty or most of it is gone, unless --force). One line per sync.")
+@click.option("--debounce", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              metavar="SECONDS", help="With --watch: quiet time of the folders before a sync.")
+@click.option("--settle", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              metavar="SECONDS",
+              help="With --watch: how long a file's size and time must stay unchanged.")
+@click.option("--poll", is_flag=True,
+              help="With --watch: poll the folders instead of the system's file events "
+                   "(network shares that send none).")
 @precision_option
-@json_option("Print a JSON summary only.")
+@json_option("Print a JSON summary only (with --watch: one JSON line per sync).")
 @collection_options
 @friendly
-def load(paths, prune, force, batch_size, workers, processes, ray_address, actors, precision,
-         as_json, dsn, model, device):
+def load(paths, prune, force, batch_size, workers, processes, ray_address, actors, watch,
+         debounce, settle, poll, precision, as_json, dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
     if actors is not None and ray_address is None:
         raise click.UsageError("--actors needs --ray")
+    if watch:
+        if ray_address:
+            raise click.UsageError("--watch loads on this machine: leave out --ray")
+        return _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
+                      precision, as_json, dsn, model, device)
+    if debounce != 1.0 or settle != 1.0 or poll:
+        raise click.UsageError("--debounce, --settle and --poll are options of --watch")
     if force and not prune:
         raise click.UsageError("--force only changes a prune: give --prune too")
     engine = {"engine": "ray", "address": ray_address, "actors": actors} if ray_address else {}
@@ -59,15 +85,78 @@ def load(paths, prune, force, batch_size, workers, processes, ray_address, actor
     if as_json:
         echo_json(report.to_dict())
         return
+    _print_load(report)
+
+
+def _print_load(report) -> None:
     for path, reason in report.failures:
         click.echo(f"failed: {printable(path)}: {printable(reason)}", err=True)
     for path, reason in report.skipped:
         click.echo(f"skipped: {printable(path)}: {printable(reason)}", err=True)
     if report.backend:
         click.echo(f"embedded with {report.backend} ({report.backend_reason})", err=True)
-    click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-               f"removed {report.removed}, failed {report.failed}, {_ignored(report)} "
-               f"in {report.seconds:.1f} s")
+    moments = f" ({report.moments} video moments)" if report.moments else ""
+    click.echo(f"added {report.added}, updated {report.updated}{moments}, "
+               f"unchanged {report.unchanged}, removed {report.removed}, "
+               f"failed {report.failed}, {_ignored(report)} in {report.seconds:.1f} s")
+
+
+def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll, precision,
+           as_json, dsn, model, device) -> None:
+    """The first load as usual, then one line per sync until Ctrl-C or SIGTERM (exit 0)."""
+    stop = threading.Event()
+    try:  # SIGTERM (a service manager) stops it as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    except ValueError:  # not the main thread
+        previous = None
+    steps = step_printer(as_json)
+    bars = contextlib.ExitStack()
+
+    def on_report(sync) -> None:
+        if sync.kind == "catch-up":
+            bars.close()  # the first load's bar is done
+        if as_json:
+            echo_json(sync.to_dict())
+            return
+        for note in sync.notes:
+            click.echo(f"clipsql: {printable(note)}", err=True)
+        for problem in sync.refused:
+            click.echo(f"prune refused: {printable(problem)}; if those files are really gone, "
+                       "run it again with --force", err=True)
+        if sync.error:
+            click.echo(f"sync failed: {printable(sync.error)}; retrying in "
+                       f"{sync.retry_in:.0f} s", err=True)
+            return
+        if sync.kind == "catch-up":
+            _print_load(sync.load)
+            click.echo(f"watching {len(paths)} folder{'s' * (len(paths) > 1)} "
+                       "(Ctrl-C stops)", err=True)
+            return
+        for path, reason in sync.failures:
+            click.echo(f"failed: {printable(path)}: {printable(reason)}", err=True)
+        if sync.kind == "note":
+            return
+        click.echo(f"{time.strftime('%H:%M:%S')} +{sync.added} ~{sync.updated} "
+                   f"-{sync.removed}" + (f" !{sync.failed}" if sync.failed else "")
+                   + (" (re-load)" if sync.kind == "rescan" else "")
+                   + f" ({sync.seconds:.1f} s)")
+
+    steps("opening the collection")
+    try:
+        with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
+            progress = bars.enter_context(progress_bar("embedding", as_json))
+            db.watch(*paths, stop=stop, debounce_s=debounce, settle_s=settle,
+                     max_delay_s=max(10.0, debounce), force=force, on_report=on_report,
+                     polling=poll, batch_size=batch_size, workers=workers,
+                     processes=processes, progress=progress, steps=steps)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bars.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if not as_json:
+        click.echo("stopped watching", err=True)
 
 
 def _ignored(report) -> str:

@@ -117,7 +117,24 @@ def print_hits(hits, as_json: bool) -> None:
         click.echo("no results", err=True)
     for h in hits:
         taken = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "-"
-        click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {printable(h.path)}")
+        click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {located(h)}")
+
+
+def located(hit) -> str:
+    """A hit's path; a video moment's as ``PATH#t=SECONDS  (M:SS-M:SS)``, a key that
+    ``similar`` takes."""
+    start = getattr(hit, "start_s", None)
+    if start is None:
+        return printable(hit.path)
+    return (f"{printable(hit.path)}#t={start:g}  "
+            f"({clock(start)}-{clock(getattr(hit, 'end_s', None) or start)})")
+
+
+def clock(seconds: float) -> str:
+    """``75.5`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def print_cutoff(hits, as_json: bool) -> None:

@@ -33,6 +33,9 @@ def _id_or_path(value):
               help="Weight of each --image against QUERY's 1.")
 @click.option("--minus-weight", default=1.0, show_default=True, type=float,
               help="Weight of each --minus / --minus-image.")
+@click.option("--text-in-image", "text_in_image", is_flag=True,
+              help="Find QUERY's words in the words read in the images (clipsql ocr), not "
+                   "by CLIP.")
 @hybrid_options
 @relevance_options
 @search_options
@@ -40,7 +43,7 @@ def _id_or_path(value):
 @friendly
 def search(query, images, minus, minus_images, image_weight, minus_weight, within, adaptive,
            order_by, candidates, where, params, limit, min_score, as_json, dsn, model, device,
-           hybrid=False, rrf_k=60):
+           hybrid=False, rrf_k=60, weights=None, text_in_image=False):
     """Rank images by a text QUERY and/or --image, minus --minus, with optional SQL filters.
 
     The query is the weighted sum of the parts' normalised embeddings, normalised again.
@@ -51,19 +54,42 @@ def search(query, images, minus, minus_images, image_weight, minus_weight, withi
         + [Not(Image(_id_or_path(i)), weight=minus_weight) for i in minus_images]
     if not any(p.weight > 0 for p in parts):
         raise click.UsageError("give a QUERY or an --image to search for")
+    unsupported = {"--image": images, "--minus": minus, "--minus-image": minus_images,
+                   "--within": within, "--adaptive": adaptive, "--order-by": order_by,
+                   "--min-score": min_score is not None}
+    if text_in_image:
+        given = [n for n, v in {**unsupported, "--hybrid": hybrid, "--weight": weights}.items()
+                 if v]
+        if given or not query:
+            raise click.UsageError("--text-in-image takes a text QUERY alone"
+                                   + (f", not {', '.join(given)}" if given else ""))
+        with clipsql.connect(dsn, model=model, device=device) as db:
+            hits = db.text_in_image(query, where=where, params=params, limit=limit)
+        print_words(hits, as_json)
+        return
+    if weights and not hybrid:
+        raise click.UsageError("--weight is an option of --hybrid")
     with clipsql.connect(dsn, model=model, device=device) as db:
         if hybrid:
             return hybrid_search(db, query, where=where, params=params, limit=limit,
-                                 rrf_k=rrf_k, as_json=as_json, unsupported={
-                                     "--image": images, "--minus": minus,
-                                     "--minus-image": minus_images, "--within": within,
-                                     "--adaptive": adaptive, "--order-by": order_by,
-                                     "--min-score": min_score is not None})
+                                 rrf_k=rrf_k, as_json=as_json, unsupported=unsupported,
+                                 weights=weights)
         hits = db.search(parts, where=where, params=params, limit=limit, min_score=min_score,
                          within=within, adaptive=adaptive, order_by=order_by,
                          candidates=candidates)
         print_captioned(db, hits, as_json)
     print_cutoff(hits, as_json)
+
+
+def print_words(hits, as_json: bool) -> None:
+    """Words-in-the-image hits: the hit line, then the words read in it."""
+    if as_json or not hits:
+        print_hits(hits, as_json)
+        return
+    for h in hits:
+        print_hits([h], as_json)
+        if getattr(h, "ocr_text", None):
+            click.echo(f"{'':>15}words: {printable(' '.join(h.ocr_text.split())[:120])}")
 
 
 @click.command()

@@ -28,7 +28,9 @@ class Column:
 
     * ``key``: the path (or key) every row has; ``file``: facts of a file read by a load,
       all NULL together for imported rows (migration 0004); ``meta``: EXIF metadata, also
-      importable; ``system``: filled by the database; ``vector``: the embedding.
+      importable; ``system``: filled by the database; ``moment``: a video moment's time range
+      (migration 0015: a video is one row per moment, all with its path); ``vector``: the
+      embedding.
     """
 
     name: str
@@ -63,6 +65,10 @@ COLUMNS: tuple[Column, ...] = (
            "when the row was added"),
     Column("updated_at", "timestamp with time zone", None, datetime, False, "system",
            "when the row last changed"),
+    Column("start_s", "double precision", "float8", float, True, "moment",
+           "a video moment's start, seconds from the video's start; NULL for a still image"),
+    Column("end_s", "double precision", "float8", float, True, "moment",
+           "a video moment's end, seconds; NULL for a still image"),
     Column("embedding", "halfvec", "halfvec", object, False, "vector",
            "the normalised CLIP embedding; its dimension is fixed by the first load"),
 )

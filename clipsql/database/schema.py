@@ -19,8 +19,8 @@ from clipsql.errors import MigrationError
 SCHEMA_FILE = "schema.sql"
 _NS = "c.relnamespace = 'clipsql'::regnamespace"
 _HEADER = """\
--- The clipsql schema after every migration (the last: {last}): tables,
--- constraints, indexes, functions with their full bodies, triggers and privileges, read
+-- The clipsql schema after every migration (the last: {last}): functions with
+-- their full bodies, tables, constraints, indexes, views, triggers and privileges, read
 -- from pg_catalog after a fresh migration run. Generated: do not edit (change the schema
 -- with a new migration in this folder); regenerate with
 --
@@ -140,13 +140,15 @@ def schema_sql(conn) -> str:
             foreign.append(f"ALTER TABLE {table} ADD {constraint};")
         else:
             tables[table].append(constraint)
+    # functions first: a generated column may call one (clipsql.ocr.tsv); their bodies are
+    # not checked until they run (check_function_bodies = false)
     sections = [
+        ("Functions", [r[0] + ";" for r in rows["functions"]]),
         ("Tables", [f"CREATE TABLE {t} (\n    " + ",\n    ".join(lines) + "\n);"
                     for t, lines in tables.items()]),
         ("Foreign keys", foreign),
         ("Indexes", [r[0] + ";" for r in rows["indexes"]]),
         ("Views", [r[0] + ";" for r in rows["views"]]),
-        ("Functions", [r[0] + ";" for r in rows["functions"]]),
         ("Triggers", [r[0] + ";" for r in rows["triggers"]]),
         ("Privileges", [r[2] for r in rows["grants"]]),
     ]

@@ -2,7 +2,8 @@
 
 COPY is the fastest way in, but it cannot update a row whose path is already there; the
 temporary table (emptied at each commit) takes the batch, and one
-``INSERT ... ON CONFLICT (path) DO UPDATE`` moves it into ``clipsql.images``. The caller
+``INSERT ... ON CONFLICT (path, start_s) DO UPDATE`` moves it into ``clipsql.images`` (a
+row's key: its path, and for a video moment its start; NULLs equal, migration 0015). The caller
 holds the transaction, so a batch is in the table wholly or not at all.
 
 >>> with conn.transaction():                                               # doctest: +SKIP
@@ -30,9 +31,9 @@ def upsert(conn, columns, rows) -> tuple[int, int]:
         copy.set_types([WRITTEN[c] for c in columns])
         for row in rows:
             copy.write_row(row)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "path")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("path", "start_s"))
     inserted = conn.execute(
         f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {_TABLE} "
-        f"ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() "
+        f"ON CONFLICT (path, start_s) DO UPDATE SET {updates}, updated_at = now() "
         "RETURNING (xmax = 0)").fetchall()
     return sum(1 for (new,) in inserted if new), len(inserted)

@@ -65,16 +65,18 @@ def record(conn, found) -> list:
 
 
 def known_state(conn, roots, paths=None) -> dict:
-    """path -> (bytes, mtime) for rows and recorded failures under the roots (or of ``paths``)."""
+    """path -> (bytes, mtime) for rows and recorded failures under the roots (or of ``paths``;
+    a root that is a file is looked up as one, not as a prefix)."""
     state = {}
+    folders = [_under(r) for r in roots if os.path.isdir(r)]
     for table in ("images", "failures"):
         if paths is not None:
-            rows = conn.execute(f"SELECT path, bytes, mtime FROM clipsql.{table} "
+            rows = conn.execute(f"SELECT DISTINCT path, bytes, mtime FROM clipsql.{table} "
                                 "WHERE path = ANY(%s)", (list(paths),))
         else:
-            rows = conn.execute(f"SELECT path, bytes, mtime FROM clipsql.{table} WHERE "
-                                "path = ANY(%s) OR path ^@ ANY(%s)",
-                                (list(roots), [_under(r) for r in roots]))
+            rows = conn.execute(f"SELECT DISTINCT path, bytes, mtime FROM clipsql.{table} "
+                                "WHERE path = ANY(%s) OR path ^@ ANY(%s::text[])",
+                                (list(roots), folders))
         for path, size, mtime in rows:
             state[path] = (size, mtime)
     return state
@@ -98,15 +100,27 @@ def check_prune(found, known, vanished) -> None:
         going = sum(1 for p in vanished if p == root or p.startswith(under))
         if not going:
             continue
-        if not any(p.startswith(under) for p in seen):
-            why = f"{root} is empty (a drive or share that is not mounted?)"
-        elif going > PRUNE_MAX_SHARE * rows and going >= PRUNE_MIN_ROWS:
-            why = f"more than {PRUNE_MAX_SHARE:.0%} of the files under {root} are gone"
-        else:
+        why = prune_refusal(root, rows, going, not any(p.startswith(under) for p in seen))
+        if why is None:
             continue
         problem = (f"refusing to prune: {why}; it would remove {going} of the {rows} rows "
                    "under it. Nothing was loaded or removed")
         raise PruneRefusedError(problem)
+
+
+def prune_refusal(root: str, rows: int, going: int, found_nothing: bool,
+                  missing: bool = False) -> str | None:
+    """Why removing the rows of ``going`` of the ``rows`` files known under ``root`` is
+    refused (the rule of every prune: a load's and a watch's), or None where it may go on:
+    ``root`` is ``missing`` or ``found_nothing`` under it (an unmounted drive), or more than
+    :data:`PRUNE_MAX_SHARE` of its files, and at least :data:`PRUNE_MIN_ROWS`, would go."""
+    if missing:
+        return f"{root} is missing (a drive or share that is not mounted, or moved away?)"
+    if found_nothing:
+        return f"{root} is empty (a drive or share that is not mounted?)"
+    if going > PRUNE_MAX_SHARE * rows and going >= PRUNE_MIN_ROWS:
+        return f"more than {PRUNE_MAX_SHARE:.0%} of the files under {root} are gone"
+    return None
 
 
 def prune(conn, vanished) -> int:

@@ -54,6 +54,9 @@ class Decoded:
     meta: dict
     pixels: object  # the preprocessed tensor (3, S, S)
     embedding: object = None  # filled in by the loader after inference
+    #: A video moment's time range in seconds (:mod:`clipsql.ingest.video`); None for a still image.
+    start_s: float | None = None
+    end_s: float | None = None
 
 
 class MemoryBudget:

@@ -12,7 +12,8 @@ one PyTorch thread. Tensors come back pickled (about 0.6 MB per image at 224 px)
 pass the limit.
 
 >>> with Decoders(preprocess, draft_size=448, workers=4) as pool:     # doctest: +SKIP
-...     decoded = pool.submit("/photos/a.jpg").result()
+...     [decoded] = pool.submit("/photos/a.jpg").result()
+...     moments = pool.submit("/videos/b.mp4").result()
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from clipsql.errors import ImageError, LoadError
 from clipsql.ingest import decode
 from clipsql.ingest.decode import read
 from clipsql.ingest.reasons import Reason
+from clipsql.ingest.video import is_video, read_moment, read_video
 
 _state: dict = {}
 
@@ -41,11 +43,31 @@ def _start_process(preprocess, draft_size, workers) -> None:
 
 
 def _read_in_process(path: str):
-    return read(path, _state["preprocess"], _state["draft_size"])
+    return read_file(path, _state["preprocess"], _state["draft_size"])
+
+
+def _read_row_in_process(path: str, start_s):
+    return read_row(path, start_s, _state["preprocess"], _state["draft_size"])
+
+
+def read_file(path: str, preprocess, draft_size: int | None = None) -> list:
+    """The rows of one file: an image's one :class:`~clipsql.ingest.decode.Decoded`, or a
+    video's moments (:func:`clipsql.ingest.video.read_video`), all with the file's facts."""
+    if is_video(path):
+        return read_video(path, preprocess, draft_size)
+    return [read(path, preprocess, draft_size)]
+
+
+def read_row(path: str, start_s: float | None, preprocess, draft_size: int | None = None):
+    """One stored row's file again (a reembed): a still image, or a video moment's keyframe
+    with the video's facts, as the load read them (:func:`clipsql.ingest.video.read_moment`)."""
+    if start_s is None:
+        return read(path, preprocess, draft_size)
+    return read_moment(path, start_s, preprocess, draft_size)
 
 
 class Decoders:
-    """``submit(path)`` gives a future of :class:`~clipsql.ingest.decode.Decoded` (or ImageError)."""
+    """``submit(path)`` gives a future of the file's rows (:func:`read_file`, or ImageError)."""
 
     def __init__(self, preprocess, draft_size: int | None, workers: int, processes: bool = False):
         self.processes = processes
@@ -60,11 +82,17 @@ class Decoders:
     def submit(self, path: str) -> Future:
         if self.processes:
             return self._pool.submit(_read_in_process, path)
-        return self._pool.submit(read, path, self._preprocess, self._draft)
+        return self._pool.submit(read_file, path, self._preprocess, self._draft)
+
+    def submit_row(self, path: str, start_s: float | None) -> Future:
+        """A future of one stored row's :class:`~clipsql.ingest.decode.Decoded` (:func:`read_row`)."""
+        if self.processes:
+            return self._pool.submit(_read_row_in_process, path, start_s)
+        return self._pool.submit(read_row, path, start_s, self._preprocess, self._draft)
 
     @staticmethod
     def result(future: Future):
-        """The decoded file; a decoder process that died becomes one clear :class:`LoadError`."""
+        """The decoded file's rows; a decoder process that died becomes one clear :class:`LoadError`."""
         try:
             return future.result()
         except BrokenProcessPool as exc:

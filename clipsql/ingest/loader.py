@@ -1,10 +1,12 @@
-"""Load image folders into ``clipsql.images``: incremental, batched, crash-safe.
+"""Load image and video folders into ``clipsql.images``: incremental, batched, crash-safe.
 
 Pipeline: a pool of threads or processes decodes files a bounded distance ahead,
 the calling thread runs the model on full batches, and a writer thread stores each batch
 with binary COPY plus one upsert, in one transaction per batch. A batch is either wholly in
 the table or not at all, so a killed load simply resumes: unchanged files are skipped by
-(path, size, mtime).
+(path, size, mtime). A video is one file of many rows, its moments
+(:mod:`clipsql.ingest.video`), always written in one batch: a changed video's rows are
+replaced together.
 
 Every file under a loaded folder is accounted for: a row, a failure in
 ``clipsql.failures`` (decoding failures and the walk's own, all of
@@ -47,6 +49,8 @@ class LoadReport:
     ignored: int = 0
     seconds: float = 0.0
     index_built: bool = False
+    #: Rows written for video moments (each video is one file of ``added``/``updated``).
+    moments: int = 0
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     ignored_by_reason: dict = field(default_factory=dict)
@@ -166,17 +170,19 @@ def _one_pass(connect, model, items, claims, report, batch_size, workers, draft,
 
             for _ in range(max(batch_size * 2, workers * 4)):
                 submit_next()
+            files = 0  # in the batch: a video is one file of many rows
             while pending:
                 path, future = pending.popleft()
                 submit_next()
                 try:
-                    batch.append(pool.result(future))
+                    batch.extend(pool.result(future))
+                    files += 1
                 except ImageError as exc:
                     failed.append((path, exc.reason, exc.detail))
                 if len(batch) >= batch_size or (not pending and (batch or failed)):
                     writer.put(_embed(model, batch), failed)
-                    counted[0] += len(batch) + len(failed)
-                    batch, failed = [], []
+                    counted[0] += files + len(failed)
+                    batch, failed, files = [], [], 0
                     if progress:
                         progress(*counted)
                 writer.check()
@@ -233,11 +239,14 @@ class Writer(threading.Thread):
                 pass
 
     def _write(self, conn, rows, failures) -> None:
+        files = list(dict.fromkeys(d.path for d in rows))  # a video's moments: one file
         with conn.transaction():
             if rows:
-                added, written = upsert.upsert(conn, WRITTEN, (_row(d) for d in rows))
-                conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)",
-                             ([d.path for d in rows],))
+                before = {p for (p,) in conn.execute(
+                    "SELECT DISTINCT path FROM clipsql.images WHERE path = ANY(%s)", (files,))}
+                upsert.upsert(conn, WRITTEN, (_row(d) for d in rows))
+                _drop_other_rows(conn, rows)
+                conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (files,))
             if failures:
                 paths = [f[0] for f in failures]
                 stats = [_stat_or_none(p) for p in paths]
@@ -253,12 +262,25 @@ class Writer(threading.Thread):
                          for (p, r, d), s in zip(failures, stats)])
         # Counted only once the transaction committed.
         if self._claims is not None:
-            self._claims.release([d.path for d in rows] + [f[0] for f in failures])
+            self._claims.release(files + [f[0] for f in failures])
         if rows:
-            self._report.added += added
-            self._report.updated += written - added
+            self._report.added += len(files) - len(before)
+            self._report.updated += len(before)
+            self._report.moments += sum(d.start_s is not None for d in rows)
         self._report.failed += len(failures)
         self._report.failures.extend((p, f"{r}: {d}") for p, r, d in failures)
+
+
+def _drop_other_rows(conn, rows) -> None:
+    """Delete the rows of this batch's videos that it did not write: the moments of an
+    earlier version of the video (a changed file gives other cuts)."""
+    moments = [(d.path, d.start_s) for d in rows if d.start_s is not None]
+    if moments:
+        conn.execute(
+            "DELETE FROM clipsql.images i WHERE i.path = ANY(%s) AND NOT EXISTS ("
+            "SELECT 1 FROM unnest(%s::text[], %s::float8[]) AS n(path, start_s) "
+            "WHERE n.path = i.path AND n.start_s = i.start_s)",
+            (list({p for p, _ in moments}), [p for p, _ in moments], [s for _, s in moments]))
 
 
 def _row(decoded) -> tuple:

@@ -10,7 +10,8 @@ again. Ray Data restarts a dead embedding actor and retries its batch (``RETRIES
 the driver drops a path it has already written, so a retried batch is never counted twice.
 
 The file list is split into blocks; ``map_batches`` decodes them in CPU tasks (each file
-with :func:`clipsql.ingest.decode.read`, exactly as the local loader) and a pool of
+with :func:`clipsql.ingest.decoder_pool.read_file`, exactly as the local loader: an
+image's row or a video's moments, which travel and are written together) and a pool of
 ``actors`` embedding actors loads the model once each: one GPU per actor where the cluster
 has GPUs, otherwise CPU actors sharing the cores with the decoders.
 
@@ -38,7 +39,7 @@ import numpy as np
 from clipsql import config
 from clipsql.errors import ConfigError, ImageError, LoadError
 from clipsql.ingest import loader
-from clipsql.ingest.decode import read
+from clipsql.ingest.decoder_pool import read_file
 
 INSTALL = 'pip install "clipsql[ray]"'
 #: Restarts of a dead embedding actor, and retries of a batch it held (Ray Data's default
@@ -205,11 +206,12 @@ def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
                     continue  # a retried block: written already
                 seen.add(path)
                 if ok:
-                    rows[path] = pickle.loads(record)
+                    rows[path] = pickle.loads(record)  # a video's moments stay together
                 else:
                     failed[path] = (path, *pickle.loads(record))
             if rows or failed:
-                writer.put(list(rows.values()), list(failed.values()))
+                writer.put([d for file_rows in rows.values() for d in file_rows],
+                           list(failed.values()))
                 done += len(rows) + len(failed)
                 if progress:
                     progress(done, len(todo))
@@ -230,8 +232,9 @@ def _batches(ray, ds, batch_size):
 
 
 def _decode_batch(batch, preprocess, draft_size):
-    """Decode one batch of paths (a Ray task): pickled Decoded without pixels, the pixels
-    apart, or a pickled (reason, detail) for a file that failed."""
+    """Decode one batch of paths (a Ray task): per file, its pickled rows (Decoded, one or
+    a video's moments) without pixels and their pixels apart, stacked, or a pickled
+    (reason, detail) for a file that failed."""
     import sys
 
     if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
@@ -240,16 +243,17 @@ def _decode_batch(batch, preprocess, draft_size):
     ok, records, pixels = [], [], []
     for path in paths:
         try:
-            decoded = read(path, preprocess, draft_size)
+            rows = read_file(path, preprocess, draft_size)
         except ImageError as exc:
             ok.append(False)
             records.append(pickle.dumps((exc.reason, exc.detail)))
             pixels.append(b"")
             continue
         ok.append(True)
-        pixels.append(pickle.dumps(np.asarray(decoded.pixels)))
-        decoded.pixels = None
-        records.append(pickle.dumps(decoded))
+        pixels.append(pickle.dumps(np.stack([np.asarray(d.pixels) for d in rows])))
+        for d in rows:
+            d.pixels = None
+        records.append(pickle.dumps(rows))
     return {"path": np.array(paths, dtype=object), "ok": np.array(ok, dtype=bool),
             "record": np.array(records, dtype=object), "pixels": np.array(pixels, dtype=object)}
 
@@ -271,10 +275,12 @@ class _Embedder:
         records = list(batch["record"])
         good = np.flatnonzero(batch["ok"])
         if len(good):
-            pixels = np.stack([pickle.loads(batch["pixels"][i]) for i in good])
-            for i, vector in zip(good, self.model.encode_images(pixels)):
-                decoded = pickle.loads(records[i])
-                decoded.embedding = np.array(vector, dtype=np.float32)
-                records[i] = pickle.dumps(decoded)
+            stacks = [pickle.loads(batch["pixels"][i]) for i in good]
+            vectors = iter(self.model.encode_images(np.concatenate(stacks)))
+            for i in good:  # a file's rows: one image, or a video's moments
+                rows = pickle.loads(records[i])
+                for decoded in rows:
+                    decoded.embedding = np.array(next(vectors), dtype=np.float32)
+                records[i] = pickle.dumps(rows)
         return {"path": batch["path"], "ok": batch["ok"],
                 "record": np.array(records, dtype=object)}

@@ -63,5 +63,5 @@ class Reason(_Code):
 class Ignored(_Code):
     """Why a file is not looked at (``clipsql.ignored.reason``)."""
 
-    NOT_IMAGE = "not_image", "not an image, by its name"
+    NOT_IMAGE = "not_image", "neither an image nor a video, by its name"
     HIDDEN = "hidden", "a hidden file (its name starts with a dot)"

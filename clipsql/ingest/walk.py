@@ -1,15 +1,16 @@
-"""Find image files under folders, safely, and account for every other file.
+"""Find image and video files under folders, safely, and account for every other file.
 
 Each file under a folder ends in exactly one of three lists:
 
-* ``files``: images to load (decided by name, see :mod:`clipsql.ingest.formats`);
+* ``files``: images and videos to load (decided by name, see :mod:`clipsql.ingest.formats`
+  and :mod:`clipsql.ingest.video`);
 * ``failed``: images that cannot even be opened, ``path -> (reason, detail)`` with the
   reasons (:class:`~clipsql.ingest.reasons.Reason`) ``bad_name`` (not valid UTF-8),
   ``broken_link``, ``vanished`` and ``unreadable`` (no permission, not a regular file such
   as a FIFO, or a folder that cannot be listed, which is also a blind spot that pruning
   never touches);
 * ``ignored``: ``path -> reason`` (:class:`~clipsql.ingest.reasons.Ignored`) for files that
-  are not images (``not_image``) and hidden files (``hidden``, such as ``.DS_Store``).
+  are neither images nor videos (``not_image``) and hidden files (``hidden``, such as ``.DS_Store``).
   Hidden folders are not entered.
 
 Paths that are not valid UTF-8 are given as text with the odd bytes shown as ``\\xNN``.
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from clipsql.errors import ConfigError
 from clipsql.ingest.formats import is_image
 from clipsql.ingest.reasons import Ignored, Reason
+from clipsql.ingest.video import is_video
 
 
 @dataclass
@@ -81,13 +83,22 @@ def discover(paths) -> Found:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 path = os.path.join(folder, name)
-                if name.startswith("."):
-                    found.ignored[printable(path)] = Ignored.HIDDEN
-                elif not is_image(name):
-                    found.ignored[printable(path)] = Ignored.NOT_IMAGE
-                else:
+                reason = ignored_reason(name)
+                if reason is None:
                     _add_file(found, path)
+                else:
+                    found.ignored[printable(path)] = reason
     return found
+
+
+def ignored_reason(name: str) -> Ignored | None:
+    """Why the walk leaves a file of this name out (hidden; neither an image nor a video),
+    or None for a file it loads. The one rule, for the walk and the watch alike."""
+    if name.startswith("."):
+        return Ignored.HIDDEN
+    if not (is_image(name) or is_video(name)):
+        return Ignored.NOT_IMAGE
+    return None
 
 
 def _walk_error(found: Found, exc: OSError) -> None:

@@ -43,12 +43,13 @@ class RowEmbedder:
         last = 0
         while True:
             rows = self.conn.execute(
-                "SELECT id, path, updated_at, sha256 FROM clipsql.images "
+                "SELECT id, path, updated_at, sha256, start_s FROM clipsql.images "
                 f"WHERE id > %s AND {MISSING} ORDER BY id LIMIT %s", (last, self.batch_size)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            futures = [(r, self.pool.submit(r[1])) for r in rows if r[0] not in self.failed]
+            futures = [(r, self.pool.submit_row(r[1], r[4])) for r in rows
+                       if r[0] not in self.failed]
             decoded = []
             for row, future in futures:
                 try:

@@ -51,13 +51,18 @@ from sqlalchemy.sql.elements import ColumnElement
 from clipsql.database import images
 from clipsql.errors import ConfigError, QueryError
 from clipsql.sqlalchemy.alembic import include_name, include_object
-from clipsql.sqlalchemy.functions import relevant_images, search_images, similar_images
+from clipsql.sqlalchemy.functions import (
+    relevant_images,
+    search_images,
+    similar_images,
+    text_in_image,
+)
 
 SCHEMA = images.SCHEMA
 
 __all__ = ["Image", "ClipsqlBase", "clip_text", "clip_image", "clip_query", "query_vector", "configure",
            "close", "install_search_settings",
-           "similar_images", "search_images", "relevant_images", "include_name", "include_object", "SCHEMA"]
+           "similar_images", "search_images", "relevant_images", "text_in_image", "include_name", "include_object", "SCHEMA"]
 
 
 class ClipsqlBase(DeclarativeBase):
@@ -114,6 +119,8 @@ class Image(ClipsqlBase):
         exif: Mapped[dict | None]
         added_at: Mapped[datetime]
         updated_at: Mapped[datetime]
+        start_s: Mapped[float | None]
+        end_s: Mapped[float | None]
         embedding: Mapped[object]
 
     @hybrid_method

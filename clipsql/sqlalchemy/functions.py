@@ -1,5 +1,6 @@
 """clipsql's SQL functions as typed SQLAlchemy functions, and its set-returning ones as
-FROM items (:func:`similar_images`, :func:`relevant_images`, :func:`search_images`).
+FROM items (:func:`similar_images`, :func:`relevant_images`, :func:`search_images`,
+:func:`text_in_image`).
 
 Importing this module (``clipsql.sqlalchemy`` does) registers them under the ``clipsql``
 package of ``sqlalchemy.func``, the way geoalchemy2 registers PostGIS functions::
@@ -15,6 +16,8 @@ package of ``sqlalchemy.func``, the way geoalchemy2 registers PostGIS functions:
     'SELECT anon_1.path FROM clipsql.similar_images(:similar_images_1, :similar_images_2) AS anon_1'
     >>> [c.name for c in search_images("two dogs", 5).c]
     ['id', 'path', 'score']
+    >>> " ".join(str(select(text_in_image("invoice", 5).c.id)).split())
+    'SELECT anon_1.id FROM clipsql.text_in_image(:text_in_image_1, :text_in_image_2) AS anon_1'
 
 """
 
@@ -94,6 +97,15 @@ class _RelevantImages(_RowsFunction):
     inherit_cache = True
 
 
+class _TextInImage(_RowsFunction):
+    """``clipsql.text_in_image(query text, k int)``: ``(id, path, score)`` of the images whose
+    recognised words (``clipsql.ocr``) match the query, best first."""
+
+    name = "text_in_image"
+    package = "clipsql"
+    inherit_cache = True
+
+
 class _SearchImages(_RowsFunction):
     """``clipsql.search_images(query text, k int)``: ``(id, path, score)`` for an embedded text."""
 
@@ -122,3 +134,9 @@ def relevant_images(query, *, within: float | None = None, min_score: float | No
 def search_images(text: str, k: int = 10, name: str | None = None):
     """``clipsql.search_images(text, k)`` (a text embedded before) as a FROM item."""
     return func.clipsql.search_images(text, k).table_valued(name=name)
+
+
+def text_in_image(text: str, k: int = 10, name: str | None = None):
+    """``clipsql.text_in_image(text, k)`` (words recognised in the images, ``clipsql ocr``)
+    as a FROM item with ``id, path, score``."""
+    return func.clipsql.text_in_image(text, k).table_valued(name=name)

@@ -4,8 +4,8 @@ Safe by default (docs/security-serve.md): it listens on 127.0.0.1 and answers on
 requests addressed to a loopback host name (no DNS rebinding) and not made by another site
 (:mod:`clipsql.web.guard`); it sends only files that are rows of the collection, found by
 row id, never by a path from the request, and only while they are still the loaded file
-(:mod:`clipsql.web.files`); filters run read-only; request bodies and uploaded images are
-bounded; each request takes its own pooled database connection (:mod:`clipsql.web.backend`).
+(:mod:`clipsql.web.files`, :mod:`clipsql.web.media`: a video moment shows its keyframe and
+plays from its start); filters run read-only; request bodies and uploaded images are bounded; each request takes its own pooled database connection (:mod:`clipsql.web.backend`).
 
 >>> from clipsql.web import create_app, serve_in_thread        # doctest: +SKIP
 >>> app = create_app("postgresql://localhost/photos")          # doctest: +SKIP
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -38,12 +38,14 @@ from clipsql.errors import (
     ModelMismatchError,
     QueryError,
 )
-from clipsql.ingest.thumbnails import BROWSER_FORMATS, PREVIEW_SIZE, THUMB_SIZE, ThumbnailCache
+from clipsql.ingest.thumbnails import ThumbnailCache
 from clipsql.web import files
 from clipsql.web import schemas as m
 from clipsql.web.backend import MAX_RANK, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
 from clipsql.web.filters import MAX_WHERE_CHARS
 from clipsql.web.guard import LOOPBACK_HOSTS, CrossSiteGuard, is_loopback
+from clipsql.web.media import add_file_routes, row_id
+from clipsql.web.words import MAX_WORDS_CHARS
 
 __all__ = ["MAX_UPLOAD_BYTES", "create_app", "is_loopback"]
 
@@ -52,9 +54,6 @@ STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20 << 20
 #: Largest row id in a URL (a bigint).
 MAX_ID = 2**63 - 1
-_IMMUTABLE = "private, max-age=31536000, immutable"
-_REVALIDATE = "private, no-cache"
-_FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cross-Origin-Resource-Policy": "same-origin"}
 _PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
              "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 # Most specific first: ModelMismatchError is a ModelError, ImageError a ClipsqlError.
@@ -62,7 +61,6 @@ _STATUS = {QueryError: 400, ImageError: 400, EmptyCollectionError: 409,
            ModelMismatchError: 409, ModelError: 503, DatabaseError: 503}
 _SEARCH_ERRORS = m.errors(400, 403, 409, 503)
 _LOOKUP_ERRORS = m.errors(403, 503)
-_FILE_ERRORS = {200: {"content": {"image/*": {}}}, **m.errors(304, 403, 404, 503)}
 
 
 def create_app(dsn: str | None = None, model: str | None = None, device: str | None = None, *,
@@ -165,12 +163,23 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
                parts: Annotated[dict, Depends(algebra)],
                q: Annotated[str | None, Query(max_length=1000, description="text query")] = None,
                hybrid: Annotated[bool, Query(description="fuse with the captions' full-text "
-                                                         "ranking (a text q alone)")] = False):
+                                                         "ranking (a text q alone)")] = False,
+               words: Annotated[str | None, Query(
+                   max_length=MAX_WORDS_CHARS, description="words in the image: rank the "
+                   "images whose recognised text (OCR) matches these words instead (alone: "
+                   "no q, image_id, minus, hybrid or cutoffs; filters and paging apply)")] = None):
         """Rank images by a query of weighted parts: a text ``q`` and stored images
         (``image_id``, repeatable) minus texts (``minus``) and images (``minus_image_id``);
         the weighted sum of the parts' normalised embeddings, normalised. One ``image_id``
         alone: more like this (itself left out). ``within``/``adaptive`` cut the ranking
-        (``cutoff`` says where), ``order_by`` orders the relevant hits."""
+        (``cutoff`` says where), ``order_by`` orders the relevant hits. ``words``: the
+        images whose recognised text matches these words, best first."""
+        if words is not None:
+            if (q and q.strip()) or parts["image_ids"] or parts["minus"] or \
+                    parts["minus_image_ids"]:
+                raise QueryError("a words-in-the-image search takes its words alone (no q, "
+                                 "image_id or minus parts; the filters apply)")
+            return run_search(None, flt, page, words=words, hybrid=hybrid)
         if not (q and q.strip()) and not parts["image_ids"]:
             raise QueryError("give a text query (q), an image_id, or both")
         return run_search(q, flt, page, **parts, hybrid=hybrid)
@@ -200,10 +209,25 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
              responses=m.errors(403, 404, 503))
     def image_info(image_id: str):
         """One image's metadata (including EXIF), by row id."""
-        info = backend.image(_row_id(image_id))
+        info = backend.image(row_id(image_id))
         if info is None:
             raise HTTPException(404, "no such image")
         return m.image_json(info)
+
+    @app.get("/api/images/{image_id}/words", response_model=m.WordsOut, tags=["images"],
+             responses=m.errors(400, 403, 404, 503))
+    def image_words(image_id: str, q: Annotated[str | None, Query(
+            max_length=MAX_WORDS_CHARS, description="the words to find: ``matches`` holds "
+            "their boxes (without q: every word read)")] = None):
+        """The text OCR read in one image (``read``: false when none was) and the boxes of
+        the words that match ``q``, in the pixels of the row's width and height."""
+        image = row_id(image_id)
+        found = backend.words(image, q)
+        if found is None:
+            if backend.row(image) is None:
+                raise HTTPException(404, "no such image")
+            return {"read": False, "matches": []}
+        return {"read": True, **found}
 
     @app.get("/api/labels", response_model=m.LabelsOut, tags=["labels"],
              responses=_LOOKUP_ERRORS)
@@ -223,62 +247,7 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
         """Rows, failures, model, database and index, as ``clipsql status --json``."""
         return backend.status()
 
-    def _row(image_id: str):
-        row = backend.row(_row_id(image_id))
-        if row is None:
-            raise HTTPException(404, "no such image")
-        if row.sha256 is None:  # imported embeddings (clipsql import-embeddings) have no file
-            raise HTTPException(404, "this row was imported without an image file")
-        return row
-
-    def _not_modified(request: Request, headers: dict):
-        if headers["ETag"] in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        return None
-
-    def _jpeg(row, size: int, request: Request, v: str | None):
-        """A cached JPEG rendition of ``row`` at ``size`` px, or 304 when the client has it."""
-        fresh = v is not None and row.sha256.startswith(v) and len(v) >= 8
-        headers = {"ETag": f'"{row.sha256[:32]}-{size}"', **_FILE_HEADERS,
-                   "Cache-Control": _IMMUTABLE if fresh else _REVALIDATE}
-        f, _ = files.open_verified(row.path, row.sha256)
-        with f:
-            if (not_modified := _not_modified(request, headers)) is not None:
-                return not_modified
-            files.still_at(f, row.path)
-            path = thumbs.get(row.id, row.sha256, row.path, size)
-            try:  # the name still leads to the checked file: the thumbnail shows its content
-                files.still_at(f, row.path)
-            except HTTPException:
-                thumbs.file_for(row.id, row.sha256, size).unlink(missing_ok=True)
-                raise
-        if path is None:
-            raise HTTPException(404, files.GONE)
-        return FileResponse(path, media_type="image/jpeg", headers=headers)
-
-    @app.get("/thumbs/{image_id}", response_class=Response, tags=["images"],
-             responses={**_FILE_ERRORS, 200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(image_id: str, request: Request, v: str | None = None):
-        """A JPEG thumbnail (320 px), made once and cached on disk."""
-        return _jpeg(_row(image_id), THUMB_SIZE, request, v)
-
-    @app.get("/images/{image_id}", response_class=Response, tags=["images"],
-             responses=_FILE_ERRORS)
-    def full_image(image_id: str, request: Request, v: str | None = None):
-        """The image itself (formats browsers cannot show come as a 2048 px JPEG).
-
-        404 when the file is gone, or is no longer the regular file with the loaded content."""
-        row = _row(image_id)
-        media = BROWSER_FORMATS.get(row.format)
-        if media is None:
-            return _jpeg(row, PREVIEW_SIZE, request, v)
-        f, size = files.open_verified(row.path, row.sha256)
-        headers = {"ETag": f'"{row.sha256[:32]}"', "Cache-Control": _REVALIDATE, **_FILE_HEADERS}
-        if (not_modified := _not_modified(request, headers)) is not None:
-            f.close()
-            return not_modified
-        return StreamingResponse(files.stream(f, size), media_type=media, headers={
-            **headers, "Content-Length": str(size), "Content-Disposition": "inline"})
+    add_file_routes(app, backend, thumbs)
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -288,9 +257,3 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
 
     return app
 
-
-def _row_id(text: str) -> int:
-    """A row id from a URL segment: plain ASCII digits only, anything else is "not found"."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise HTTPException(404, "no such image")
-    return int(text)

@@ -31,6 +31,7 @@ from clipsql.database import binding, connection, images
 from clipsql.errors import DatabaseError, QueryError
 from clipsql.service import QueryService
 from clipsql.web.filters import LABELS_TABLE, build_filter
+from clipsql.web.words import text_in_image, words_of
 
 #: Deepest rank a page may reach (offset + limit): paging re-ranks the top this many.
 MAX_RANK = 1000
@@ -102,6 +103,8 @@ class Row:
     path: str
     sha256: str
     format: str
+    #: A video moment's start (seconds; the row's file is the video), None for a still image.
+    start_s: float | None = None
 
 
 class Backend:
@@ -177,14 +180,16 @@ class Backend:
     # --- searches ------------------------------------------------------------------------------
     def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),
                image_weight=1.0, minus_weight=1.0, upload=None, offset=0, limit=40,
-               filters=None, hybrid=False, **relevant):
+               filters=None, hybrid=False, words=None, **relevant):
         """Hits ``offset .. offset+limit`` of the ranking, whether more follow, and the
         cutoff report. The query is the algebra of :mod:`clipsql.query.algebra`: ``text``
         and ``image_ids`` (stored images) with their weights, minus ``minus`` texts and
         ``minus_image_ids``; ``upload`` is the embedding of an uploaded image
         (:meth:`embed_upload`). ``relevant``: min_score, within, adaptive, order_by.
         ``hybrid``: a text alone, fused with the captions' full-text ranking
-        (:mod:`clipsql.captions.hybrid`). Hits carry their caption where they have one.
+        (:mod:`clipsql.captions.hybrid`). ``words``: instead of all that, the images whose
+        recognised text (OCR) matches these words, best match first (:func:`text_in_image`).
+        Hits carry their caption where they have one.
         """
         from clipsql.captions import CANDIDATES, captions_for
         from clipsql.query import algebra
@@ -199,7 +204,13 @@ class Backend:
         vectors = [(upload, image_weight)] if upload is not None else []
         depth = offset + limit + 1
         with self.connection("search") as conn:
-            if hybrid:
+            if words is not None:
+                if parts or vectors or hybrid or any(v is not None for v in relevant.values()):
+                    raise QueryError("a words-in-the-image search takes its words alone (no "
+                                     "text query, images, minus parts, hybrid or relevance "
+                                     "cutoffs; the filters apply)")
+                hits = text_in_image(conn, words, depth, where, params)
+            elif hybrid:
                 if len(parts) != 1 or not text or vectors or \
                         any(v is not None for v in relevant.values()):
                     raise QueryError("a hybrid search takes a text query alone (no images, "
@@ -216,7 +227,13 @@ class Backend:
             for h in page:  # plain hits: the caption rides along for the page (schemas.hit_json)
                 if not hasattr(h, "caption"):
                     h.caption = captions.get(h.id)
-        return page, len(hits) > offset + limit, hits.cutoff
+        return page, len(hits) > offset + limit, getattr(hits, "cutoff", None)
+
+    def words(self, image_id: int, query: str | None = None) -> dict | None:
+        """What OCR read in one row's image: its text and the word boxes that match
+        ``query`` (:func:`clipsql.ocr.search.matches`), or None when nothing was read."""
+        with self.connection() as conn:
+            return words_of(conn, image_id, query)
 
     def status(self) -> dict:
         """Rows, failures, model, database and index, as ``clipsql status --json``."""
@@ -233,8 +250,8 @@ class Backend:
 
     def row(self, image_id: int) -> Row | None:
         """The row with this id, or None: the only way the server finds a file to send."""
-        rows = self._query("SELECT id, path, sha256, format FROM clipsql.images WHERE id = %s",
-                           (image_id,))
+        rows = self._query("SELECT id, path, sha256, format, start_s FROM clipsql.images "
+                           "WHERE id = %s", (image_id,))
         return Row(*rows[0]) if rows else None
 
     def image(self, image_id: int) -> dict | None:
@@ -266,3 +283,4 @@ class Backend:
             "with_gps": gps,
             "labels": self.labels(),
         }
+

@@ -5,8 +5,14 @@ byte of it is sent: it must still be a regular file (not a FIFO or a device that
 now points at) whose SHA-256 equals the row's, so a photo swapped for a symlink to
 ``/etc/passwd`` (or to another image) is "the file changed since it was loaded", never
 its new content. Thumbnails, which the thumbnail cache renders from the path, are kept
-only when the path leads to that same checked file before and after rendering. Hashes are read in bounded chunks and remembered per (device, inode,
-size, mtime, ctime), which any change to the file's content alters.
+only when the path leads to that same checked file before and after rendering. Hashes are
+read in bounded chunks and remembered per (device, inode, size, mtime, ctime), which any
+change to the file's content alters (a file that is no longer the loaded one is remembered
+too, so it is not read again on every request); requests that find the same unknown file at
+once wait for one hash rather than each reading it. Images are bounded by the loader's
+:data:`~clipsql.ingest.decode.MAX_BYTES`; videos (one row per moment, all with the video's
+sha256) have no size bound: a multi-gigabyte video is hashed once per file identity, and
+its ranges (:func:`byte_range`) are served from the checked descriptor.
 
 An upload is refused from its headers alone when it, or any frame it holds (the PNG inside
 an ICO or ICNS entry, a TIFF page), would decode to more than :data:`UPLOAD_MAX_PIXELS`,
@@ -54,6 +60,7 @@ _KNOWN_MAX = 4096
 
 _known: OrderedDict = OrderedDict()  # stat identity -> sha256 seen for it
 _known_lock = threading.Lock()
+_hashing: dict = {}  # stat identity -> the lock of the one request hashing it now
 _holding = threading.local()  # how deep this thread is in upload_slot()
 
 
@@ -85,11 +92,22 @@ def _digest(f, limit: int) -> str | None:
     return h.hexdigest()
 
 
-def open_verified(path: str, sha256: str):
+def _hash_lock(key) -> threading.Lock:
+    with _known_lock:
+        return _hashing.setdefault(key, threading.Lock())
+
+
+def _hashed(key) -> None:
+    with _known_lock:
+        _hashing.pop(key, None)
+
+
+def open_verified(path: str, sha256: str, max_bytes: int | None = MAX_BYTES):
     """``(file, size)``: ``path`` opened for reading, checked to be the loaded regular file.
 
-    Raises ``HTTPException(404)`` when it is gone, unreadable, not a regular file, or its
-    content differs from ``sha256``. The caller closes the file.
+    Raises ``HTTPException(404)`` when it is gone, unreadable, not a regular file (of at
+    most ``max_bytes``; None: any size), or its content differs from ``sha256``. The
+    caller closes the file.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
@@ -98,7 +116,7 @@ def open_verified(path: str, sha256: str):
         raise HTTPException(404, GONE) from None
     try:
         st = os.fstat(fd)
-        regular = stat.S_ISREG(st.st_mode) and st.st_size <= MAX_BYTES
+        regular = stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
     except OSError:
         regular = False
     if not regular:
@@ -107,11 +125,19 @@ def open_verified(path: str, sha256: str):
     f = os.fdopen(fd, "rb")
     try:
         key = _identity(st)
-        if _remembered(key) != sha256:
-            found = _digest(f, st.st_size)
-            if found != sha256:
-                raise HTTPException(404, CHANGED)
-            _remember(key, found)
+        found = _remembered(key)
+        if found is None:
+            with _hash_lock(key):  # one hash per file identity, however many ask at once
+                try:
+                    found = _remembered(key)
+                    if found is None:
+                        found = _digest(f, st.st_size)  # None: it grew while being read
+                        if found is not None:
+                            _remember(key, found)  # a changed file's too: no hash again
+                finally:
+                    _hashed(key)
+        if found != sha256:
+            raise HTTPException(404, CHANGED)
         f.seek(0)
     except HTTPException:
         f.close()
@@ -141,6 +167,69 @@ def stream(f, size: int):
             yield chunk
     finally:
         f.close()
+
+
+class RangeNotSatisfiable(Exception):
+    """A ``Range`` header none of whose ranges lies within the file (answered with 416)."""
+
+
+#: Video types by file extension (a video's Content-Type); others are sent as octet-stream.
+VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
+               ".qt": "video/quicktime", ".3gp": "video/3gpp", ".3g2": "video/3gpp2",
+               ".mkv": "video/x-matroska", ".webm": "video/webm", ".avi": "video/x-msvideo",
+               ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".vob": "video/mpeg",
+               ".mts": "video/mp2t", ".m2ts": "video/mp2t", ".wmv": "video/x-ms-wmv",
+               ".asf": "video/x-ms-asf", ".flv": "video/x-flv", ".ogv": "video/ogg"}
+
+
+def video_type(path: str) -> str:
+    """The Content-Type of a video file, by its extension.
+
+    >>> video_type("/v/Clip.MP4"), video_type("/v/a.webm"), video_type("/v/x.bin")
+    ('video/mp4', 'video/webm', 'application/octet-stream')
+    """
+    return VIDEO_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive ``(first, last)`` byte of a ``Range`` header for a file of ``size``
+    bytes, or None to send the whole file (no header, another unit, or one that cannot be
+    parsed: RFC 9110 lets a server ignore those). Of several ranges only the first that
+    lies within the file is served (a single part, its Content-Range says which). Raises
+    :class:`RangeNotSatisfiable` when none does.
+
+    >>> byte_range("bytes=0-99", 1000), byte_range("bytes=900-", 1000), byte_range("bytes=-10", 1000)
+    ((0, 99), (900, 999), (990, 999))
+    >>> byte_range("bytes=990-5000", 1000), byte_range("bytes=5-1,0-1", 1000), byte_range("items=0-1", 1000)
+    ((990, 999), None, None)
+    >>> byte_range("bytes=2000-, 0-9", 1000)
+    (0, 9)
+    >>> byte_range("bytes=1000-", 1000)
+    Traceback (most recent call last):
+    clipsql.web.files.RangeNotSatisfiable
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip() or len(header) > 1000:
+        return None
+    wanted = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not dash or not (first.isdigit() or last.isdigit()) or \
+                not all(x == "" or (x.isascii() and x.isdigit()) for x in (first, last)):
+            return None  # malformed: ignore the header
+        if first == "":  # the last N bytes
+            wanted.append((max(size - int(last), 0), size - 1) if int(last) > 0 else None)
+            continue
+        a = int(first)
+        if last and int(last) < a:
+            return None  # an invalid range-spec makes the whole header invalid
+        wanted.append((a, min(int(last), size - 1) if last else size - 1) if a < size else None)
+    for found in wanted:
+        if found is not None and found[0] <= found[1]:
+            return found
+    raise RangeNotSatisfiable
 
 
 def check_upload(path: str) -> None:

@@ -5,7 +5,7 @@ Two checks, both before any route runs:
 * the ``Host`` header must name a loopback host (Starlette's ``TrustedHostMiddleware``
   with :data:`LOOPBACK_HOSTS` and the listening address), so a web page elsewhere cannot
   reach the server through DNS rebinding;
-* a request to the API, an upload, or an image that a browser made for another site is
+* a request to the API, an upload, an image or a video that a browser made for another site is
   refused with 403: ``Sec-Fetch-Site: cross-site``, or an ``Origin`` header that is not
   the server's own origin (scheme, host and port of the request). Same-origin requests,
   typed URLs (``Sec-Fetch-Site: none``) and clients that send neither header pass.
@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 #: Host names always accepted by a server listening on a loopback address.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 #: Paths the cross-site check covers (the page itself and its static files may be linked).
-GUARDED = ("/api/", "/images/", "/thumbs/")
+GUARDED = ("/api/", "/images/", "/thumbs/", "/videos/")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

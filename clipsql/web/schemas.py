@@ -7,7 +7,8 @@ validation errors), at most :data:`MAX_DETAIL` characters of message.
 Scores are finite numbers (``FiniteFloat``): a NaN is refused as the answer is built, never
 sent as ``null`` where the description says a number. A hit is exactly
 :meth:`clipsql.query.search.Hit.to_dict` (the library's and ``clipsql search
---json``'s shape) plus the file name and the URLs of its thumbnail and full image.
+--json``'s shape) plus the file name and the URLs of its thumbnail and full image (a video
+moment's: its keyframe) and, for a video moment, of its video.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from clipsql.database import images
 DESCRIPTION = """CLIP image search over a PostgreSQL collection.
 
 Search by text (`GET /api/search?q=`), by a stored image (`GET /api/search?image_id=`) or by an
-uploaded image (`POST /api/search/image`), with filters on the date taken, camera, GPS, labels,
+uploaded image (`POST /api/search/image`), or by the words in the images
+(`GET /api/search?words=`, their recognised text), with filters on the date taken, camera, GPS, labels,
 or a read-only SQL `where` fragment over `clipsql.images` columns. Results are the library's
-(`Collection.search`), best first, with thumbnail and image URLs.
+(`Collection.search`), best first, with thumbnail and image URLs. A video is one row per
+moment (`start_s`, `end_s`): its thumbnail and image are the moment's keyframe, and
+`video_url` (`GET /videos/ID`, with byte ranges) is the video file.
 """
 
 
@@ -39,6 +43,7 @@ ERRORS = {
     404: "no such image, or its file is gone or changed since it was loaded",
     409: "nothing to search yet (empty collection), or another model embedded it",
     413: "the request body or the uploaded image is too large",
+    416: "the requested byte range lies outside the file (Content-Range: bytes */SIZE)",
     503: "the database is unreachable or busy, or the model cannot be loaded; try again",
 }
 
@@ -75,7 +80,10 @@ def _row_fields() -> dict:
         if c.name == "path":
             fields["name"] = (str, Field(description="the file name"))
     fields["thumbnail_url"] = (str, Field(description="a small JPEG of the image"))
-    fields["image_url"] = (str, Field(description="the image file itself"))
+    fields["image_url"] = (str, Field(description="the image file itself (a video moment: "
+                                                   "its keyframe, a JPEG)"))
+    fields["video_url"] = (str | None, Field(None, description="a video moment's video file "
+                                                               "(byte ranges); null otherwise"))
     return fields
 
 
@@ -94,6 +102,9 @@ class Hit(_Row):
     clip_score: FiniteFloat | None = Field(None, description="hybrid: the cosine similarity")
     text_score: FiniteFloat | None = Field(None, description="hybrid: ts_rank_cd of the caption")
     found_by: list[str] | None = Field(None, description="hybrid: the rankings that found it")
+    ocr_score: FiniteFloat | None = Field(None, description="the words' text-search rank")
+    ocr_rank: int | None = Field(None, description="hybrid: rank in the words' ranking")
+    ocr_text: str | None = Field(None, description="the text recognised in the image")
 
 
 class Cutoff(BaseModel):
@@ -114,6 +125,23 @@ class SearchOut(BaseModel):
 
 class ImageOut(_Row):
     exif: dict | None
+
+
+class WordBox(BaseModel):
+    text: str = Field(description="the word as read")
+    box: list[int] = Field(description="[x, y, width, height] in the row's pixels")
+    conf: FiniteFloat | None = Field(None, description="the engine's confidence in the word")
+
+
+class WordsOut(BaseModel):
+    read: bool = Field(description="false when OCR has read nothing in this image (yet)")
+    text: str | None = Field(None, description="the recognised text")
+    engine: str | None = None
+    languages: str | None = Field(None, description="the engine's languages, e.g. eng+jpn")
+    confidence: FiniteFloat | None = Field(None, description="the engine's mean confidence")
+    width: int | None = Field(None, description="the row's width: the boxes' pixel space")
+    height: int | None = None
+    matches: list[WordBox] = Field(description="the words matching q (all without q)")
 
 
 class Label(BaseModel):
@@ -144,22 +172,24 @@ class FacetsOut(BaseModel):
     labels: list[Label] = Field(description="labels stored by a classify with store=True")
 
 
-def _urls(row_id: int, sha256: str | None) -> dict:
+def _urls(row_id: int, sha256: str | None, start_s: float | None = None) -> dict:
     version = (sha256 or "")[:16]
     return {"thumbnail_url": f"/thumbs/{row_id}?v={version}",
-            "image_url": f"/images/{row_id}?v={version}"}
+            "image_url": f"/images/{row_id}?v={version}",
+            "video_url": f"/videos/{row_id}?v={version}" if start_s is not None else None}
 
 
 def hit_json(hit) -> dict:
     out = hit.to_dict()
-    out.setdefault("caption", getattr(hit, "caption", None))
+    for extra in ("caption", "ocr_text", "ocr_score"):  # set on the hit for the page
+        out.setdefault(extra, getattr(hit, extra, None))
     out["name"] = os.path.basename(hit.path)
-    out.update(_urls(hit.id, hit.sha256))
+    out.update(_urls(hit.id, hit.sha256, getattr(hit, "start_s", None)))
     return out
 
 
 def image_json(row: dict) -> dict:
     out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
     out["name"] = os.path.basename(row["path"])
-    out.update(_urls(row["id"], row["sha256"]))
+    out.update(_urls(row["id"], row["sha256"], row.get("start_s")))
     return out

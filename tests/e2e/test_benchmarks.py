@@ -144,3 +144,23 @@ def test_upload_memory_benchmark(tmp_path):
                  "three ICNS at once"):
         line = next(x for x in out.splitlines() if x.startswith(case))
         assert "peak VmHWM" in line and "answers: 413" in line, line
+
+
+def test_ocr_quality_benchmark(tmp_path, tiny_model):
+    out = bench("ocr_quality.py", "--per-condition", "1", "--scenes", "1", "--model", tiny_model,
+                tmp_path=tmp_path)
+    assert "words found (image in the top 10 of clipsql.text_in_image)" in out
+    assert "| clean | " in out and "OCR (tesseract 5." in out and "CLIP (clipsql-tiny" in out
+
+
+def test_watch_latency_benchmark(tmp_path, tiny_model):
+    out = bench("watch_latency.py", "--model", tiny_model, "--files", "3", "--burst", "40",
+                tmp_path=tmp_path)
+    assert "3 files one at a time: close to row p50" in out
+    assert "burst of 40 files" in out and "load calls" in out
+
+
+def test_video_benchmark(tmp_path, tiny_model):
+    out = bench("video.py", "--minutes", "0.25", "--repeat", "1", "--model", tiny_model,
+                "--sizes", "640x360", tmp_path=tmp_path)
+    assert "per minute" in out and "cuts" in out, out

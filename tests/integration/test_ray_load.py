@@ -33,9 +33,10 @@ from tests.conftest import (
     make_checkpoint,
     make_image,
 )
+from tests.videos import THREE_SCENES, make_video
 
-COLUMNS = ("path, sha256, bytes, mtime, width, height, format, taken_at, camera_make, "
-           "camera_model, orientation, exif")
+COLUMNS = ("path, start_s, end_s, sha256, bytes, mtime, width, height, format, taken_at, "
+           "camera_make, camera_model, orientation, exif")
 
 
 #: Slower than the tiny model (about 2 GFLOP an image), so that a load lasts long enough
@@ -80,12 +81,13 @@ def second_dsn(pg_admin_url):
 
 
 def rows(db):
-    return db.conn.execute(f"SELECT {COLUMNS} FROM clipsql.images ORDER BY path").fetchall()
+    return db.conn.execute(f"SELECT {COLUMNS} FROM clipsql.images ORDER BY path, start_s"
+                           ).fetchall()
 
 
 def vectors(db):
-    got = db.conn.execute("SELECT path, embedding::real[] FROM clipsql.images ORDER BY path")
-    return {p: np.asarray(v, dtype=np.float32) for p, v in got}
+    got = db.conn.execute("SELECT path, start_s, embedding::real[] FROM clipsql.images")
+    return {(p, s): np.asarray(v, dtype=np.float32) for p, s, v in got}
 
 
 def failures(db):
@@ -103,15 +105,17 @@ def test_ray_load_matches_the_local_loader(ray_runtime, dsn, second_dsn, tiny_mo
                                            photo_folder):
     (photo_folder / "broken.jpg").write_text("this is not an image")
     make_image(photo_folder / "b" / "late.jpg", color=(1, 2, 3), pattern=4)
+    make_video(photo_folder / "a" / "clip.mp4", THREE_SCENES)  # one file, three moments
     with clipsql.connect(dsn, model=tiny_model) as db, \
             clipsql.connect(second_dsn, model=tiny_model) as other:
         local = db.load(photo_folder)
         seen = []
         report = other.load(photo_folder, engine="ray", actors=2, batch_size=4,
                             progress=lambda done, total: seen.append((done, total)))
-        assert (report.added, report.failed, report.unchanged) == (local.added, 1, 0) == (13, 1, 0)
+        assert (report.added, report.failed, report.unchanged) == (local.added, 1, 0) == (14, 1, 0)
+        assert report.moments == local.moments == 3
         assert report.index_built and report.rate > 0
-        assert seen[-1] == (14, 14)
+        assert seen[-1] == (15, 15)
         assert rows(other) == rows(db)
         assert failures(other) == failures(db)
         assert failures(other)[0][1] == "unsupported"
@@ -121,7 +125,7 @@ def test_ray_load_matches_the_local_loader(ray_runtime, dsn, second_dsn, tiny_mo
             cosine = float(a[path] @ b[path] / np.linalg.norm(a[path]) / np.linalg.norm(b[path]))
             assert cosine > 1 - 1e-3, path
         again = other.load(photo_folder, engine="ray", actors=2)
-        assert (again.added, again.updated, again.unchanged) == (0, 0, 14)
+        assert (again.added, again.updated, again.unchanged) == (0, 0, 15)
 
 
 def count(dsn, distinct=False):

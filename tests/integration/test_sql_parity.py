@@ -217,16 +217,40 @@ def captioned(rows):
     return conn, q
 
 
-def hybrid_both(conn, q, text, k, rrf_k, candidates, sql_candidates="same"):
+def hybrid_both(conn, q, text, k, rrf_k, candidates, sql_candidates="same", weights=None):
+    weights = weights or {}
+
     def python():
-        return [(h.id, h.score, h.clip_rank, h.text_rank) for h in hybrid.hybrid(
-            conn, q, text, limit=k, rrf_k=rrf_k, candidates=candidates, strategy="exact")]
+        return [(h.id, h.score, h.clip_rank, h.text_rank, h.ocr_rank) for h in hybrid.hybrid(
+            conn, q, text, limit=k, rrf_k=rrf_k, candidates=candidates, strategy="exact",
+            weights=weights)]
 
     def sql():
         return [tuple(r) for r in conn.execute(
-            "SELECT id, score, clip_rank, text_rank FROM clipsql.hybrid_search(%s, %s, %s, %s)",
-            [text, k, rrf_k, candidates if sql_candidates == "same" else sql_candidates])]
+            "SELECT id, score, clip_rank, text_rank, ocr_rank "
+            "FROM clipsql.hybrid_search(%s, %s, %s, %s, %s, %s, %s)",
+            [text, k, rrf_k, candidates if sql_candidates == "same" else sql_candidates,
+             *(weights.get(n, 1) for n in hybrid.RANKINGS)])]
     return both(conn, python, sql)
+
+
+@pytest.fixture
+def read_words(captioned):
+    """:func:`captioned` plus words read in images (``clipsql.ocr``): rows the CLIP and
+    caption rankings also find, rows only OCR finds, a tie, and a stale OCR row."""
+    conn, q = captioned
+    order = [r[0] for r in conn.execute(
+        "SELECT id FROM clipsql.images ORDER BY (embedding <=> %s) + 0, id", [HalfVector(q)])]
+    words = [(order[0], "RED BOAT for sale"), (order[160], "red boat red boat"),
+             (order[170], "boat red"), (order[171], "boat red"), (order[2], "green car"),
+             (order[40], "the red boat")]
+    conn.cursor().executemany(
+        "INSERT INTO clipsql.ocr (image_id, engine, languages, text) "
+        "VALUES (%s, 'tesseract', 'eng', %s)", words)
+    conn.execute("INSERT INTO clipsql.ocr (image_id, engine, languages, text, image_sha256) "
+                 "VALUES (%s, 'tesseract', 'eng', 'red boat red boat red boat', 'stale')",
+                 [order[5]])
+    return conn, q
 
 
 @pytest.mark.parametrize("text, k, rrf_k, candidates", [
@@ -238,6 +262,26 @@ def test_hybrid_search_fuses_the_same_ranking(captioned, text, k, rrf_k, candida
     assert py == sql and isinstance(py, list) and len(py) == min(k, N)
 
 
+@pytest.mark.parametrize("weights, k, candidates", [
+    ({}, 10, 100), ({}, 30, 165), ({"ocr": 3}, 10, 100), ({"clip": 0}, 10, 100),
+    ({"clip": 0, "text": 0}, 10, 100), ({"text": 0.5, "ocr": 2.5}, 20, 200),
+    ({"clip": 0.25}, 5, 3)])
+def test_hybrid_search_with_words_in_images_fuses_the_same_ranking(read_words, weights, k,
+                                                                   candidates):
+    py, sql = hybrid_both(*read_words, "red boat", k, 60, candidates, weights=weights)
+    assert py == sql and py
+    if weights.get("clip") == 0:
+        assert all(r[2] is None for r in py)
+    assert any(r[4] is not None for r in py)  # the OCR ranking took part
+
+
+@pytest.mark.parametrize("weights", [
+    {"clip": -1}, {"ocr": float("nan")}, {"text": float("inf")}, {"clip": 0, "text": 0, "ocr": 0}])
+def test_hybrid_search_refuses_the_same_weights(read_words, weights):
+    assert hybrid_both(*read_words, "red boat", 10, 60, 100, weights=weights) == (
+        QueryError, "SQLSTATE 22")
+
+
 @pytest.mark.parametrize("k, rrf_k, candidates", [
     (0, 60, 100), (None, 60, 100), (10, -1, 100), (10, None, 100), (10, 60, 0), (10, 60, -5)])
 def test_hybrid_search_refuses_the_same_inputs(captioned, k, rrf_k, candidates):
@@ -247,7 +291,8 @@ def test_hybrid_search_refuses_the_same_inputs(captioned, k, rrf_k, candidates):
 
 def test_hybrid_search_defaults_are_pythons(captioned):
     conn, q = captioned
-    signature = "clipsql.hybrid_search(text, integer, integer, integer)"
+    signature = ("clipsql.hybrid_search(text, integer, integer, integer, double precision, "
+                 "double precision, double precision)")
     assert sql_default(conn, signature, "rrf_k") == hybrid.RRF_K
     assert sql_default(conn, signature, "candidates") == hybrid.CANDIDATES
     # a NULL candidates is the default too; the data tell 100 candidates from 160

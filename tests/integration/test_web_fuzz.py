@@ -24,7 +24,8 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 #: Every operation of the description (test_every_operation_is_fuzzed keeps the list whole).
 OPERATIONS = ["GET /api/search", "POST /api/search/image", "GET /api/images/{image_id}",
               "GET /api/labels", "GET /api/facets", "GET /api/status",
-              "GET /thumbs/{image_id}", "GET /images/{image_id}"]
+              "GET /thumbs/{image_id}", "GET /images/{image_id}",
+              "GET /api/images/{image_id}/words", "GET /videos/{image_id}"]
 #: Examples per operation and mode; ``CLIPSQL_FUZZ_EXAMPLES=500`` (and ``CLIPSQL_FUZZ_SEED``)
 #: for a deeper, randomised run by hand.
 EXAMPLES = int(os.environ.get("CLIPSQL_FUZZ_EXAMPLES", "25"))
@@ -45,7 +46,8 @@ def test_every_operation_is_fuzzed(web_schema):
 
 #: Operations with parameters that can be invalid (the others have nothing to get wrong).
 CONSTRAINED = ["GET /api/search", "POST /api/search/image", "GET /thumbs/{image_id}",
-               "GET /images/{image_id}"]
+               "GET /images/{image_id}", "GET /api/images/{image_id}/words",
+               "GET /videos/{image_id}"]
 
 
 @pytest.mark.parametrize(("label", "mode"), [(op, "positive") for op in OPERATIONS]

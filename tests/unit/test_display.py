@@ -19,7 +19,8 @@ def hit(path, score, i=1, **extra):
     now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     fields = dict(id=i, path=str(path), score=score, sha256="0" * 64, bytes=1, mtime=now,
                   width=400, height=300, format="PNG", orientation=None, taken_at=None,
-                  camera_make=None, camera_model=None, latitude=None, longitude=None, added_at=now)
+                  camera_make=None, camera_model=None, latitude=None, longitude=None, added_at=now,
+                  start_s=None, end_s=None)
     fields.update(extra)
     return Hit(**fields)
 
@@ -99,9 +100,9 @@ def test_page_filters_become_bound_sql():
 def test_row_ids_in_urls_are_plain_digits():
     from fastapi import HTTPException
 
-    from clipsql.web.app import _row_id
+    from clipsql.web.media import row_id
 
-    assert _row_id("42") == 42
+    assert row_id("42") == 42
     for bad in ("../1", "-1", "1.0", "\u0661", "", "1" * 30, "%31", "/etc/passwd"):
         with pytest.raises(HTTPException):
-            _row_id(bad)
+            row_id(bad)

@@ -13,7 +13,7 @@ from clipsql.database import images
 from clipsql.web import schemas
 
 SQLALCHEMY = Path(__file__).resolve().parents[2] / "clipsql" / "sqlalchemy" / "__init__.py"
-WEB_EXTRAS = ("name", "thumbnail_url", "image_url")
+WEB_EXTRAS = ("name", "thumbnail_url", "image_url", "video_url")
 
 
 def _allows_none(annotation) -> bool:

@@ -1,4 +1,4 @@
-"""The code's structure, checked: small modules with docstrings, no private names imported
+"""The code's structure, checked: modules with docstrings and of one concept's size, no private names imported
 across modules, no library code that exits the process or names CLI flags."""
 
 import ast
@@ -9,7 +9,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clipsql"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
-MAX_LINES = 300
+#: Modules are sized by concept, not cut to a line count; one this long has grown past one
+#: concept (a smell to act on, not a target to split under).
+MAX_LINES = 800
 
 
 def rel(path: Path) -> str:
@@ -22,9 +24,10 @@ def module_name(path: Path) -> str:
 
 
 @pytest.mark.parametrize("path", MODULES, ids=rel)
-def test_module_is_small_and_says_what_it_is_for(path):
+def test_module_is_one_concept_and_says_what_it_is_for(path):
     text = path.read_text(encoding="utf-8")
-    assert len(text.splitlines()) <= MAX_LINES, f"{rel(path)} is over {MAX_LINES} lines: split it"
+    assert len(text.splitlines()) <= MAX_LINES, (
+        f"{rel(path)} is over {MAX_LINES} lines: more than one concept? split it by concept")
     if path.name != "__main__.py":
         assert ast.get_docstring(ast.parse(text)), f"{rel(path)} has no module docstring"
 

@@ -12,14 +12,23 @@ let state = { q: "", imageId: null, imageName: "", file: null, offset: 0, rank: 
 // sent until the user acts on the page: Search, Enter in the box, or an edit of it.
 let linkedWhere = false;
 
+function wordsMode() {
+  // "words in the image": the text box searches the text OCR read in the images, alone.
+  return $("words").checked && !!state.q && !state.file && state.imageId === null;
+}
+
 function params(extra, forAddressBar) {
   const p = new URLSearchParams();
-  if (state.q) p.set("q", state.q);
-  if (state.imageId !== null) p.set("image_id", state.imageId);
-  if ($("hybrid").checked && state.q && !state.file) p.set("hybrid", "true"); // fused with captions
-  if (!state.file) for (const id of state.plusIds) p.append("image_id", id);
-  for (const id of state.minusIds) p.append("minus_image_id", id);
-  for (const text of minusTexts()) p.append("minus", text);
+  if (wordsMode()) {
+    p.set("words", state.q);
+  } else {
+    if (state.q) p.set("q", state.q);
+    if (state.imageId !== null) p.set("image_id", state.imageId);
+    if ($("hybrid").checked && state.q && !state.file) p.set("hybrid", "true"); // fused with captions
+    if (!state.file) for (const id of state.plusIds) p.append("image_id", id);
+    for (const id of state.minusIds) p.append("minus_image_id", id);
+    for (const text of minusTexts()) p.append("minus", text);
+  }
   for (const name of FILTERS) {
     const value = $(name).value.trim();
     if (name === "where" && linkedWhere && !forAddressBar) continue;
@@ -107,9 +116,25 @@ function el(tag, props, ...children) {
   return node;
 }
 
+function clock(seconds) {
+  // A moment's time in the video: 1:23, or 1:02:03 past an hour.
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+function isMoment(hit) {
+  return hit.start_s !== null && hit.start_s !== undefined && !!hit.video_url;
+}
+
 function card(hit, rank) {
   const img = el("img", { src: hit.thumbnail_url, alt: hit.name, loading: "lazy", decoding: "async" });
-  const open = el("a", { href: hit.image_url, className: "thumb", title: describe(hit) }, img);
+  const open = el("a", { href: isMoment(hit) ? hit.video_url + "#t=" + hit.start_s : hit.image_url,
+                         className: "thumb", title: describe(hit) }, img);
+  if (isMoment(hit)) {
+    open.append(el("span", { className: "time", textContent: "▶ " + clock(hit.start_s),
+                             title: `video, ${clock(hit.start_s)}–${clock(hit.end_s ?? hit.start_s)}` }));
+  }
   open.addEventListener("click", (event) => {
     if (event.ctrlKey || event.metaKey || event.shiftKey) return; // a new tab, as usual
     event.preventDefault();
@@ -121,12 +146,13 @@ function card(hit, rank) {
   plus.addEventListener("click", () => addPart("plusIds", hit));
   const minus = el("button", { type: "button", className: "minus-part", textContent: "−", title: "Less like this" });
   minus.addEventListener("click", () => addPart("minusIds", hit));
-  const score = el("span", { className: "score", title: "cosine similarity" },
+  const score = el("span", { className: "score", title: hit.ocr_score != null ? "text rank of the words in the image" : "cosine similarity" },
                    el("b", { textContent: "#" + rank }), " " + hit.score.toFixed(3));
   return el("figure", { className: "card" }, open, score,
             el("figcaption", {}, el("span", { className: "name", textContent: hit.name, title: hit.path }),
                el("span", { className: "meta when" }, ...summary(hit)),
                hit.caption ? el("span", { className: "meta caption", textContent: hit.caption }) : "",
+               hit.ocr_text ? el("span", { className: "meta words", textContent: "“" + hit.ocr_text + "”" }) : "",
                el("span", { className: "actions" }, like, plus, minus)));
 }
 
@@ -145,6 +171,7 @@ function summary(hit) {
 
 function describe(hit) {
   const lines = [hit.path, `${hit.width}×${hit.height} ${hit.format}`];
+  if (isMoment(hit)) lines.push(`video moment ${clock(hit.start_s)}–${clock(hit.end_s ?? hit.start_s)}`);
   if (hit.taken_at) lines.push("taken " + hit.taken_at.replace("T", " ").slice(0, 16));
   const camera = [hit.camera_make, hit.camera_model].filter(Boolean).join(" ");
   if (camera) lines.push(camera);
@@ -179,13 +206,70 @@ function showParts() {
   $("parts").hidden = !chips.length;
 }
 
+let viewing = 0; // which view() the words that arrive belong to
+
+function stopVideo() {
+  const video = $("viewer-video");
+  video.pause();
+  video.removeAttribute("src");
+  video.load();
+  video.hidden = true;
+}
+
 function view(hit) {
-  $("viewer-img").src = hit.image_url;
-  $("viewer-img").alt = hit.name;
+  const shown = ++viewing;
+  const video = $("viewer-video"), img = $("viewer-img");
+  $("viewer-boxes").replaceChildren();
+  $("viewer-text").hidden = true;
+  if (isMoment(hit)) {
+    // The video from the moment's start: the #t fragment, and currentTime once it is known.
+    img.hidden = true;
+    img.removeAttribute("src");
+    video.hidden = false;
+    video.poster = hit.image_url;
+    video.onloadedmetadata = () => {
+      if (shown === viewing && Math.abs(video.currentTime - hit.start_s) > 0.25) video.currentTime = hit.start_s;
+    };
+    video.src = hit.video_url + "#t=" + hit.start_s;
+  } else {
+    stopVideo();
+    img.hidden = false;
+    img.src = hit.image_url;
+    img.alt = hit.name;
+  }
   $("viewer-caption").textContent = describe(hit).split("\n").slice(1).join(" · ") + " · " + hit.name;
-  $("viewer-open").href = hit.image_url;
+  $("viewer-open").href = isMoment(hit) ? hit.video_url + "#t=" + hit.start_s : hit.image_url;
   $("viewer-like").onclick = () => moreLike(hit);
   $("viewer").showModal();
+  showWords(hit, shown);
+}
+
+async function showWords(hit, shown) {
+  // The text OCR read in the image, and boxes over the words the query matched.
+  const query = wordsMode() ? "?" + new URLSearchParams({ q: state.q }) : "";
+  let data;
+  try {
+    const response = await fetch(`/api/images/${hit.id}/words${query}`);
+    if (!response.ok) return;
+    data = await response.json();
+  } catch (err) {
+    return;
+  }
+  if (shown !== viewing || !data.read) return;
+  if (data.text) {
+    $("viewer-text").textContent = data.text.replace(/\n\s*\n/g, "\n").trim();
+    $("viewer-text").hidden = false;
+  }
+  if (!query || isMoment(hit) || !data.width || !data.height) return;
+  const boxes = [];
+  for (const word of data.matches) {
+    const [x, y, w, h] = word.box;
+    const box = el("span", { className: "word-box", title: word.text });
+    Object.assign(box.style, { left: `${(100 * x) / data.width}%`, top: `${(100 * y) / data.height}%`,
+                               width: `${(100 * w) / data.width}%`, height: `${(100 * h) / data.height}%` });
+    boxes.push(box);
+  }
+  $("viewer-boxes").replaceChildren(...boxes);
 }
 
 function showQuery() {
@@ -228,6 +312,8 @@ function restore() {
   const p = new URLSearchParams(location.search);
   state.q = p.get("q") || "";
   $("hybrid").checked = p.get("hybrid") === "true";
+  $("words").checked = !!p.get("words");
+  if (p.get("words")) state.q = p.get("words");
   $("q").value = state.q;
   const ids = p.getAll("image_id").map(Number);
   if (ids.length) Object.assign(state, { imageId: ids[0], imageName: "", thumb: "/thumbs/" + ids[0], plusIds: ids.slice(1) });
@@ -280,6 +366,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     $("q").focus();
   });
   $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("close", () => { viewing++; stopVideo(); });
   $("viewer").addEventListener("click", (event) => { if (event.target === $("viewer")) $("viewer").close(); });
   try {
     await loadFacets();
