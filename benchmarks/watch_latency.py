@@ -170,7 +170,7 @@ def main() -> None:
         print(f"burst of {args.burst} files (written in {written:.2f} s): close to row "
               f"p50 {statistics.median(burst):.2f} s, p90 {p90(burst):.2f} s; last row "
               f"{last:.1f} s after the first close ({args.burst / last:.1f} files/s); "
-              f"{len(syncs)} load calls ({', '.join(str(r.added) for r in syncs)} rows)",
+              f"{len(syncs)} load call{'s' * (len(syncs) != 1)} ({', '.join(str(r.added) for r in syncs)} rows)",
               flush=True)
     finally:
         stop.set()

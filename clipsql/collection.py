@@ -216,7 +216,9 @@ def status_of(c, url: str, model=None) -> dict:
     on the server (:func:`clipsql.database.filter_login.describe`)."""
     from clipsql.database import filter_login
 
-    rows = c.execute(f"SELECT count(*) FROM {images.TABLE}").fetchone()[0]
+    rows, videos, moments = c.execute(
+        f"SELECT count(*), count(DISTINCT path) FILTER (WHERE start_s IS NOT NULL), "
+        f"count(*) FILTER (WHERE start_s IS NOT NULL) FROM {images.TABLE}").fetchone()
     failures = dict(c.execute(
         "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
     size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
@@ -231,6 +233,8 @@ def status_of(c, url: str, model=None) -> dict:
         "schema_version": migrations.current_version(c),
         "model": binding.bound_model(c),
         "images": rows,
+        "videos": videos,
+        "moments": moments,
         "failures": sum(failures.values()),
         "failures_by_reason": failures,
         "ignored": c.execute("SELECT count(*) FROM clipsql.ignored").fetchone()[0],

@@ -118,3 +118,12 @@ async def image_query_async(conn, image):
     from pgvector import HalfVector
 
     return HalfVector(await service_for(conn).stored_embedding_async(conn, image))
+
+
+def text_in_image(conn, text: str, k: int = 10, where: str | None = None, params=()):
+    """The images (and video moments) whose words read by OCR (``clipsql ocr``) hold every
+    word of ``text``, best first: search hits with ``ocr_text``, under an optional filter
+    (:func:`clipsql.ocr.search.text_in_image`; no model needed)."""
+    from clipsql.ocr import search as words
+
+    return words.text_in_image(conn, text, k, where=where, params=params)

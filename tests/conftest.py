@@ -274,3 +274,28 @@ def missing_ocr(why: str):
     if os.environ.get("CLIPSQL_REQUIRE_OCR"):
         pytest.fail(f"OCR is required here (CLIPSQL_REQUIRE_OCR=1) but: {why}")
     pytest.skip(why)
+
+
+def kill_once(args, written, at_least: int, timeout: float = 120) -> None:
+    """Run ``python -c`` ``args`` and ``kill -9`` it once ``written()`` (a count of what it
+    has committed) reaches ``at_least``; fails when it ends or times out before."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if written() >= at_least:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

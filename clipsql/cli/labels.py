@@ -18,7 +18,14 @@ from clipsql.cli.options import (
     label_set_option,
     limit_option,
 )
-from clipsql.cli.output import echo_json, friendly, print_hits, print_image_labels, printable
+from clipsql.cli.output import (
+    counted,
+    echo_json,
+    friendly,
+    print_hits,
+    print_image_labels,
+    printable,
+)
 
 
 @click.group("labels")
@@ -46,17 +53,11 @@ def labels_add(labels, label_set, templates, as_json, dsn, model, device):
         return
     listed = f"{printable(', '.join(ls.labels))}"
     if ls.name not in before:
-        click.echo(f"created set {printable(ls.name)} with {_count(ls.labels, 'label')}: {listed}")
+        click.echo(f"created set {printable(ls.name)} with {counted(ls.labels, 'label')}: {listed}")
         return
     added = len([x for x in ls.labels if x not in before[ls.name]])
-    click.echo(f"set {printable(ls.name)}: added {_count(added, 'label')}, "
-               f"{_count(ls.labels, 'label')} in all: {listed}")
-
-
-def _count(n, noun: str) -> str:
-    """``1 label``, ``3 labels`` (``n``: a number or a sized collection)."""
-    n = n if isinstance(n, int) else len(n)
-    return f"{n} {noun}{'s' * (n != 1)}"
+    click.echo(f"set {printable(ls.name)}: added {counted(added, 'label')}, "
+               f"{counted(ls.labels, 'label')} in all: {listed}")
 
 
 @labels_group.command("list")
@@ -74,9 +75,9 @@ def labels_list(as_json, dsn, model, device):
         click.echo("no label sets; add some: clipsql labels add cat dog car", err=True)
     for s in found:
         # the version names the stored results (clipsql.image_labels.version): shown with them
-        stored = (f"; {_count(s['stored_rows'], 'stored row')} of version {s['version']}"
+        stored = (f"; {counted(s['stored_rows'], 'stored row')} of version {s['version']}"
                   if s["stored_rows"] else "")
-        click.echo(f"{printable(s['name'])} ({_count(s['labels'], 'label')}; templates: "
+        click.echo(f"{printable(s['name'])} ({counted(s['labels'], 'label')}; templates: "
                    f"{printable(' | '.join(s['templates']))}{stored}): "
                    f"{printable(', '.join(s['labels']))}")
 
@@ -93,7 +94,7 @@ def labels_remove(labels, label_set, whole_set, dsn, model, device):
         raise click.UsageError("give LABELS to remove, or --all for the whole set")
     with clipsql.connect(dsn, model=model, device=device) as db:
         n = db.remove_labels(list(labels) if labels else None, label_set=label_set)
-    removed = _count(n, "label")
+    removed = counted(n, "label")
     click.echo(f"removed set {printable(label_set)} with {removed}" if whole_set
                else f"removed {removed} from set {printable(label_set)}")
 
@@ -117,7 +118,7 @@ def classify(label_set, where, params, top, store, as_json, dsn, model, device):
         if as_json:
             echo_json(s)
         else:
-            click.echo(f"classified {_count(s['computed'], 'image')} with set "
+            click.echo(f"classified {counted(s['computed'], 'image')} with set "
                        f"{printable(s['label_set'])} (stored as version {s['version']}); "
                        f"{s['skipped']} already stored, in {s['seconds']:.1f} s")
         return

@@ -187,7 +187,10 @@ def status(as_json, dsn, model, device):
                f"pgvector {info['pgvector']}, schema v{info['schema_version']})")
     click.echo(f"model:      {m['arch']}/{m['pretrained']} ({m['dim']}-d)" if m
                else "model:      (none yet)")
-    click.echo(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with indexes)")
+    videos = (f", {info['moments']} of them moments of {info['videos']} videos"
+              if info.get("videos") else "")
+    click.echo(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with "
+               f"indexes{videos})")
     reasons = ", ".join(f"{k} {v}" for k, v in info["failures_by_reason"].items())
     click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
     click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")

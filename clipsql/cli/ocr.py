@@ -10,7 +10,7 @@ import click
 
 import clipsql
 from clipsql.cli.options import batch_size_option, db_option, filter_options, json_option
-from clipsql.cli.output import echo_json, friendly, printable, progress_bar
+from clipsql.cli.output import counted, echo_json, friendly, printable, progress_bar
 from clipsql.ocr import engine as ocr_engine
 from clipsql.ocr import run
 
@@ -50,7 +50,7 @@ def ocr(languages, redo, where, params, batch_size, threads, as_json, dsn):
     if report.moments_skipped:
         click.echo(f"skipped {report.moments_skipped} video moments: no video reader "
                    "(clipsql.ingest.video) in this installation", err=True)
-    click.echo(f"read words in {report.computed} images with {report.engine} "
+    click.echo(f"read words in {counted(report.computed, 'image')} with {report.engine} "
                f"({report.languages}); {report.skipped} already current, "
                f"{len(report.failed)} failed, in {report.seconds:.1f} s "
                f"({report.rate:.2f} images/s)")

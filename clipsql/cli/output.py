@@ -120,6 +120,12 @@ def print_hits(hits, as_json: bool) -> None:
         click.echo(f"{h.score:.4f}  {h.id:>7}  {taken:10}  {located(h)}")
 
 
+def counted(n, noun: str) -> str:
+    """``1 label``, ``3 labels`` (``n``: a number or a sized collection)."""
+    n = n if isinstance(n, int) else len(n)
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def located(hit) -> str:
     """A hit's path; a video moment's as ``PATH#t=SECONDS  (M:SS-M:SS)``, a key that
     ``similar`` takes."""

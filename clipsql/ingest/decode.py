@@ -160,15 +160,19 @@ def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
             BUDGET.take(ticket, st.st_size)
             with open(path, "rb") as f:
                 data = f.read()
-        except ImageError:
-            raise
-        except FileNotFoundError:
-            raise ImageError(Reason.VANISHED, "the file disappeared before it could be read") from None
-        except PermissionError:
-            raise ImageError(Reason.UNREADABLE, "permission denied") from None
         except OSError as exc:
-            raise ImageError(Reason.UNREADABLE, exc.strerror or str(exc)) from None
+            raise read_error(exc) from None
         return decode_bytes(path, data, st, preprocess, draft_size, ticket)
+
+
+def read_error(exc: OSError) -> ImageError:
+    """The :class:`ImageError` of an ``OSError`` met while reading a file (an image or a
+    video): gone meanwhile, no permission, or not readable."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(Reason.VANISHED, "the file disappeared before it could be read")
+    if isinstance(exc, PermissionError):
+        return ImageError(Reason.UNREADABLE, "permission denied")
+    return ImageError(Reason.UNREADABLE, exc.strerror or str(exc))
 
 
 def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None) -> Decoded:

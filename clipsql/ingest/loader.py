@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from clipsql import config
 from clipsql.database import binding, hnsw, upsert
@@ -36,10 +36,9 @@ from clipsql.models.image import stack
 
 
 @dataclass
-class LoadReport:
-    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run;
-    ``skipped`` holds what is not a file (symlink loops). ``ignored`` counts files that are
-    not images or are hidden, by reason in ``ignored_by_reason``."""
+class FileCounts:
+    """Files a load (or one sync of a watch) added, updated, found unchanged, removed, failed
+    or ignored; ``moments``: the rows it wrote for video moments (a video counts once)."""
 
     added: int = 0
     updated: int = 0
@@ -47,10 +46,22 @@ class LoadReport:
     removed: int = 0
     failed: int = 0
     ignored: int = 0
+    moments: int = 0
+
+    def add_counts(self, other: FileCounts) -> None:
+        """Add ``other``'s counts to these."""
+        for f in fields(FileCounts):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class LoadReport(FileCounts):
+    """What a load did. ``failures`` and ``skipped`` are (path, reason) pairs of this run;
+    ``skipped`` holds what is not a file (symlink loops). ``ignored`` counts files that are
+    not images or are hidden, by reason in ``ignored_by_reason``."""
+
     seconds: float = 0.0
     index_built: bool = False
-    #: Rows written for video moments (each video is one file of ``added``/``updated``).
-    moments: int = 0
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     ignored_by_reason: dict = field(default_factory=dict)

@@ -50,7 +50,7 @@ from PIL import Image
 
 from clipsql.errors import ImageError
 from clipsql.ingest import decode
-from clipsql.ingest.decode import Decoded, mtime_of
+from clipsql.ingest.decode import Decoded, mtime_of, read_error
 from clipsql.ingest.reasons import Reason
 
 __all__ = ["MAX_INTERVAL_S", "MAX_MOMENTS", "MIN_SCENE_S", "SCENE_THRESHOLD", "VIDEO_EXTENSIONS",
@@ -209,14 +209,8 @@ def _stat_and_hash(path: str):
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
         return st, h.hexdigest()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(Reason.VANISHED, "the file disappeared before it could be read") from None
-    except PermissionError:
-        raise ImageError(Reason.UNREADABLE, "permission denied") from None
     except OSError as exc:
-        raise ImageError(Reason.UNREADABLE, exc.strerror or str(exc)) from None
+        raise read_error(exc) from None
 
 
 class _Moment:

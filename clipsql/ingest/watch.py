@@ -240,19 +240,13 @@ class Pending:
 
 
 @dataclass
-class SyncReport:
+class SyncReport(loader.FileCounts):
     """What one sync did. ``kind``: ``"catch-up"`` (the load at the start), ``"rescan"``
     (a root re-loaded whole) or ``"sync"`` (files named by events). ``refused``: the
     problems of prunes refused (their rows kept); ``error``: a sync that failed, retried
     after ``retry_in`` seconds; ``kind`` ``"note"``: only ``notes`` to tell."""
 
     kind: str = "sync"
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    failed: int = 0
-    ignored: int = 0
     seconds: float = 0.0
     refused: list = field(default_factory=list)
     error: str = ""
@@ -268,8 +262,7 @@ class SyncReport:
         return asdict(self)
 
     def add(self, report: loader.LoadReport) -> None:
-        for name in ("added", "updated", "unchanged", "removed", "failed", "ignored"):
-            setattr(self, name, getattr(self, name) + getattr(report, name))
+        self.add_counts(report)
         self.failures.extend(report.failures)
         self.skipped.extend(report.skipped)
 

@@ -120,7 +120,7 @@ def _video_reader():
 
 
 def _read_one(engine, item, frame_at):
-    """``(id, result, sha256)`` of one pending row, or ``(id, ImageError, path)``: a file
+    """``(id, result, sha256)`` of one pending row, or ``(id, why, path)``: a file
     that cannot be read, a video frame that cannot be decoded, or Tesseract failing on one
     image stops only that image."""
     from clipsql.ingest.decode import read
@@ -132,20 +132,15 @@ def _read_one(engine, item, frame_at):
             (prepared, factor), sha = decoded.pixels, decoded.sha256
             size = (decoded.width, decoded.height)
         else:
-            try:
-                frame = frame_at(path, start_s)
-            except ImageError:
-                raise
-            except Exception as exc:  # PyAV's errors, a vanished video
-                raise ImageError("unreadable", f"{type(exc).__name__}: {exc}") from None
+            frame = frame_at(path, start_s)  # every failure an ImageError
             size = frame.size
             prepared, factor = engine.prepare(frame)
             del frame
         return image_id, engine.recognise_prepared(prepared, factor, size), sha
     except ImageError as exc:
-        return image_id, exc, path
+        return image_id, f"{exc.reason}: {exc.detail}", path
     except RuntimeError as exc:  # tesserocr's errors
-        return image_id, ImageError("ocr_failed", str(exc)), path
+        return image_id, f"Tesseract failed on it: {exc}", path
 
 
 def ocr(connect, *, engine=None, batch_size: int = BATCH, where=None, params=(),
@@ -199,8 +194,8 @@ def _run(conn, engine, batch_size, where, params, progress, redo, threads) -> Oc
             rows = []
             for image_id, result, sha in pool.map(lambda item: _read_one(engine, item, frame_at),
                                                   batch):
-                if isinstance(result, ImageError):
-                    report.failed[sha] = result.reason
+                if isinstance(result, str):  # why it could not be read
+                    report.failed[sha] = result
                     continue
                 rows.append((image_id, *result.to_row(), sha))
             report.computed += write(conn, engine.engine, engine.languages, rows)

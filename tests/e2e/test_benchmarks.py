@@ -157,7 +157,7 @@ def test_watch_latency_benchmark(tmp_path, tiny_model):
     out = bench("watch_latency.py", "--model", tiny_model, "--files", "3", "--burst", "40",
                 tmp_path=tmp_path)
     assert "3 files one at a time: close to row p50" in out
-    assert "burst of 40 files" in out and "load calls" in out
+    assert "burst of 40 files" in out and "load call" in out
 
 
 def test_video_benchmark(tmp_path, tiny_model):

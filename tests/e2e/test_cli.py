@@ -186,6 +186,7 @@ def test_option_defaults_and_blocks_are_the_librarys():
     from clipsql.captions import generate
     from clipsql.cli import options
     from clipsql.ingest import loader, ray_engine
+    from clipsql.ocr import run as ocr_run
     from clipsql.reembed import switch
 
     for function in (loader.load, ray_engine.load, switch.run):
@@ -202,7 +203,7 @@ def test_option_defaults_and_blocks_are_the_librarys():
             if param.name in shared:
                 assert param.to_info_dict() == shared[param.name], (words, param.name)
     assert batch == {"load": config.BATCH_SIZE, "reembed": config.BATCH_SIZE,
-                     "caption": generate.BATCH}
+                     "caption": generate.BATCH, "ocr": ocr_run.BATCH}
     for path in Path(options.__file__).parent.glob("*.py"):  # declared once, in options.py
         if path.name == "options.py":
             continue

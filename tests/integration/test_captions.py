@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from clipsql.captions.hybrid import rrf
-from tests.conftest import make_image
+from tests.conftest import kill_once, make_image
 
 #: open_clip's coca_ViT-B-32 config, shrunk: the decoder's width must equal embed_dim and
 #: the text tower's width (the image tokens and text tokens feed it directly).
@@ -126,21 +123,7 @@ with clipsql.connect(sys.argv[1]) as db:
 
 def test_a_run_killed_mid_way_resumes_where_it_stopped(dsn, db, photo_folder, coca_model):
     db.load(photo_folder)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, dsn, coca_model],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(captions(db)) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+    kill_once([KILLED_RUN, dsn, coca_model], lambda: len(captions(db)), 3)
     kept = len(captions(db))
     assert 3 <= kept < 12
     report = db.caption(coca_model, max_length=4)

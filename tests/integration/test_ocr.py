@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import missing_ocr
+from clipsql.errors import ImageError
+from clipsql.ingest.reasons import Reason
+from tests.conftest import kill_once, missing_ocr
 from tests.unit.test_ocr_engine import render
 
 TEXTS = {
@@ -207,8 +206,9 @@ def test_an_unreadable_file_is_counted_and_tried_again(db, texts_loaded):
     folder, _ = texts_loaded
     (folder / "hello.jpg").unlink()
     report = ocr(db.conn, batch_size=2, threads=2)
-    assert report.computed == 5 and report.failed == {str(folder / "hello.jpg"): "vanished"}
-    assert ocr(db.conn).failed == {str(folder / "hello.jpg"): "vanished"}
+    gone = "vanished: the file disappeared before it could be read"
+    assert report.computed == 5 and report.failed == {str(folder / "hello.jpg"): gone}
+    assert ocr(db.conn).failed == {str(folder / "hello.jpg"): gone}
 
 
 def test_video_moments_are_read_from_their_frame(db, texts_loaded, monkeypatch):
@@ -228,14 +228,14 @@ def test_video_moments_are_read_from_their_frame(db, texts_loaded, monkeypatch):
     def frame_at(path, seconds, **_):
         asked.append((path, seconds))
         if seconds == 4.0:
-            raise ValueError("no frame there")  # counted, not fatal
+            raise ImageError(Reason.UNREADABLE, "no frame there")  # counted, not fatal
         return render("KEYFRAME" if seconds else "OPENING", 40)
 
     monkeypatch.setitem(sys.modules, "clipsql.ingest.video",
                         types.SimpleNamespace(frame_at=frame_at))
     report = ocr(db.conn)
     assert (report.computed, report.skipped, report.moments_skipped) == (2, 6, 0)
-    assert report.failed == {"/videos/clip.mp4": "unreadable"}
+    assert report.failed == {"/videos/clip.mp4": "unreadable: no frame there"}
     assert sorted(asked) == [("/videos/clip.mp4", s) for s in (0.0, 2.0, 4.0)]
     [hit] = text_in_image(db.conn, "keyframe")
     assert (hit.path, hit.start_s, hit.end_s) == ("/videos/clip.mp4", 2.0, 4.0)
@@ -261,27 +261,37 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
 def test_a_run_killed_mid_way_resumes_where_it_stopped(dsn, db, texts_loaded):
     from clipsql.ocr import ocr
 
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, dsn],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(rows(db)) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+    kill_once([KILLED_RUN, dsn], lambda: len(rows(db)), 2)
     kept = len(rows(db))
     assert 2 <= kept < 6
     report = ocr(db.conn)
     assert (report.computed, report.skipped) == (6 - kept, kept)
     assert db.conn.execute("SELECT count(*), count(DISTINCT image_id) FROM clipsql.ocr"
                            ).fetchone() == (6, 6)
+
+
+def test_psycopg_and_sqlalchemy_find_the_words(dsn, db, texts_loaded):
+    import psycopg
+    from sqlalchemy import create_engine, select
+
+    import clipsql.psycopg
+    from clipsql.sqlalchemy import Image, text_in_image
+
+    db.ocr()
+    folder, ids = texts_loaded
+    with psycopg.connect(dsn) as conn:
+        [hit] = clipsql.psycopg.text_in_image(conn, "invoice")
+        assert (hit.id, "INVOICE" in hit.ocr_text) == (ids["invoice.png"], True)
+        assert clipsql.psycopg.text_in_image(conn, "invoice", where="format = 'JPEG'") == []
+    engine = create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        found = text_in_image("stop", 5)
+        with engine.connect() as conn:
+            rows = conn.execute(select(Image.path, found.c.score)
+                                .join(found, found.c.id == Image.id)).all()
+    finally:
+        engine.dispose()
+    assert [os.path.basename(p) for p, _ in rows] == ["stop.png"] and rows[0][1] > 0
 
 
 def test_cli_ocr(dsn, tiny_model, tmp_path, languages):
@@ -300,10 +310,32 @@ def test_cli_ocr(dsn, tiny_model, tmp_path, languages):
     assert (summary["computed"], summary["skipped"], summary["failed"]) == (6, 0, 0)
     assert summary["languages"] == "eng+jpn+rus"
     text = run("ocr", "--languages", "eng", "--where", "format = %s", "--param", "JPEG").stdout
-    assert "read words in 1 images with tesseract 5." in text and "(eng)" in text
+    assert "read words in 1 image with tesseract 5." in text and "(eng)" in text
     assert "read words in 0 images" in run("ocr", "--languages", "eng", "--where",
                                            "format = 'JPEG'").stdout
     again = json.loads(run("ocr", "--redo", "--json").stdout)
     assert (again["computed"], again["skipped"]) == (6, 0)
     missing = run("ocr", "--languages", "xyz", code=1)
     assert "apt-get install tesseract-ocr-eng" in missing.output and "Traceback" not in missing.output
+
+    # searching the words: alone, under a filter, and fused with CLIP (weights)
+    found = run("search", "invoice", "--text-in-image").stdout
+    assert "invoice.png" in found and "words: INVOICE" in found and "stop.png" not in found
+    hits = json.loads(run("search", "invoice total", "--text-in-image", "--json").stdout)
+    assert [os.path.basename(h["path"]) for h in hits] == ["invoice.png"]
+    assert "INVOICE" in hits[0]["ocr_text"] and hits[0]["score"] > 0
+    assert json.loads(run("search", "invoice", "--text-in-image", "--where", "format = %s",
+                          "--param", "JPEG", "--json").stdout) == []
+    assert "--text-in-image takes a text QUERY alone" in run(
+        "search", "invoice", "--text-in-image", "--hybrid", code=2).output
+    fused = json.loads(run("search", "stop", "--hybrid", "--weight", "ocr=3",
+                           "--weight", "text=0", "--json").stdout)
+    assert os.path.basename(fused[0]["path"]) == "stop.png"
+    assert fused[0]["ocr_rank"] == 1 and fused[0]["text_rank"] is None
+    assert "ocr" in fused[0]["found_by"] and fused[0]["ocr_text"].strip() == "STOP"
+    only_words = json.loads(run("search", "stop", "--hybrid", "--weight", "clip=0",
+                                "--json").stdout)
+    assert [os.path.basename(h["path"]) for h in only_words] == ["stop.png"]
+    assert "NAME=WEIGHT" in run("search", "stop", "--hybrid", "--weight", "ocr", code=2).output
+    assert "--weight is an option of --hybrid" in run(
+        "search", "stop", "--weight", "ocr=2", code=2).output

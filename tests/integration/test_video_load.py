@@ -52,6 +52,8 @@ def test_a_video_is_one_file_of_moments_with_their_times(db, dsn, media):
                              "WHERE start_s IS NOT NULL").fetchone()
     assert facts[0] == 1 and facts[1] == os.path.getsize(media / "clip.mp4")
     assert (facts[3], facts[4]) == (160, 120)
+    status = db.status()
+    assert (status["images"], status["videos"], status["moments"]) == (4, 1, 3)
     hits = db.search("a green picture", limit=10)
     assert {h.path for h in hits} == {str(media / "still.png"), str(media / "clip.mp4")}
     assert sorted(h.start_s is None for h in hits) == [False, False, False, True]

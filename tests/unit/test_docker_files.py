@@ -102,6 +102,27 @@ def test_compose_serves_the_ui_with_photos_and_a_persistent_model_cache(compose)
         assert mounts[top][0] in named, variable  # a named volume: survives `compose down`
 
 
+def test_compose_keeps_the_folder_in_sync_with_the_served_one(compose):
+    """The ``watch`` service loads the same read-only /photos into the same database as the
+    server serves, as the owner, once ``init`` made them, and restarts with the stack."""
+    app, watch = compose["services"]["clipsql"], compose["services"]["watch"]
+    from click.testing import CliRunner
+
+    from clipsql.cli import main
+
+    command = watch["command"]
+    assert command[:3] == ["clipsql", "load", "/photos"] and "--watch" in command
+    # the command's options are the CLI's own (a renamed flag would break the service)
+    help_text = CliRunner().invoke(main, ["load", "--help"]).output
+    assert all(a in help_text for a in command[3:] if a.startswith("--"))
+    assert watch["environment"]["CLIPSQL_DATABASE_URL"] == app["environment"]["CLIPSQL_DATABASE_URL"]
+    assert "CLIPSQL_FILTER_DATABASE_URL" not in watch["environment"]  # it runs no filters
+    photos = [v for v in app["volumes"] if v.endswith(":/photos:ro")]
+    assert photos and photos[0] in watch["volumes"] and "models:/cache" in watch["volumes"]
+    assert watch["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert watch["restart"] == "unless-stopped"
+
+
 def test_dockerfile_installs_the_way_the_readme_does():
     assert instructions("FROM") == ["python:3.11-slim"]
     runs = [c.strip() for args in instructions("RUN") for c in args.split("&&")]

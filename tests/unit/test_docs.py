@@ -71,7 +71,7 @@ def readme_commands() -> list[list[str]]:
     commands = []
     for code in readme_blocks(SHELL):
         for line in code.splitlines():
-            line = re.sub(r"^\$\s*", "", line.split("#")[0].strip())
+            line = re.sub(r"^\$\s*", "", re.sub(r"(^|\s)#.*", "", line).strip())  # a comment
             for part in line.split("&&"):
                 words = shlex.split(part)
                 if words and words[0] == "clipsql":
