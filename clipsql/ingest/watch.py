@@ -8,11 +8,12 @@ for network shares that deliver no events) and syncs what they name:
 
 * a new or changed file is loaded with :func:`clipsql.ingest.loader.load` given the
   changed files' paths (never one load per file: every file ready at a sync goes in one
-  call), after the walk's rules (:mod:`clipsql.ingest.walk`): images are loaded, other files
-  and hidden files are recorded as ignored, nothing inside hidden folders is looked at;
+  call), after the walk's rules (:mod:`clipsql.ingest.walk`): images and videos are loaded,
+  other files and hidden files are recorded as ignored, nothing inside hidden folders is
+  looked at;
 * a deleted file's row (or failure) is removed, a deleted or moved-away folder's rows too,
-  under the prune rules of :func:`clipsql.ingest.accounting.check_prune`: never where a
-  watched folder is missing or empty (an unmounted drive), never more than
+  under the rule of every prune (:func:`clipsql.ingest.accounting.prune_refusal`): never
+  where a watched folder is missing or empty (an unmounted drive), never more than
   :data:`~clipsql.ingest.accounting.PRUNE_MAX_SHARE` of a watched folder's rows at once
   unless ``force``. A refused prune is reported (``refused`` of a :class:`SyncReport`), the
   rows are kept and the watcher goes on;
