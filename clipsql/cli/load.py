@@ -112,9 +112,32 @@ def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
     steps = step_printer(as_json)
     bars = contextlib.ExitStack()
 
+    on_report = sync_printer(paths, as_json, on_catch_up=bars.close)  # the first bar is done
+
+    steps("opening the collection")
+    try:
+        with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
+            progress = bars.enter_context(progress_bar("embedding", as_json))
+            db.watch(*paths, stop=stop, debounce_s=debounce, settle_s=settle,
+                     max_delay_s=max(10.0, debounce), force=force, on_report=on_report,
+                     polling=poll, batch_size=batch_size, workers=workers,
+                     processes=processes, progress=progress, steps=steps)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bars.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if not as_json:
+        click.echo("stopped watching", err=True)
+
+
+def sync_printer(paths, as_json: bool = False, on_catch_up=None):
+    """The ``on_report`` of a watch that prints one line per sync (``+added ~updated
+    -removed``), refusals and errors on stderr; JSON lines with ``as_json``."""
     def on_report(sync) -> None:
-        if sync.kind == "catch-up":
-            bars.close()  # the first load's bar is done
+        if sync.kind == "catch-up" and on_catch_up is not None:
+            on_catch_up()
         if as_json:
             echo_json(sync.to_dict())
             return
@@ -140,23 +163,7 @@ def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
                    f"-{sync.removed}" + (f" !{sync.failed}" if sync.failed else "")
                    + (" (re-load)" if sync.kind == "rescan" else "")
                    + f" ({sync.seconds:.1f} s)")
-
-    steps("opening the collection")
-    try:
-        with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
-            progress = bars.enter_context(progress_bar("embedding", as_json))
-            db.watch(*paths, stop=stop, debounce_s=debounce, settle_s=settle,
-                     max_delay_s=max(10.0, debounce), force=force, on_report=on_report,
-                     polling=poll, batch_size=batch_size, workers=workers,
-                     processes=processes, progress=progress, steps=steps)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        bars.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if not as_json:
-        click.echo("stopped watching", err=True)
+    return on_report
 
 
 def _ignored(report) -> str:

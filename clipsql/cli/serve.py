@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import click
 
 from clipsql import config
 from clipsql.cli.options import collection_options
-from clipsql.cli.output import friendly, step_printer
+from clipsql.cli.output import friendly, printable, step_printer
 
 
 @click.command()
@@ -18,9 +20,13 @@ from clipsql.cli.output import friendly, step_printer
               type=click.FloatRange(0), metavar="SECONDS",
               help="How long to wait for a database that is not up yet (retrying with "
                    "backoff); a wrong password or a missing database fails at once.")
+@click.option("--watch", "folders", multiple=True, metavar="FOLDER",
+              type=click.Path(exists=True, file_okay=False),
+              help="Keep the collection in sync with FOLDER while serving (repeat): loaded at "
+                   "the start, then new, changed and deleted files followed, as `load --watch`.")
 @collection_options
 @friendly
-def serve(host, port, wait_s, dsn, model, device):
+def serve(host, port, wait_s, folders, dsn, model, device):
     """Search the collection in a web browser (JSON API: /openapi.json, browsable at /docs)."""
     from clipsql.web import is_loopback
     from clipsql.web import serve as run_server
@@ -28,13 +34,42 @@ def serve(host, port, wait_s, dsn, model, device):
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
                    f"{port} can search and view the collection's images", err=True)
+    stop = threading.Event()
+    watchers: list[threading.Thread] = []
 
     def announce(url):
         click.echo(f"clipsql: filters: {_filters(dsn)}", err=True)
+        if folders:
+            watchers.append(threading.Thread(target=_watch, name="clipsql-watch", daemon=True,
+                                             args=(folders, stop, dsn, model, device)))
+            watchers[0].start()
         click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True)
 
-    run_server(host, port, dsn=dsn, model=model, device=device, steps=step_printer(),
-               announce=announce, connect_wait_s=wait_s)
+    try:
+        run_server(host, port, dsn=dsn, model=model, device=device, steps=step_printer(),
+                   announce=announce, connect_wait_s=wait_s)
+    finally:
+        stop.set()
+        for watcher in watchers:
+            watcher.join(WATCH_STOP_S)
+
+
+#: Seconds a stopping server waits for its watcher to finish the sync it is in.
+WATCH_STOP_S = 60.0
+
+
+def _watch(folders, stop, dsn, model, device) -> None:
+    """The watcher of ``serve --watch``, in a thread of its own: one line per sync; an error
+    that ends it is printed, and the server goes on serving."""
+    import clipsql
+    from clipsql.cli.load import sync_printer
+    from clipsql.errors import ClipsqlError
+
+    try:
+        with clipsql.connect(dsn, model=model, device=device) as db:
+            db.watch(*folders, stop=stop, on_report=sync_printer(folders))
+    except ClipsqlError as exc:
+        click.echo(f"clipsql: the watch stopped: {printable(str(exc))}", err=True)
 
 
 def _filters(dsn) -> str:

@@ -97,3 +97,50 @@ def test_load_watch_refuses_what_it_cannot_do(run, tmp_path):
     assert misuse.exit_code == 2 and "options of --watch" in misuse.output
     single = run("load", str(tmp_path / "a.png"), "--watch", ok=False)
     assert single.exit_code == 1 and "only folders are watched" in single.output
+
+
+def test_serve_watch_keeps_the_served_collection_in_sync(dsn, tiny_model, tmp_path):
+    """`clipsql serve --watch FOLDER`: the page's API finds a file copied into the folder
+    while it serves; SIGINT stops both the server and its watcher (exit 0)."""
+    import json
+    import socket
+    import urllib.request
+
+    root = tmp_path / "photos"
+    make_image(root / "red.png", color=(230, 20, 20), pattern=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsql", "serve", "--port", str(port), "--watch", str(root)],
+        env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+
+    def found() -> set:
+        url = f"http://127.0.0.1:{port}/api/search?q=a+photo&limit=10"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                return {h["path"] for h in json.load(answer)["results"]}
+        except OSError:
+            return set()
+    try:
+        wait_until(lambda: err.has("watching 1 folder") or proc.poll() is not None,
+                   "the watcher's first load")
+        assert proc.poll() is None, "\n".join(out.lines + err.lines)
+        wait_until(lambda: found() == {str(root / "red.png")}, "the first photo in the API")
+        blue = make_image(root / "blue.png", color=(20, 20, 230), pattern=2)
+        wait_until(lambda: str(blue) in found(), "the new photo in the API")
+        wait_until(lambda: out.has("+1 ~0 -0"), "the sync's line")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("clipsql serve --watch did not stop on SIGINT")
+    out.thread.join(5)
+    err.thread.join(5)
+    assert code == 0, "\n".join(out.lines + err.lines)
+    assert "Traceback" not in "\n".join(err.lines)
