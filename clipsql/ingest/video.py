@@ -119,16 +119,24 @@ def read_video(path: str, preprocess, draft_size: int | None = None, *,
     """
     decode.bound_heap()
     st, digest = _stat_and_hash(path)
-    with decode.BUDGET.reservation() as ticket:
-        try:
-            return _read(path, st, digest, preprocess, draft_size, ticket,
-                         float(max_interval_s), max(1, int(max_moments)), float(scene_threshold))
-        except ImageError:
-            raise
-        except MemoryError:
-            raise ImageError(Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY) from None
-        except Exception as exc:  # a decoder bug on a hostile file must not stop the load
-            raise _error(exc) from None
+    with decode.BUDGET.reservation() as ticket, _image_errors():
+        return _read(path, st, digest, preprocess, draft_size, ticket,
+                     float(max_interval_s), max(1, int(max_moments)), float(scene_threshold))
+
+
+@contextlib.contextmanager
+def _image_errors():
+    """Every failure inside as an :class:`ImageError`: memory running out is
+    ``decompression_bomb``, anything else FFmpeg or PyAV raise is mapped by :func:`_error`
+    (a decoder bug on a hostile file must not stop the load)."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError(Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY) from None
+    except Exception as exc:
+        raise _error(exc) from None
 
 
 def frame_at(path: str, seconds: float, max_side: int | None = None, *,
@@ -140,16 +148,9 @@ def frame_at(path: str, seconds: float, max_side: int | None = None, *,
     min_side=draft_size)`` is a moment's keyframe, pixel for pixel). Seeks to the keyframe
     before, then decodes forward. Raises :class:`ImageError` as :func:`read_video` does."""
     decode.bound_heap()
-    try:
-        with _Video(path) as video:
-            frame = video.frame_at(max(0.0, float(seconds)))
-            return video.image(frame, min_side=min_side, max_side=max_side)
-    except ImageError:
-        raise
-    except MemoryError:
-        raise ImageError(Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY) from None
-    except Exception as exc:
-        raise _error(exc) from None
+    with _image_errors(), _Video(path) as video:
+        frame = video.frame_at(max(0.0, float(seconds)))
+        return video.image(frame, min_side=min_side, max_side=max_side)
 
 
 def read_moment(path: str, start_s: float, preprocess, draft_size: int | None = None,
@@ -159,24 +160,17 @@ def read_moment(path: str, start_s: float, preprocess, draft_size: int | None = 
     without the facts only a whole read knows), ``end_s`` as given."""
     decode.bound_heap()
     st, digest = _stat_and_hash(path)
-    try:
-        with _Video(path) as video:
-            frame = video.frame_at(max(0.0, float(start_s)))
-            pixels = preprocess(video.image(frame, min_side=draft_size))
-            meta = _meta(video)
-            meta["exif"] = {"codec": video.codec, "fps": video.fps}
-            if video.rotation:
-                meta["exif"]["rotation"] = video.rotation
-            width, height = video.display_size
-            return Decoded(path=path, sha256=digest, bytes=st.st_size, mtime=mtime_of(st),
-                           width=width, height=height, format=video.format, meta=meta,
-                           pixels=pixels, start_s=start_s, end_s=end_s)
-    except ImageError:
-        raise
-    except MemoryError:
-        raise ImageError(Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY) from None
-    except Exception as exc:
-        raise _error(exc) from None
+    with _image_errors(), _Video(path) as video:
+        frame = video.frame_at(max(0.0, float(start_s)))
+        pixels = preprocess(video.image(frame, min_side=draft_size))
+        meta = _meta(video)
+        meta["exif"] = {"codec": video.codec, "fps": video.fps}
+        if video.rotation:
+            meta["exif"]["rotation"] = video.rotation
+        width, height = video.display_size
+        return Decoded(path=path, sha256=digest, bytes=st.st_size, mtime=mtime_of(st),
+                       width=width, height=height, format=video.format, meta=meta,
+                       pixels=pixels, start_s=start_s, end_s=end_s)
 
 
 def scene_change(a: np.ndarray, b: np.ndarray) -> float:

@@ -45,6 +45,20 @@ class Lines:
         return any(text in line for line in self.lines)
 
 
+def interrupt(proc, out: Lines, err: Lines, what: str) -> None:
+    """Ctrl-C (SIGINT) to ``proc``: it must stop with exit status 0 and no traceback."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"{what} did not stop on SIGINT")
+    out.thread.join(5)
+    err.thread.join(5)
+    assert code == 0, "\n".join(out.lines + err.lines)
+    assert "Traceback" not in "\n".join(err.lines)
+
+
 def test_load_watch_syncs_until_sigint(dsn, tiny_model, tmp_path):
     root = tmp_path / "photos"
     for i in range(3):
@@ -76,16 +90,7 @@ def test_load_watch_syncs_until_sigint(dsn, tiny_model, tmp_path):
         wait_until(lambda: count() == 3, "the deleted file's row to go")
         wait_until(lambda: out.has("+0 ~0 -1"), "the removal's line")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("clipsql load --watch did not stop on SIGINT")
-    out.thread.join(5)
-    err.thread.join(5)
-    assert code == 0, "\n".join(out.lines + err.lines)
-    assert "Traceback" not in "\n".join(err.lines)
+        interrupt(proc, out, err, "clipsql load --watch")
     assert err.has("stopped watching")
 
 
@@ -134,13 +139,4 @@ def test_serve_watch_keeps_the_served_collection_in_sync(dsn, tiny_model, tmp_pa
         wait_until(lambda: str(blue) in found(), "the new photo in the API")
         wait_until(lambda: out.has("+1 ~0 -0"), "the sync's line")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("clipsql serve --watch did not stop on SIGINT")
-    out.thread.join(5)
-    err.thread.join(5)
-    assert code == 0, "\n".join(out.lines + err.lines)
-    assert "Traceback" not in "\n".join(err.lines)
+        interrupt(proc, out, err, "clipsql serve --watch")
