@@ -188,6 +188,13 @@ class QueryService:
             raise QueryError(f"cannot use {name or path} as a query image: {exc}") from None
         return model.encode_images(stack([decoded.pixels]))[0]
 
+    def embed_picture(self, conn, picture) -> np.ndarray:
+        """The embedding of a decoded picture (a PIL image, upright)."""
+        from clipsql.models.image import stack
+
+        model = self.model(conn)
+        return model.encode_images(stack([model.preprocess(picture)]))[0]
+
     def embed_query(self, conn, query, *, store: bool = True,
                     vectors: Sequence[tuple[np.ndarray, float]] = ()) -> np.ndarray:
         """The embedding of a query (a text, a part or a list of parts: :mod:`clipsql.query.algebra`)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -112,10 +113,14 @@ ISOLATED_TIMEOUT_S = 60.0
 _ISOLATED = "from clipsql.ingest.decoder_pool import isolated_main; isolated_main()"
 
 
-def decode_isolated(path: str, memory: int, timeout: float = ISOLATED_TIMEOUT_S) -> tuple[int, int]:
+def decode_isolated(path: str, memory: int, timeout: float = ISOLATED_TIMEOUT_S,
+                   shrink_to: int | None = None):
     """Decode ``path`` as :func:`~clipsql.ingest.decode.read` does (every check, the pixels,
     the orientation, RGB; no model) in a new process whose address space may grow by at most
-    ``memory`` bytes past its start-up; the (width, height) it decoded to.
+    ``memory`` bytes past its start-up; the (width, height) it decoded to, and with
+    ``shrink_to`` also the picture itself, upright RGB, shrunk so that its shorter side is at
+    most ``shrink_to`` pixels: ``((width, height), image)``. The caller then never decodes
+    the file (the web server's uploads: it runs the model's transform on that image).
 
     Nothing of the decode stays in this process, and a decoder cannot pass the limit: its
     allocations fail there, an :class:`ImageError` (``decompression_bomb``) here. Other
@@ -124,28 +129,39 @@ def decode_isolated(path: str, memory: int, timeout: float = ISOLATED_TIMEOUT_S)
     """
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
-    try:
-        done = subprocess.run([sys.executable, "-c", _ISOLATED, path, str(int(memory))],
-                              env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ImageError(Reason.CORRUPT, f"decoding it took longer than {timeout:g} s") from None
-    lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        answer = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
-        raise ImageError(Reason.CORRUPT, f"the decoder stopped on it ({how})") from None
-    if "size" in answer:
-        return tuple(answer["size"])
-    raise ImageError(Reason.of(answer["reason"]), answer["detail"])
+    with tempfile.TemporaryDirectory(prefix="clipsql-decode-") as folder:
+        out = os.path.join(folder, "pixels.rgb")
+        args = [path, str(int(memory))] + ([str(int(shrink_to)), out] if shrink_to else [])
+        try:
+            done = subprocess.run([sys.executable, "-c", _ISOLATED, *args], env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ImageError(Reason.CORRUPT, f"decoding it took longer than {timeout:g} s") from None
+        lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+        try:
+            answer = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+            raise ImageError(Reason.CORRUPT, f"the decoder stopped on it ({how})") from None
+        if "size" not in answer:
+            raise ImageError(Reason.of(answer["reason"]), answer["detail"])
+        size = tuple(answer["size"])
+        if not shrink_to:
+            return size
+        from PIL import Image
+
+        with open(out, "rb") as f:
+            return size, Image.frombytes("RGB", tuple(answer["shrunk"]), f.read())
 
 
 def isolated_main() -> None:
-    """The process of :func:`decode_isolated` (arguments: path, bytes); one JSON line out.
-    The limit is on the address space (RLIMIT_AS) past what the process holds once started;
-    where there is no /proc (not Linux) the decode is still isolated, not limited."""
+    """The process of :func:`decode_isolated` (arguments: path, bytes[, shrink_to, out]); one
+    JSON line out, the shrunk picture's RGB bytes in ``out``. The limit is on the address
+    space (RLIMIT_AS) past what the process holds once started; where there is no /proc (not
+    Linux) the decode is still isolated, not limited."""
     path, memory = sys.argv[1], int(sys.argv[2])
+    shrink_to, out = (int(sys.argv[3]), sys.argv[4]) if len(sys.argv) > 4 else (None, None)
     decode.bound_heap()
     start = _address_space()
     if start is not None:
@@ -155,8 +171,13 @@ def isolated_main() -> None:
         limit = start + memory if hard == resource.RLIM_INFINITY else min(hard, start + memory)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        decoded = read(path, lambda img: None)
+        decoded = read(path, lambda img: img, shrink_to)
         answer = {"size": [decoded.width, decoded.height]}
+        if out is not None:
+            image = _shrunk(decoded.pixels, shrink_to)
+            with open(out, "wb") as f:
+                f.write(image.tobytes())
+            answer["shrunk"] = list(image.size)
     except (ImageError, MemoryError) as exc:
         reason, detail = (exc.reason, exc.detail) if isinstance(exc, ImageError) else \
             (Reason.DECOMPRESSION_BOMB, decode.OUT_OF_MEMORY)
@@ -164,6 +185,19 @@ def isolated_main() -> None:
             detail = f"decoding it needs more than {memory >> 20} MB of memory"
         answer = {"reason": str(reason), "detail": detail}
     print(json.dumps(answer), flush=True)
+
+
+def _shrunk(image, shorter: int):
+    """``image`` (upright RGB) with its shorter side at most ``shorter`` pixels."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = shorter / min(w, h)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                        Image.Resampling.BICUBIC)
 
 
 def _address_space() -> int | None:

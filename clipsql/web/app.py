@@ -39,7 +39,6 @@ from clipsql.errors import (
     QueryError,
 )
 from clipsql.ingest.thumbnails import ThumbnailCache
-from clipsql.web import files
 from clipsql.web import schemas as m
 from clipsql.web.backend import MAX_RANK, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
 from clipsql.web.filters import MAX_WHERE_CHARS
@@ -198,9 +197,7 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
             with os.fdopen(fd, "wb") as out:
                 while chunk := file.file.read(1 << 20):
                     out.write(chunk)
-            with files.upload_slot():  # the check and the server's own decode, both capped
-                files.check_upload(tmp)
-                vector = backend.embed_upload(tmp)
+            vector = backend.embed_upload(tmp)  # decoded in a process of its own
         finally:
             os.unlink(tmp)
         return run_search(q, flt, page, upload=vector)

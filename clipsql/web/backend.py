@@ -30,6 +30,7 @@ import numpy as np
 from clipsql.database import binding, connection, images
 from clipsql.errors import DatabaseError, QueryError
 from clipsql.service import QueryService
+from clipsql.web import files
 from clipsql.web.filters import LABELS_TABLE, build_filter
 from clipsql.web.words import text_in_image, words_of
 
@@ -172,10 +173,14 @@ class Backend:
         return True
 
     def embed_upload(self, path: str) -> np.ndarray:
-        """The embedding of an uploaded image file (its header already checked)."""
+        """The embedding of an uploaded image file, decoded in a process of its own
+        (:func:`clipsql.web.files.check_upload`: refused with 413/400/503 there)."""
         with self.connection() as conn:
             binding.require_model(conn)  # an empty collection: no model is prepared for it
-            return self.service.embed_file(conn, path, "the uploaded file")
+            size = self.service.model(conn).image_size
+        picture = files.check_upload(path, 2 * size)  # no connection held meanwhile
+        with self.connection() as conn:
+            return self.service.embed_picture(conn, picture)
 
     # --- searches ------------------------------------------------------------------------------
     def search(self, text=None, *, image_ids=(), minus=(), minus_image_ids=(),

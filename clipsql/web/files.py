@@ -17,9 +17,9 @@ its ranges (:func:`byte_range`) are served from the checked descriptor.
 An upload is refused from its headers alone when it, or any frame it holds (the PNG inside
 an ICO or ICNS entry, a TIFF page), would decode to more than :data:`UPLOAD_MAX_PIXELS`,
 well below the loader's cap, so a tiny file that unpacks into gigabytes never gets decoded.
-One that passes is decoded first in a process of its own limited to
-:data:`UPLOAD_DECODE_BYTES`, at most :data:`UPLOAD_SLOTS` at a time, so what a decoder needs
-is known before the server decodes the file itself.
+One that passes is decoded in a process of its own limited to :data:`UPLOAD_DECODE_BYTES`,
+at most :data:`UPLOAD_SLOTS` at a time, which hands back a small upright picture: the server
+never decodes an upload itself.
 
 >>> UPLOAD_MAX_PIXELS < 180_000_000
 True
@@ -232,14 +232,15 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     raise RangeNotSatisfiable
 
 
-def check_upload(path: str) -> None:
-    """Refuse an uploaded query image unless it decodes within bounds, before the server
-    decodes it: 413 when its headers give it, or any frame it holds, more than
-    :data:`UPLOAD_MAX_PIXELS`, 400 when they cannot be read; then a trial decode in a
-    process of its own (:func:`~clipsql.ingest.decoder_pool.decode_isolated`, at most
+def check_upload(path: str, shrink_to: int):
+    """An uploaded query image, decoded outside the server: refused (413) when its headers
+    give it, or any frame it holds, more than :data:`UPLOAD_MAX_PIXELS`, 400 when they
+    cannot be read; then decoded in a process of its own
+    (:func:`~clipsql.ingest.decoder_pool.decode_isolated`, at most
     :data:`UPLOAD_DECODE_BYTES` of memory: 413 past it, 400 when it fails), one of
-    :data:`UPLOAD_SLOTS` at a time (503 when none comes free). Decoding is deterministic: the
-    server's own decode of a file that passed needs what the trial did."""
+    :data:`UPLOAD_SLOTS` at a time (503 when none comes free), which hands back the picture
+    upright and shrunk to a shorter side of ``shrink_to`` pixels: the server never decodes
+    the file itself."""
     from PIL import Image
 
     try:
@@ -254,7 +255,8 @@ def check_upload(path: str) -> None:
                                  "format Pillow can read") from None
     with upload_slot():
         try:
-            decoder_pool.decode_isolated(path, UPLOAD_DECODE_BYTES)
+            return decoder_pool.decode_isolated(path, UPLOAD_DECODE_BYTES,
+                                                shrink_to=shrink_to)[1]
         except ImageError as exc:
             raise _refused(exc) from None
 

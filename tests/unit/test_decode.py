@@ -165,6 +165,15 @@ def test_an_isolated_decode_cannot_pass_its_memory_limit(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (6000, 5000), (1, 2, 3)).save(path)  # 30 Mpx: 120 MB decoded
     assert decode_isolated(str(path), 400 << 20) == (6000, 5000)
+    # asked for the picture: it comes back upright, RGB, its shorter side shrunk
+    tall = tmp_path / "tall.jpg"
+    with_exif = Image.new("RGB", (900, 300), (250, 10, 10))
+    exif = with_exif.getexif()
+    exif[0x0112] = 6  # shown rotated 90 degrees: 300 wide, 900 tall
+    with_exif.save(tall, exif=exif)
+    size, picture = decode_isolated(str(tall), 400 << 20, shrink_to=150)
+    assert size == (300, 900) and picture.mode == "RGB" and picture.size == (150, 450)
+    assert picture.getpixel((75, 225))[0] > 200
     with pytest.raises(ImageError) as info:
         decode_isolated(str(path), 50 << 20)
     assert info.value.reason is Reason.DECOMPRESSION_BOMB
