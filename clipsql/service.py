@@ -231,15 +231,18 @@ class QueryService:
         return self._across_switch(conn, rank, parts)
 
     def hybrid(self, conn, text: str, *, store: bool = True, **kwargs) -> search.Results:
-        """The CLIP ranking and the captions' full-text ranking fused by reciprocal rank
-        (:func:`clipsql.captions.hybrid.hybrid`'s keywords)."""
+        """The CLIP ranking and the full-text rankings of the captions and the words in the
+        images fused by reciprocal rank (:func:`clipsql.captions.hybrid.hybrid`'s keywords);
+        with a CLIP weight of 0 the text is not embedded."""
         from clipsql.captions import hybrid
 
         hybrid.check_text(text)
+        clip = hybrid.check_weights(kwargs.get("weights"))["clip"] > 0
 
         def rank():
             binding.require_model(conn)
-            return hybrid.hybrid(conn, self.embed_text(conn, text, store=store), text, **kwargs)
+            vector = self.embed_text(conn, text, store=store) if clip else None
+            return hybrid.hybrid(conn, vector, text, **kwargs)
         return self._across_switch(conn, rank, [algebra.Text(text)])
 
     def _across_switch(self, conn, call, parts):

@@ -275,23 +275,17 @@ class SyncReport(loader.FileCounts):
 
 
 @dataclass
-class WatchReport:
-    """What a watcher did until it stopped: its syncs (the catch-up included) added up."""
+class WatchReport(loader.FileCounts):
+    """What a watcher did until it stopped: its syncs (the catch-up included) added up, with
+    the prunes refused and the syncs that failed."""
 
     syncs: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    failed: int = 0
     refused: int = 0
     errors: int = 0
 
     def count(self, report: SyncReport) -> None:
         self.syncs += 1
-        self.added += report.added
-        self.updated += report.updated
-        self.removed += report.removed
-        self.failed += report.failed
+        self.add_counts(report)
         self.refused += len(report.refused)
         self.errors += bool(report.error)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from clipsql.errors import QueryError
+from clipsql.ocr import search as ocr_search
 
 #: Longest words query (the API's bound too).
 MAX_WORDS_CHARS = 1000
@@ -26,20 +27,12 @@ def check_words(words: str) -> str:
     return words.strip()
 
 
-def _ocr():
-    try:
-        from clipsql.ocr import search as ocr_search
-    except ImportError:
-        raise QueryError("this clipsql has no OCR (words in the image)") from None
-    return ocr_search
-
-
 def text_in_image(conn, words: str, limit: int, where: str | None, params) -> list:
     """The images whose recognised text matches ``words``, best first, ``limit`` at most, as
     search hits (:func:`clipsql.ocr.search.text_in_image`: every column of a hit, ``score``
     the text rank, the words read as ``ocr_text``) with ``ocr_score``; ``where``/``params``
     (the page's filters) run under the library's read-only guard, as every search's do."""
-    hits = list(_ocr().text_in_image(conn, check_words(words), k=limit, where=where,
+    hits = list(ocr_search.text_in_image(conn, check_words(words), k=limit, where=where,
                                      params=params))
     for h in hits:
         h.ocr_score = h.score
@@ -50,19 +43,12 @@ def words_of(conn, image_id: int, query: str | None) -> dict | None:
     """One row's OCR: text, engine, languages, confidence, and the word boxes matching
     ``query`` (all words when it is None), or None when the row has no current OCR (none,
     or one read from content the file no longer has)."""
-    import psycopg
-
-    ocr_search = _ocr()
     query = check_words(query) if query is not None and query.strip() else None
-    try:
-        with conn.transaction():
-            found = conn.execute(
-                "SELECT o.text, o.engine, o.languages, o.confidence, o.words, i.width, i.height "
-                "FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id "
-                "WHERE o.image_id = %s AND (o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)",
-                (image_id,)).fetchone()
-    except psycopg.errors.UndefinedTable:
-        raise QueryError("this database has no OCR table yet (clipsql.ocr)") from None
+    found = conn.execute(
+        "SELECT o.text, o.engine, o.languages, o.confidence, o.words, i.width, i.height "
+        "FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id "
+        f"WHERE o.image_id = %s AND {ocr_search.CURRENT}",
+        (image_id,)).fetchone()
     if found is None:
         return None
     text, engine, languages, confidence, words, width, height = found

@@ -278,6 +278,25 @@ def rss_mb():
     return psutil.Process().memory_info().rss / 2**20
 
 
+@contextlib.contextmanager
+def rss_peak():
+    """``[peak]``: this process's highest RSS (MiB) while the block runs, sampled every 5 ms."""
+    peak, stop = [0.0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join()
+
+
 def test_a_decompression_bomb_upload_is_refused_before_decoding(client, tmp_path):
     import resource
 
@@ -290,21 +309,10 @@ def test_a_decompression_bomb_upload_is_refused_before_decoding(client, tmp_path
         with Image.open(bomb) as img:
             assert img.size == (13000, 13000) and img.mode == "1"
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    base, peak, stop = rss_mb(), [0.0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    base = rss_mb()
+    with rss_peak() as peak:
         r = client.post("/api/search/image", files={"file": ("b.png", bomb.read_bytes(),
                                                              "image/png")})
-    finally:
-        stop.set()
-        sampler.join()
     assert peak[0] - base < 500, (base, peak[0])
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert peak_after - max(peak_before, base) < 500
@@ -512,20 +520,9 @@ def test_the_repeat_payload_does_not_grow_the_server(client, capsys):
     parser, it costs nothing: the process (it runs the server) is sampled every 5 ms."""
     payload = {"q": "x", "where": "CAST(repeat('x',300000000) AS int)=1"}
     client.get("/api/search", params=payload)  # first use: imports the parser
-    base, peak, stop = rss_mb(), [0.0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    base = rss_mb()
+    with rss_peak() as peak:
         answers = [client.get("/api/search", params=payload) for _ in range(5)]
-    finally:
-        stop.set()
-        sampler.join()
     after = rss_mb()
     with capsys.disabled():
         print(f"\nrepeat payload x5: RSS before {base:.1f} MiB, peak {peak[0]:.1f} MiB, "
