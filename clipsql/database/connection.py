@@ -139,10 +139,28 @@ def connect_ready(dsn: str):
     try:
         ensure_vector(conn)
         migrations.apply(conn)
+        _model_inside(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _model_inside(conn) -> None:
+    """On the embedded server, install the in-database model (clipsql.database.native) if
+    it is missing; a server clipsql does not run itself is left alone (``clipsql status``
+    says which mode it is in)."""
+    from clipsql.database import embedded, native
+
+    pg_config = embedded.pg_config_for(conn)
+    if pg_config is None:
+        return
+    try:
+        native.ensure(conn, pg_config)
+    except DatabaseError as exc:  # no compiler, say: texts stored from Python still work
+        import logging
+
+        logging.getLogger("clipsql").warning("clipsql: no in-database model: %s", exc)
 
 
 def pool(dsn: str, size: int, *, wait_s: float, name: str):

