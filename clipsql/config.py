@@ -77,3 +77,21 @@ def device(explicit: str | None = None) -> str:
 def precision(explicit: str | None = None) -> str:
     """Inference precision: one of PRECISIONS (default auto: a fixed rule per checkpoint)."""
     return explicit or os.environ.get(ENV_PRECISION) or DEFAULT_PRECISION
+
+
+#: CPU seconds the decode of one file may take (one more second per MB of it, 1/60 of this
+#: per MB when set): past it the file is a failure, ``too_slow`` (clipsql.ingest.video).
+DECODE_DEADLINE_S = 60.0
+ENV_DECODE_DEADLINE = "CLIPSQL_DECODE_DEADLINE"
+
+
+def decode_deadline(explicit: float | None = None) -> float:
+    """CPU seconds a file's decode may take before its size is counted: ``explicit``, else
+    ``$CLIPSQL_DECODE_DEADLINE``, else :data:`DECODE_DEADLINE_S` (a value that is not a
+    positive number counts as the default)."""
+    value = explicit if explicit is not None else os.environ.get(ENV_DECODE_DEADLINE)
+    try:
+        seconds = float(value) if value not in (None, "") else DECODE_DEADLINE_S
+    except ValueError:
+        return DECODE_DEADLINE_S
+    return seconds if seconds > 0 and seconds == seconds else DECODE_DEADLINE_S

@@ -157,12 +157,41 @@ def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
                 raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
             if st.st_size > MAX_BYTES:
                 raise ImageError(Reason.TOO_LARGE, f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
-            BUDGET.take(ticket, st.st_size)
             with open(path, "rb") as f:
+                _refuse_by_header(path, f)  # before the file is read whole, or hashed
+                BUDGET.take(ticket, st.st_size)
                 data = f.read()
         except OSError as exc:
             raise read_error(exc) from None
         return decode_bytes(path, data, st, preprocess, draft_size, ticket)
+
+
+def _refuse_by_header(path: str, f) -> None:
+    """Refuse, from its first bytes, a file Pillow would refuse: no format it knows
+    (``unsupported``) or more pixels than :data:`MAX_PIXELS` (``decompression_bomb``). Any
+    other doubt is left to the decode. RAW files are LibRaw's to judge."""
+    if is_raw(path) or f.read(4) == formats._ICO:  # Pillow decodes an ICO as it opens it
+        f.seek(0)
+        return
+    f.seek(0)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as img:
+                w, h = img.size
+    except UnidentifiedImageError:
+        raise ImageError(Reason.UNSUPPORTED, "not an image format Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(Reason.DECOMPRESSION_BOMB, str(exc)) from None
+    except Exception:  # damaged, or a PNG text chunk past Pillow's limits: the decode tells
+        w = h = 0
+    finally:
+        f.seek(0)
+    if w * h > MAX_PIXELS:
+        raise ImageError(Reason.DECOMPRESSION_BOMB,
+                         f"{w}x{h} is over the {MAX_PIXELS:,} pixel limit")
 
 
 def read_error(exc: OSError) -> ImageError:
@@ -182,7 +211,6 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None
         bound_heap()
         with BUDGET.reservation() as own:
             return decode_bytes(path, data, st, preprocess, draft_size, own)
-    digest = hashlib.sha256(data).hexdigest()
     try:
         if is_raw(path):
             width, height, fmt, meta, img = _open_raw(path, data, draft_size)
@@ -203,6 +231,7 @@ def decode_bytes(path, data: bytes, st, preprocess, draft_size=None, ticket=None
         raise ImageError(reason, text) from None
     except Exception as exc:  # a decoder bug on a hostile file must not stop the load
         raise ImageError(Reason.CORRUPT, f"{type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()  # hashed once decoded: never a refused file
     return Decoded(
         path=path, sha256=digest, bytes=st.st_size,
         mtime=mtime_of(st),

@@ -57,7 +57,11 @@ class Reason(_Code):
     UNSUPPORTED = "unsupported", "not an image format the decoders read"
     TRUNCATED = "truncated", "the file is cut short"
     CORRUPT = "corrupt", "the file is damaged"
-    DECOMPRESSION_BOMB = "decompression_bomb", "over the pixel limit: refused before decoding"
+    DECOMPRESSION_BOMB = "decompression_bomb", ("over the pixel limit, or decoding it needs "
+                                                "more memory than the budget: refused "
+                                                "before decoding")
+    TOO_SLOW = "too_slow", ("its decode took longer than its deadline (CPU seconds, scaled "
+                            "by its size): stopped")
 
 
 class Ignored(_Code):
@@ -65,3 +69,4 @@ class Ignored(_Code):
 
     NOT_IMAGE = "not_image", "neither an image nor a video, by its name"
     HIDDEN = "hidden", "a hidden file (its name starts with a dot)"
+    LINK_OUTSIDE = "link_outside", "a link to a place outside the loaded folder"

@@ -33,35 +33,59 @@ def render(path: str, size: int = THUMB_SIZE, quality: int = 82) -> bytes | None
     >>> render("/nonexistent.jpg") is None
     True
     """
+    from clipsql.ingest import decode
+
+    try:
+        with decode.BUDGET.reservation() as ticket:
+            return _render(path, size, quality, ticket)
+    except Exception:  # a vanished, changed or hostile file: the caller answers "not found"
+        return None
+
+
+def _render(path: str, size: int, quality: int, ticket) -> bytes:
+    """:func:`render` within a reservation of the decode budget: every frame's size is
+    read from its header first (none over the pixel limit), and the decoded picture with
+    its copies is taken from the budget before it is decoded."""
     import io
 
     from PIL import Image, ImageOps
 
-    try:
-        if formats.is_raw(path):
-            from clipsql.ingest.raw import open_raw
+    from clipsql.ingest import decode
 
-            with open(path, "rb") as f:
-                img = open_raw(f.read(), min_side=size).image
-        else:
-            with Image.open(path) as opened:
-                if getattr(opened, "n_frames", 1) > 1:
-                    opened.seek(0)
-                opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
-                img = ImageOps.exif_transpose(opened)  # a loaded copy
-        with img:
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                # Transparent pixels go on white rather than on whatever colour they hide.
-                rgba = img.convert("RGBA")
-                img = Image.new("RGB", rgba.size, (255, 255, 255))
-                img.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                img = img.convert("RGB")
+    decode.bound_heap()
+    if formats.is_raw(path):
+        from clipsql.ingest.raw import open_raw
+
+        with open(path, "rb") as f:
+            data = f.read(decode.MAX_BYTES + 1)
+        if len(data) > decode.MAX_BYTES:
+            raise ValueError("over the size limit")
+        decode.BUDGET.take(ticket, len(data))
+        img = open_raw(data, min_side=size, max_pixels=decode.MAX_PIXELS).image
+    else:
+        with open(path, "rb") as f:
+            sizes = formats.frame_sizes(f, decode.MAX_PIXELS)
+        decode.BUDGET.take(ticket, 8 * max(map(formats.area, sizes)))
+        with Image.open(path) as opened:
+            if getattr(opened, "n_frames", 1) > 1:
+                opened.seek(0)
+            opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
+            img = ImageOps.exif_transpose(opened)  # a loaded copy
+    with img:
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            # Shrunk first (Pillow resizes transparent pixels premultiplied), then the
+            # transparent pixels go on white rather than on whatever colour they hide.
+            if img.mode != "RGBA":
+                img = img.convert("RGBA")
             img.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=quality, optimize=True)
-    except Exception:  # a vanished, changed or hostile file: the caller answers "not found"
-        return None
+            rgba = img
+            img = Image.new("RGB", rgba.size, (255, 255, 255))
+            img.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            img = img.convert("RGB")
+            img.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality, optimize=True)
     return buf.getvalue()
 
 

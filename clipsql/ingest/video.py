@@ -42,19 +42,22 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from datetime import datetime
 from fractions import Fraction
 
 import numpy as np
 from PIL import Image
 
+from clipsql import config
 from clipsql.errors import ImageError
 from clipsql.ingest import decode
 from clipsql.ingest.decode import Decoded, mtime_of, read_error
 from clipsql.ingest.reasons import Reason
 
 __all__ = ["MAX_INTERVAL_S", "MAX_MOMENTS", "MIN_SCENE_S", "SCENE_THRESHOLD", "VIDEO_EXTENSIONS",
-           "frame_at", "is_video", "read_moment", "read_video", "scene_change"]
+           "Deadline", "deadline_s", "frame_at", "is_video", "read_moment", "read_video",
+           "scene_change", "stream_cost"]
 
 #: A moment is at most this long (seconds) unless the video has more than MAX_MOMENTS of them.
 MAX_INTERVAL_S = 30.0
@@ -98,6 +101,29 @@ DEMUXERS = tuple(sorted(set(_BY_EXTENSION.values())))
 #: Bytes read at a time for the SHA-256 of a video.
 _CHUNK = 1 << 20
 
+#: Decoder threads per video. Frame threads each hold a frame of their own (counted in
+#: :func:`stream_cost`) and decode outside the calling thread, where its CPU time (the
+#: deadline's clock) cannot see them: one, in the calling thread; a load decodes files in
+#: parallel instead.
+DECODE_THREADS = 1
+#: Frames a decoder holds beside its reference frames: the one being decoded, the one handed
+#: out, the caller's, and FFmpeg's output delay and buffer pool (measured: a 8192x8192
+#: H.264 stream with 1 reference frame peaked at 6 frames, 16 at 17 and more).
+FRAMES_BESIDE_REFS = 5
+#: Bytes per pixel each held frame needs beside its picture: H.264's and HEVC's motion
+#: vectors, macroblock types and reference indexes (about 0.5).
+SIDE_BYTES_PER_PIXEL = 0.5
+#: Reference frames a codec's decoder may hold where the stream does not tell (an H.264 SPS
+#: does: :func:`h264_refs`); codecs not listed: 16, the most H.264 and HEVC allow.
+MAX_REFS = {"mjpeg": 0, "prores": 0, "dnxhd": 0, "rawvideo": 0, "png": 0, "jpeg2000": 0,
+            "mpeg1video": 2, "mpeg2video": 2, "mpeg4": 2, "h263": 2, "flv1": 2,
+            "msmpeg4v1": 2, "msmpeg4v2": 2, "msmpeg4v3": 2, "wmv1": 2, "wmv2": 2, "wmv3": 2,
+            "vc1": 2, "theora": 2, "vp8": 3, "vp9": 8, "av1": 8}
+MAX_REFS_UNKNOWN = 16
+#: One file's decode deadline grows by this share of the base deadline per MiB it holds on
+#: disk (1 s per MiB at the default 60 s): :func:`deadline_s`.
+DEADLINE_PER_MIB = 1 / 60
+
 
 def is_video(path: str) -> bool:
     """Whether a file of this name is loaded as a video (decided by its extension)."""
@@ -115,13 +141,20 @@ def read_video(path: str, preprocess, draft_size: int | None = None, *,
     facts (sha256 of the whole file, bytes, mtime, the displayed width and height, format,
     metadata: see :func:`_meta`). A video cut short gives the moments before the cut
     (``exif["incomplete"]`` says why); one with no decodable frame is an ImageError.
+    The decoder's memory (:func:`stream_cost`) is taken from :data:`~clipsql.ingest.decode.BUDGET`
+    before a frame is decoded (a stream that cannot fit is refused), and the decode and the
+    hash share the file's :class:`Deadline`; the file is hashed only once FFmpeg read it.
     Thread-safe: each call opens the file on its own.
     """
     decode.bound_heap()
-    st, digest = _stat_and_hash(path)
-    with decode.BUDGET.reservation() as ticket, _image_errors():
-        return _read(path, st, digest, preprocess, draft_size, ticket,
-                     float(max_interval_s), max(1, int(max_moments)), float(scene_threshold))
+    st = _stat(path)
+    with decode.BUDGET.reservation() as ticket, _image_errors(), \
+            _Video(path, ticket, st) as video:
+        moments, end, incomplete = _read(video, preprocess, draft_size, ticket,
+                                         float(max_interval_s), max(1, int(max_moments)),
+                                         float(scene_threshold))
+        digest = _hash(path, video.deadline)
+        return _decoded(path, st, digest, video, moments, end, incomplete)
 
 
 @contextlib.contextmanager
@@ -146,9 +179,12 @@ def frame_at(path: str, seconds: float, max_side: int | None = None, *,
     so that its longer side is at most ``max_side``, or its shorter side ``min_side`` (as
     :func:`read_video` shrinks keyframes to ``draft_size``: ``frame_at(path, start_s,
     min_side=draft_size)`` is a moment's keyframe, pixel for pixel). Seeks to the keyframe
-    before, then decodes forward. Raises :class:`ImageError` as :func:`read_video` does."""
+    at or before that time, then decodes forward: never from the start of a video that has
+    keyframes since. Budgeted and bounded by its deadline as :func:`read_video` is (the
+    thumbnails, detail views and OCR of moments all read through here); raises
+    :class:`ImageError` as it does."""
     decode.bound_heap()
-    with _image_errors(), _Video(path) as video:
+    with decode.BUDGET.reservation() as ticket, _image_errors(), _Video(path, ticket) as video:
         frame = video.frame_at(max(0.0, float(seconds)))
         return video.image(frame, min_side=min_side, max_side=max_side)
 
@@ -157,20 +193,83 @@ def read_moment(path: str, start_s: float, preprocess, draft_size: int | None = 
                 end_s: float | None = None) -> Decoded:
     """One moment again (a reembed): the :class:`Decoded` :func:`read_video` made for the
     moment starting at ``start_s`` (the same keyframe, file facts and metadata; ``exif``
-    without the facts only a whole read knows), ``end_s`` as given."""
+    without the facts only a whole read knows), ``end_s`` as given. Read as
+    :func:`frame_at` reads (seeking), then hashed."""
     decode.bound_heap()
-    st, digest = _stat_and_hash(path)
-    with _image_errors(), _Video(path) as video:
+    st = _stat(path)
+    with decode.BUDGET.reservation() as ticket, _image_errors(), \
+            _Video(path, ticket, st) as video:
         frame = video.frame_at(max(0.0, float(start_s)))
         pixels = preprocess(video.image(frame, min_side=draft_size))
+        del frame
         meta = _meta(video)
         meta["exif"] = {"codec": video.codec, "fps": video.fps}
         if video.rotation:
             meta["exif"]["rotation"] = video.rotation
         width, height = video.display_size
+        digest = _hash(path, video.deadline)
         return Decoded(path=path, sha256=digest, bytes=st.st_size, mtime=mtime_of(st),
                        width=width, height=height, format=video.format, meta=meta,
                        pixels=pixels, start_s=start_s, end_s=end_s)
+
+
+def stream_cost(width: int, height: int, pix_fmt: str | None, refs: int, *,
+                reorder: int = 0, threads: int = DECODE_THREADS) -> int:
+    """Bytes a decoder holds for a stream of ``width`` x ``height`` frames of ``pix_fmt``
+    (None: unknown, counted as 16-bit 4:4:4) with ``refs`` reference frames and ``reorder``
+    frames of output delay, decoded by ``threads`` frame threads: each frame its picture
+    (FFmpeg's padding included) and :data:`SIDE_BYTES_PER_PIXEL`, times the reference and
+    delayed frames, :data:`FRAMES_BESIDE_REFS` and one more per thread past the first.
+
+    >>> stream_cost(8192, 8192, "yuv420p", 16) > decode.DECODE_MEMORY > \\
+    ...     stream_cost(8192, 8192, "yuv420p", 1)
+    True
+    >>> stream_cost(1920, 1080, "yuv420p", 4) >> 20  # MB
+    35
+    """
+    w = -(-max(1, int(width)) // 64) * 64
+    h = -(-max(1, int(height)) // 32) * 32 + 4
+    bits = 48
+    if pix_fmt:
+        try:
+            from av.video.format import VideoFormat
+
+            bits = VideoFormat(pix_fmt, 16, 16).padded_bits_per_pixel or bits
+        except Exception:  # a name this FFmpeg does not know
+            pass
+    per_frame = w * h * (bits / 8 + SIDE_BYTES_PER_PIXEL)
+    frames = max(0, int(refs)) + max(0, int(reorder)) + FRAMES_BESIDE_REFS + \
+        max(0, int(threads) - 1)
+    return int(per_frame * frames)
+
+
+def deadline_s(st) -> float:
+    """CPU seconds one file's decode (and hash) may take: the base deadline
+    (:func:`clipsql.config.decode_deadline`, 60 s unless ``CLIPSQL_DECODE_DEADLINE`` says)
+    plus :data:`DEADLINE_PER_MIB` of it per MiB the file holds on disk (a sparse file's
+    holes, which cost nothing to write, count for nothing)."""
+    base = config.decode_deadline()
+    held = st.st_size
+    blocks = getattr(st, "st_blocks", None)
+    if blocks is not None:
+        held = min(held, blocks * 512)
+    return base + base * DEADLINE_PER_MIB * held / (1 << 20)
+
+
+class Deadline:
+    """CPU time of the calling thread (the decoder runs in it: :data:`DECODE_THREADS`) that
+    one file may still use; :meth:`check` raises ``too_slow`` past it."""
+
+    __slots__ = ("seconds", "_until")
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self._until = time.thread_time() + self.seconds
+
+    def check(self) -> None:
+        if time.thread_time() > self._until:
+            raise ImageError(Reason.TOO_SLOW, f"decoding it took more than its {self.seconds:.3g}"
+                             " CPU seconds (CLIPSQL_DECODE_DEADLINE, scaled by the file's size)")
 
 
 def scene_change(a: np.ndarray, b: np.ndarray) -> float:
@@ -192,17 +291,27 @@ def _blocks(thumb: np.ndarray) -> np.ndarray:
 
 
 # --- reading --------------------------------------------------------------------------------
-def _stat_and_hash(path: str):
-    """(stat, sha256 hex) of the file, read in chunks; I/O failures as :class:`ImageError`."""
+def _stat(path: str):
+    """The file's stat; an empty file, or I/O failures, as :class:`ImageError`."""
     try:
         st = os.stat(path)
-        if st.st_size == 0:
-            raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
+    except OSError as exc:
+        raise read_error(exc) from None
+    if st.st_size == 0:
+        raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
+    return st
+
+
+def _hash(path: str, deadline: Deadline) -> str:
+    """The sha256 (hex) of the file, read in chunks within ``deadline``; I/O failures as
+    :class:`ImageError`. Called once FFmpeg read the file: one it refuses is never hashed."""
+    try:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-        return st, h.hexdigest()
+                deadline.check()
+        return h.hexdigest()
     except OSError as exc:
         raise read_error(exc) from None
 
@@ -214,73 +323,70 @@ class _Moment:
         self.start, self.pixels = start, pixels
 
 
-def _read(path, st, digest, preprocess, draft_size, ticket, max_interval_s, max_moments,
-          threshold) -> list[Decoded]:
-    with _Video(path) as video:
-        # the decoder's frames (threads hold one each) and one RGB copy, as for images
-        decode.BUDGET.take(ticket, 8 * video.width * video.height)
-        video.stream.codec_context.skip_frame = "NONREF"  # B-frames: never references, skipped
-        duration = video.header_duration
-        interval, gap = max_interval_s, MIN_SCENE_S
-        if duration:
-            interval = max(interval, duration / max_moments)
-            gap = max(gap, duration / max_moments)
-        step = 1.0 / SAMPLE_FPS
-        moments: list[_Moment] = []
-        previous = None  # the last sample's thumbnail
-        next_sample = 0.0
-        last_end = 0.0
-        incomplete = None
-        frames = 0
-        decoding = video.frames()
-        while True:
-            try:
-                frame, t, frame_duration = next(decoding)
-            except StopIteration:
-                break
-            except ImageError:
-                raise
-            except Exception as exc:  # cut short or damaged: keep what was read, if anything
-                error = _error(exc)
-                if video.cut_short():
-                    error = ImageError(Reason.TRUNCATED, "the file is cut short: its index "
-                                       "points past its end")
-                if not moments:
-                    raise error from None
-                incomplete = error.detail
-                break
-            frames += 1
-            last_end = max(last_end, t + frame_duration)
-            if t > MAX_DURATION_S or frames > MAX_FRAMES:
-                incomplete = (f"read up to {MAX_DURATION_S:g} s or {MAX_FRAMES} frames, "
-                              "the rest left out")
-                break
-            if t < next_sample and moments:
-                continue
-            next_sample = (t // step + 1) * step  # the first frame of each step
-            video.check_size(frame)
-            thumb = frame.reformat(width=THUMB[0], height=THUMB[1], format="gray",
-                                   interpolation="AREA").to_ndarray()
-            start = moments[-1].start if moments else None
-            new = start is None or (
-                t - start >= interval
-                or (t - start >= gap and previous is not None
-                    and scene_change(previous, thumb) > threshold))
-            previous = thumb
-            if new and len(moments) < max_moments:
-                pixels = preprocess(video.image(frame, min_side=draft_size))
-                decode.BUDGET.take(ticket, int(getattr(pixels, "nbytes", 0) or 0))
-                moments.append(_Moment(round(t, 6), pixels))
-            del frame
-        if not moments:
-            raise ImageError(Reason.TRUNCATED, "no frame could be decoded before the file ended")
-        end = last_end
-        if incomplete is None and duration and last_end <= duration <= last_end + 2.0:
-            end = duration  # frames skipped at the very end (B-frames) still play to it
-        elif incomplete is None and duration and duration > last_end + 2.0:
-            incomplete = (f"the file ends {last_end:.1f} s in, of the {duration:.1f} s its "
-                          "header tells: cut short")
-        return _decoded(path, st, digest, video, moments, round(end, 6), incomplete)
+def _read(video, preprocess, draft_size, ticket, max_interval_s, max_moments, threshold):
+    """``(moments, end in seconds, why incomplete or None)`` of an opened video."""
+    video.stream.codec_context.skip_frame = "NONREF"  # B-frames: never references, skipped
+    duration = video.header_duration
+    interval, gap = max_interval_s, MIN_SCENE_S
+    if duration:
+        interval = max(interval, duration / max_moments)
+        gap = max(gap, duration / max_moments)
+    step = 1.0 / SAMPLE_FPS
+    moments: list[_Moment] = []
+    previous = None  # the last sample's thumbnail
+    next_sample = 0.0
+    last_end = 0.0
+    incomplete = None
+    frames = 0
+    decoding = video.frames()
+    while True:
+        try:
+            frame, t, frame_duration = next(decoding)
+        except StopIteration:
+            break
+        except ImageError:
+            raise
+        except Exception as exc:  # cut short or damaged: keep what was read, if anything
+            error = _error(exc)
+            if video.cut_short():
+                error = ImageError(Reason.TRUNCATED, "the file is cut short: its index "
+                                   "points past its end")
+            if not moments:
+                raise error from None
+            incomplete = error.detail
+            break
+        frames += 1
+        last_end = max(last_end, t + frame_duration)
+        if t > MAX_DURATION_S or frames > MAX_FRAMES:
+            incomplete = (f"read up to {MAX_DURATION_S:g} s or {MAX_FRAMES} frames, "
+                          "the rest left out")
+            break
+        if t < next_sample and moments:
+            continue
+        next_sample = (t // step + 1) * step  # the first frame of each step
+        video.check_size(frame)
+        thumb = frame.reformat(width=THUMB[0], height=THUMB[1], format="gray",
+                               interpolation="AREA").to_ndarray()
+        start = moments[-1].start if moments else None
+        new = start is None or (
+            t - start >= interval
+            or (t - start >= gap and previous is not None
+                and scene_change(previous, thumb) > threshold))
+        previous = thumb
+        if new and len(moments) < max_moments:
+            pixels = preprocess(video.image(frame, min_side=draft_size))
+            decode.BUDGET.take(ticket, int(getattr(pixels, "nbytes", 0) or 0))
+            moments.append(_Moment(round(t, 6), pixels))
+        del frame
+    if not moments:
+        raise ImageError(Reason.TRUNCATED, "no frame could be decoded before the file ended")
+    end = last_end
+    if incomplete is None and duration and last_end <= duration <= last_end + 2.0:
+        end = duration  # frames skipped at the very end (B-frames) still play to it
+    elif incomplete is None and duration and duration > last_end + 2.0:
+        incomplete = (f"the file ends {last_end:.1f} s in, of the {duration:.1f} s its "
+                      "header tells: cut short")
+    return moments, round(end, 6), incomplete
 
 
 def _decoded(path, st, digest, video, moments, end, incomplete) -> list[Decoded]:
@@ -308,13 +414,19 @@ def _decoded(path, st, digest, video, moments, end, incomplete) -> list[Decoded]
 
 
 class _Video:
-    """One opened video: its chosen stream, its facts, frames with their times."""
+    """One opened video: its chosen stream, its facts, frames with their times. Opening it
+    refuses a stream whose decoder cannot fit the budget and takes its cost from ``ticket``
+    (a reservation of :data:`~clipsql.ingest.decode.BUDGET`); its :class:`Deadline` starts
+    now (``st``: the file's stat, if known)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, ticket=None, st=None):
         import av
 
         self.path = path
         self.container = None
+        self.ticket = ticket
+        self.deadline = Deadline(deadline_s(st if st is not None else _stat(path)))
+        self.frames_decoded = 0
         try:
             self.container = av.open(
                 "file:" + os.path.abspath(path), metadata_errors="replace",
@@ -352,7 +464,15 @@ class _Video:
         self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
         self.check_size(self)
         ctx.options = {"max_pixels": str(decode.MAX_PIXELS)}  # frames that grow later
-        stream.thread_type = "AUTO"
+        ctx.thread_count = DECODE_THREADS
+        if DECODE_THREADS > 1:
+            ctx.thread_type = "AUTO"
+        self.pix_fmt = ctx.pix_fmt
+        self.reorder = 2 if ctx.has_b_frames else 0
+        self._nal_length = 0  # H.264 in MP4/Matroska: NAL units length-prefixed (avcC)
+        self.refs = self._declared_refs(ctx)
+        self.cost = self.costed = 0
+        self._charge(self.width, self.height, self.refs)
         self.time_base = stream.time_base or Fraction(1, 1_000_000)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = round(float(rate), 3) if rate else None
@@ -363,6 +483,46 @@ class _Video:
         self.format = _format_name(self.container, self.path)
         self.bad_packets = 0
         self.header_duration = self._duration()
+
+    def _declared_refs(self, ctx) -> int:
+        """The reference frames the stream's header declares: an H.264 SPS's
+        ``max_num_ref_frames``; else the most its codec allows (:data:`MAX_REFS`)."""
+        if self.codec == "h264":
+            extradata = bytes(ctx.extradata or b"")
+            if extradata[:1] == b"\x01" and len(extradata) > 7:  # avcC
+                self._nal_length = (extradata[4] & 3) + 1
+                refs = [r for r in map(h264_refs, _avcc_sps(extradata)) if r is not None]
+            else:
+                refs = [r for r in map(h264_refs, _annexb_sps(extradata)) if r is not None]
+            if refs:
+                return max(refs)
+        return MAX_REFS.get(self.codec, MAX_REFS_UNKNOWN)
+
+    def _charge(self, width: int, height: int, refs: int) -> None:
+        """Take what a decoder of ``width`` x ``height`` frames with ``refs`` reference
+        frames holds from the budget (past what was taken); refuse what cannot fit."""
+        cost = stream_cost(width, height, self.pix_fmt, refs, reorder=self.reorder)
+        if cost > decode.DECODE_MEMORY:
+            raise ImageError(Reason.DECOMPRESSION_BOMB, (
+                f"decoding its {width}x{height} {self.codec} stream with {refs} reference "
+                f"frames holds about {cost >> 20} MB, over the {decode.DECODE_MEMORY >> 20} MB "
+                "decode budget"))
+        if cost > self.cost:
+            if self.ticket is not None:
+                decode.BUDGET.take(self.ticket, cost - self.cost)
+            self.cost = cost
+        self.costed = max(self.costed, int(width) * int(height))
+        self.refs = max(getattr(self, "refs", 0), int(refs))
+
+    def _watch(self, packet) -> None:
+        """An H.264 SPS inside the stream (a new one may declare more reference frames than
+        the header's): charged before the packet is decoded."""
+        data = bytes(packet)
+        sps = _lengthed_sps(data, self._nal_length) if self._nal_length else _annexb_sps(data)
+        for nal in sps:
+            refs = h264_refs(nal)
+            if refs is None or refs > self.refs:  # unreadable: the most H.264 allows
+                self._charge(self.width, self.height, refs if refs is not None else 16)
 
     def _duration(self) -> float | None:
         s = self.stream
@@ -390,11 +550,14 @@ class _Video:
             return False
 
     def check_size(self, frame) -> None:
-        """Refuse a stream (by its header) or frame over the pixel limit."""
+        """Refuse a stream (by its header) or frame over the pixel limit; a frame larger than
+        the budget was taken for is charged (or refused) first."""
         w, h = int(frame.width or 0), int(frame.height or 0)
         if w * h > decode.MAX_PIXELS:
             raise ImageError(Reason.DECOMPRESSION_BOMB,
                              f"{w}x{h} frames are over the {decode.MAX_PIXELS:,} pixel limit")
+        if frame is not self and w * h > self.costed:
+            self._charge(w, h, self.refs)
 
     def decoded(self):
         """The stream's frames; a packet the decoder rejects is skipped (counted in
@@ -403,7 +566,11 @@ class _Video:
         import av
 
         in_a_row = 0
+        watch = self.codec == "h264"
         for packet in self.container.demux(self.stream):
+            self.deadline.check()
+            if watch and packet.size:
+                self._watch(packet)
             try:
                 frames = self.stream.decode(packet)
             except av.error.InvalidDataError:
@@ -413,7 +580,10 @@ class _Video:
                     raise
                 continue
             in_a_row = 0
-            yield from frames
+            for frame in frames:
+                self.frames_decoded += 1
+                self.check_size(frame)
+                yield frame
 
     def frames(self):
         """(frame, seconds from the video's start, its duration in seconds), in order."""
@@ -496,6 +666,110 @@ def _rotation(frame) -> int:
         return 0
     r %= 360
     return r if r in (90, 180, 270) else 0
+
+
+# --- H.264 parameter sets: the reference frames a stream declares -------------------------
+_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+class _Bits:
+    """Reads an RBSP bit by bit (IndexError past its end)."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+def h264_refs(nal: bytes) -> int | None:
+    """``max_num_ref_frames`` of an H.264 sequence parameter set (the NAL unit, its header
+    byte first); None when it cannot be read.
+
+    >>> h264_refs(bytes.fromhex("6764003eac76110020000401a1"))
+    16
+    """
+    try:
+        b = _Bits(nal[1:].replace(b"\x00\x00\x03", b"\x00\x00"))
+        profile = b.u(8)
+        b.u(16)  # constraint flags, level
+        b.ue()  # seq_parameter_set_id
+        if profile in _HIGH_PROFILES:
+            chroma = b.ue()
+            if chroma == 3:
+                b.u(1)
+            b.ue(), b.ue(), b.u(1)  # bit depths, qpprime_y_zero_transform_bypass
+            if b.u(1):  # scaling matrices
+                for i in range(8 if chroma != 3 else 12):
+                    if b.u(1):
+                        last = following = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if following:
+                                following = (last + b.se()) % 256
+                            last = following or last
+        b.ue()  # log2_max_frame_num
+        poc = b.ue()
+        if poc == 0:
+            b.ue()
+        elif poc == 1:
+            b.u(1), b.se(), b.se()
+            for _ in range(min(b.ue(), 255)):
+                b.se()
+        refs = b.ue()
+    except (IndexError, ValueError):
+        return None
+    return refs if 0 <= refs <= 64 else None
+
+
+def _avcc_sps(extradata: bytes) -> list[bytes]:
+    """The SPS NAL units of an avcC record (MP4's, Matroska's H.264 header)."""
+    out, pos = [], 6
+    for _ in range(extradata[5] & 0x1F):
+        n = int.from_bytes(extradata[pos:pos + 2], "big")
+        out.append(extradata[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    return [nal for nal in out if nal and nal[0] & 0x1F == 7]
+
+
+def _annexb_sps(data: bytes) -> list[bytes]:
+    """The SPS NAL units of an Annex B byte stream (start codes)."""
+    out = []
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0:
+        nxt = data.find(b"\x00\x00\x01", pos + 3)
+        if pos + 3 < len(data) and data[pos + 3] & 0x1F == 7:
+            out.append(data[pos + 3:nxt if nxt >= 0 else len(data)].rstrip(b"\x00") + b"\x00")
+        pos = nxt
+    return out
+
+
+def _lengthed_sps(data: bytes, length: int) -> list[bytes]:
+    """The SPS NAL units of a sample of length-prefixed NAL units (``length`` bytes each)."""
+    out, pos = [], 0
+    while pos + length < len(data):
+        n = int.from_bytes(data[pos:pos + length], "big")
+        if data[pos + length] & 0x1F == 7:
+            out.append(data[pos + length:pos + length + n])
+        pos += length + n
+    return out
 
 
 def _unreadable_container(path: str) -> ImageError:

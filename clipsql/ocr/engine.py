@@ -27,7 +27,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipsql.errors import OcrLanguageDataError
+from clipsql import config
+from clipsql.errors import ImageError, OcrLanguageDataError
+from clipsql.ingest.reasons import Reason
 
 #: Languages read by default: every one of these that is installed (English at least).
 DEFAULT_LANGUAGES = ("eng", "jpn", "rus")
@@ -55,6 +57,10 @@ MAX_SKEW = 20
 MIN_SKEW = 2
 #: Largest image Tesseract is given, in pixels (a larger one is downscaled first).
 MAX_PIXELS = 16_000_000
+#: Bytes Tesseract holds while it reads an image, per pixel it is given (its grey, binary and
+#: threshold copies, its layout): taken from the decode budget (clipsql.ingest.decode.BUDGET)
+#: for each image read, so OCR threads are bounded by it as decoders are.
+WORK_BYTES_PER_PIXEL = 12
 #: How to install the data, quoted by the error.
 INSTALL = ("install Tesseract's language data: on Debian/Ubuntu `apt-get install "
            "tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-rus`, on Fedora `dnf install "
@@ -163,6 +169,8 @@ class OcrEngine:
         self.psm = tesserocr.PSM.SPARSE_TEXT if psm is None else psm
         self.version = tesserocr.PyTessBaseAPI.Version().split()[0]
         self.engine = f"tesseract {self.version}"
+        #: Seconds each reading may take (Tesseract's own timeout): the decode deadline.
+        self.deadline_s = config.decode_deadline()
         self._local = threading.local()
         self._apis: list = []
         self._lock = threading.Lock()
@@ -242,7 +250,9 @@ class OcrEngine:
         try:
             api.SetVariable("thresholding_method", method)
             api.SetImage(image)
-            api.Recognize()
+            if not api.Recognize(timeout=max(1, int(self.deadline_s * 1000))):
+                raise ImageError(Reason.TOO_SLOW, f"Tesseract took more than its "
+                                 f"{self.deadline_s:g} s deadline (CLIPSQL_DECODE_DEADLINE)")
             text = (api.GetUTF8Text() or "").strip()
             words = []
             iterator = api.GetIterator()

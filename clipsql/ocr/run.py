@@ -10,8 +10,12 @@ a run that is killed keeps every batch it finished and the next run starts where
 Still images are read through :func:`clipsql.ingest.decode.read` (its size and pixel limits,
 EXIF orientation); the row's ``image_sha256`` is the hash of the bytes read now, so a file
 changed since its load stays stale until it is loaded again. A video moment (``start_s`` set)
-is its keyframe, :func:`clipsql.ingest.video.frame_at`, recorded with the sha256 its load
-stored (the video is not hashed again); without that module moments are skipped. Rows imported
+is its keyframe, :func:`clipsql.ingest.video.frame_at` (budgeted, seeking to the keyframe
+before it, within its deadline, and shrunk to :data:`MAX_FRAME_SIDE`), recorded with the
+sha256 its load stored (the video is not hashed again); without that module moments are skipped. Tesseract's own memory
+(:data:`~clipsql.ocr.engine.WORK_BYTES_PER_PIXEL`) is taken from the same decode budget
+as each image is read, and each of its readings stops at the decode deadline (``too_slow``):
+the threads read at once only what the budget holds. Rows imported
 without a file (no ``sha256``) are never read. A file that cannot be read is counted in
 ``failed`` (tried again next run), never fatal.
 
@@ -34,6 +38,9 @@ from clipsql.errors import ImageError, QueryError
 TABLE = "clipsql.ocr"
 #: Images read and written together (one transaction).
 BATCH = 16
+#: A video frame is read at most this wide or high (8K is read whole; word boxes of larger
+#: frames are in the frame shrunk to this).
+MAX_FRAME_SIDE = 8192
 #: Longest text stored per image, in characters: a tsvector holds at most 1 MB, which 50,000
 #: characters of CJK pairs stay under (a page of dense print is about 5,000 characters).
 MAX_TEXT_CHARS = 50_000
@@ -123,20 +130,23 @@ def _read_one(engine, item, frame_at):
     """``(id, result, sha256)`` of one pending row, or ``(id, why, path)``: a file
     that cannot be read, a video frame that cannot be decoded, or Tesseract failing on one
     image stops only that image."""
-    from clipsql.ingest.decode import read
+    from clipsql.ingest import decode
+    from clipsql.ocr.engine import WORK_BYTES_PER_PIXEL
 
     image_id, path, sha, start_s = item
     try:
-        if start_s is None:
-            decoded = read(path, engine.prepare)
+        if start_s is None:  # decoded within the budget and the pixel limit
+            decoded = decode.read(path, engine.prepare)
             (prepared, factor), sha = decoded.pixels, decoded.sha256
             size = (decoded.width, decoded.height)
-        else:
-            frame = frame_at(path, start_s)  # every failure an ImageError
+        else:  # budgeted, seeking and within its deadline; 8K and smaller frames whole
+            frame = frame_at(path, start_s, max_side=MAX_FRAME_SIDE)
             size = frame.size
             prepared, factor = engine.prepare(frame)
             del frame
-        return image_id, engine.recognise_prepared(prepared, factor, size), sha
+        with decode.BUDGET.reservation() as ticket:  # Tesseract's memory, in the same budget
+            decode.BUDGET.take(ticket, WORK_BYTES_PER_PIXEL * prepared.size[0] * prepared.size[1])
+            return image_id, engine.recognise_prepared(prepared, factor, size), sha
     except ImageError as exc:
         return image_id, f"{exc.reason}: {exc.detail}", path
     except RuntimeError as exc:  # tesserocr's errors
