@@ -34,7 +34,8 @@ class IngestMixin:
              workers: int | None = None, processes: bool = False,
              progress: Callable[[int, int], None] | None = None, engine: str = "local",
              address: str | None = None, actors: int | None = None,
-             steps: Callable[[str], None] | None = None) -> loader.LoadReport:
+             steps: Callable[[str], None] | None = None,
+             follow_links: bool = False) -> loader.LoadReport:
         """Embed every image under ``paths`` (incrementally) and return a :class:`LoadReport`.
 
         ``workers`` decoding threads, or processes with ``processes=True`` (GPU loads).
@@ -49,6 +50,13 @@ class IngestMixin:
         is written) where a folder is empty (an unmounted drive?) or more than half of a
         folder's rows would go (:data:`clipsql.ingest.accounting.PRUNE_MAX_SHARE`), unless
         ``force``. Local loads of the same folder at once split the files between them.
+
+        A symbolic link whose target lies outside ``paths`` is not followed: it is ignored
+        (``link_outside``), and the web server sends no file that lies outside the loaded
+        folders. ``follow_links=True`` follows such links (never into ``/proc``, ``/sys``,
+        ``/dev``, nor to a folder that holds a loaded one), and the server then sends files
+        from where they lead: give it only where nobody else can put links in the folders
+        (see docs/security-serve.md).
         """
         if force and not prune:
             raise ConfigError("force=True only changes a prune: give prune=True too")
@@ -61,7 +69,7 @@ class IngestMixin:
 
             report = ray_engine.load(connect, self.model, paths, address=address, actors=actors,
                                      prune=prune, force=force, batch_size=batch_size,
-                                     progress=progress, steps=steps)
+                                     progress=progress, steps=steps, follow_links=follow_links)
         elif engine != "local":
             raise ConfigError(f'engine must be "local" or "ray", not {engine!r}')
         elif address is not None or actors is not None:
@@ -69,7 +77,7 @@ class IngestMixin:
         else:
             report = loader.load(connect, self.model, paths, prune=prune, force=force,
                                  batch_size=batch_size, workers=workers, processes=processes,
-                                 progress=progress, steps=steps)
+                                 progress=progress, steps=steps, follow_links=follow_links)
         return report
 
     def watch(self, *paths: str | os.PathLike, stop: threading.Event | None = None,
@@ -79,7 +87,8 @@ class IngestMixin:
               polling: bool = False, batch_size: int = config.BATCH_SIZE,
               workers: int | None = None, processes: bool = False,
               progress: Callable[[int, int], None] | None = None,
-              steps: Callable[[str], None] | None = None) -> watching.WatchReport:
+              steps: Callable[[str], None] | None = None,
+              follow_links: bool = False) -> watching.WatchReport:
         """Load the folders ``paths``, then keep the collection in sync with them until
         ``stop`` is set or Ctrl-C (see :mod:`clipsql.ingest.watch`): new and changed files
         are loaded about ``max(debounce_s, settle_s)`` seconds after they were last written
@@ -92,7 +101,8 @@ class IngestMixin:
         on; so is a sync that failed (the database restarted), retried after a backoff.
         ``on_report(report)`` gets each :class:`~clipsql.ingest.watch.SyncReport`; the
         return value adds them up. ``polling`` polls the folders instead of asking the
-        operating system for events (network shares).
+        operating system for events (network shares). ``follow_links`` as for :meth:`load`:
+        a new file that is a link out of the watched folders is ignored unless it is given.
 
         >>> db.watch("/photos", stop=stop_event, on_report=print)  # doctest: +SKIP
         """
@@ -108,7 +118,7 @@ class IngestMixin:
                               settle_s=settle_s, max_delay_s=max_delay_s, prune=prune,
                               force=force, on_report=on_report, polling=polling,
                               progress=progress, steps=steps, batch_size=batch_size,
-                              workers=workers, processes=processes)
+                              workers=workers, processes=processes, follow_links=follow_links)
 
     def add_embeddings(self, keys: Sequence[str], vectors, metadata: dict | None = None, *,
                        batch_size: int = importer.BATCH,

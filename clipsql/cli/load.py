@@ -52,12 +52,16 @@ from clipsql.errors import PruneRefusedError
 @click.option("--poll", is_flag=True,
               help="With --watch: poll the folders instead of the system's file events "
                    "(network shares that send none).")
+@click.option("--follow-links", is_flag=True,
+              help="Follow symbolic links that lead outside PATHS (ignored by default: "
+                   "whoever can put a link in a folder could load and serve any file you can "
+                   "read). Never into /proc, /sys, /dev, nor to a folder that holds PATHS.")
 @precision_option
 @json_option("Print a JSON summary only (with --watch: one JSON line per sync).")
 @collection_options
 @friendly
 def load(paths, prune, force, batch_size, workers, processes, ray_address, actors, watch,
-         debounce, settle, poll, precision, as_json, dsn, model, device):
+         debounce, settle, poll, follow_links, precision, as_json, dsn, model, device):
     """Embed every image under PATHS into the collection (incremental)."""
     if actors is not None and ray_address is None:
         raise click.UsageError("--actors needs --ray")
@@ -65,7 +69,7 @@ def load(paths, prune, force, batch_size, workers, processes, ray_address, actor
         if ray_address:
             raise click.UsageError("--watch loads on this machine: leave out --ray")
         return _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
-                      precision, as_json, dsn, model, device)
+                      precision, as_json, dsn, model, device, follow_links)
     if debounce != 1.0 or settle != 1.0 or poll:
         raise click.UsageError("--debounce, --settle and --poll are options of --watch")
     if force and not prune:
@@ -78,7 +82,7 @@ def load(paths, prune, force, batch_size, workers, processes, ray_address, actor
                 progress_bar("embedding", as_json) as progress:
             report = db.load(*paths, prune=prune, force=force, batch_size=batch_size,
                              workers=workers, processes=processes, progress=progress,
-                             steps=steps, **engine)
+                             steps=steps, follow_links=follow_links, **engine)
     except PruneRefusedError as exc:
         raise click.ClickException(printable(f"{exc.problem}; if those files are really gone, "
                                              "run it again with --force")) from None
@@ -102,7 +106,7 @@ def _print_load(report) -> None:
 
 
 def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll, precision,
-           as_json, dsn, model, device) -> None:
+           as_json, dsn, model, device, follow_links=False) -> None:
     """The first load as usual, then one line per sync until Ctrl-C or SIGTERM (exit 0)."""
     stop = threading.Event()
     try:  # SIGTERM (a service manager) stops it as Ctrl-C does
@@ -121,7 +125,8 @@ def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
             db.watch(*paths, stop=stop, debounce_s=debounce, settle_s=settle,
                      max_delay_s=max(10.0, debounce), force=force, on_report=on_report,
                      polling=poll, batch_size=batch_size, workers=workers,
-                     processes=processes, progress=progress, steps=steps)
+                     processes=processes, progress=progress, steps=steps,
+                     follow_links=follow_links)
     except KeyboardInterrupt:
         pass
     finally:
@@ -173,7 +178,8 @@ def _ignored(report) -> str:
         return "ignored 0"
     if set(by) == {"not_image"}:
         return f"ignored {report.ignored} (not images)"
-    labels = {"not_image": "not images", "hidden": "hidden"}
+    labels = {"not_image": "not images", "hidden": "hidden",
+              "link_outside": "links outside the folders"}
     return f"ignored {report.ignored} (" + ", ".join(
         f"{n} {labels.get(k, k)}" for k, n in sorted(by.items(), reverse=True)) + ")"
 
@@ -203,6 +209,8 @@ def status(as_json, dsn, model, device):
     click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
     click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
     click.echo(f"filters:    {info['filters']['summary']}")
+    t = info["sql_text"]
+    click.echo(f"sql text:   {t['mode']} ({t['reason']})")
     b = info["backend"]
     click.echo(f"backend:    {b['backend'] or 'not decided yet'} ({b['reason']})")
     if b.get("text"):

@@ -55,7 +55,14 @@ def record(conn, found) -> list:
                 "DELETE FROM clipsql.ignored WHERE path ^@ ANY(%s::text[]) "
                 "AND NOT path = ANY(%s::text[]) AND NOT path ^@ ANY(%s::text[])",
                 (folders, [p for p, _ in ignored], [_under(b) for b in found.blind_spots]))
-        if ignored:
+        if ignored:  # a file is in one table: an ignored link drops what was loaded through it
+            links = [_under(p) for p, r in ignored if r == Ignored.LINK_OUTSIDE]
+            for table in ("images", "failures"):
+                conn.execute(f"DELETE FROM clipsql.{table} WHERE path = ANY(%s)",
+                             ([p for p, _ in ignored],))
+                if links:
+                    conn.execute(f"DELETE FROM clipsql.{table} WHERE path ^@ ANY(%s::text[])",
+                                 (links,))
             conn.execute(
                 "INSERT INTO clipsql.ignored (path, reason) "
                 "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (path) DO UPDATE "

@@ -27,7 +27,7 @@ from clipsql import config
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
 from clipsql.errors import DatabaseError, ImageError
-from clipsql.ingest import accounting
+from clipsql.ingest import accounting, roots
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.reasons import Reason
@@ -81,7 +81,7 @@ class LoadReport(FileCounts):
 
 def load(connect, model, paths, *, prune=False, force=False, batch_size=config.BATCH_SIZE,
          workers=None, draft=True, processes=False, progress=None, pipeline=None,
-         steps=None) -> LoadReport:
+         steps=None, follow_links=False, within=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
 
     The model is prepared (:meth:`~clipsql.models.openclip.ClipModel.prepare`: a new
@@ -97,10 +97,15 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
     ``prune`` removes rows of files gone from the folders, but not (unless ``force``) most
     of a folder's rows (:func:`~clipsql.ingest.accounting.check_prune`). Loads of the same
     files at once split them (:class:`~clipsql.ingest.accounting.Claims`; not ``pipeline``).
+
+    A link that leads outside the folders is ignored (``link_outside``), unless
+    ``follow_links``; ``within``: the folders that paths named one by one must lie in (see
+    :func:`~clipsql.ingest.walk.discover`). The places walked are recorded
+    (:mod:`clipsql.ingest.roots`): the web server sends files from nowhere else.
     """
     started = time.perf_counter()
     report = LoadReport()
-    found = discover(paths)
+    found = discover(paths, follow_links=follow_links, within=within)
     report.skipped = [(p, why) for p, why in found.skipped if p not in found.failed]
     for reason in found.ignored.values():
         report.ignored_by_reason[reason] = report.ignored_by_reason.get(reason, 0) + 1
@@ -113,6 +118,7 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
         if vanished and not force:
             accounting.check_prune(found, known, vanished)
         walk_failures = accounting.record(conn, found)
+        roots.record(conn, found)  # where the web server may send files from
         report.failed += len(walk_failures)
         report.failures.extend((p, f"{r}: {d}") for p, r, d in walk_failures)
         todo = [p for p, st in found.files.items() if known.get(p) != (st.st_size, mtime_of(st))]

@@ -69,8 +69,8 @@ def import_ray():
 
 
 def load(connect, model, paths, *, address=None, actors=None, prune=False, force=False,
-         batch_size=config.BATCH_SIZE, draft=True, progress=None, steps=None
-         ) -> loader.LoadReport:
+         batch_size=config.BATCH_SIZE, draft=True, progress=None, steps=None,
+         follow_links=False) -> loader.LoadReport:
     """:func:`clipsql.ingest.loader.load` with decoding and embedding on a Ray cluster.
 
     ``address``: None or ``"local"`` for a new Ray runtime on this machine alone, listening
@@ -89,7 +89,8 @@ def load(connect, model, paths, *, address=None, actors=None, prune=False, force
             _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
 
     return loader.load(connect, model, paths, prune=prune, force=force, batch_size=batch_size,
-                       draft=draft, progress=progress, pipeline=pipeline, steps=steps)
+                       draft=draft, progress=progress, pipeline=pipeline, steps=steps,
+                       follow_links=follow_links)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ for network shares that deliver no events) and syncs what they name:
   changed files' paths (never one load per file: every file ready at a sync goes in one
   call), after the walk's rules (:mod:`clipsql.ingest.walk`): images and videos are loaded,
   other files and hidden files are recorded as ignored, nothing inside hidden folders is
-  looked at;
+  looked at, and a link (to a file or a folder) whose target lies outside the watched
+  folders is recorded as ignored (``link_outside``) and not followed, unless the watch was
+  given ``follow_links``;
 * a deleted file's row (or failure) is removed, a deleted or moved-away folder's rows too,
   under the rule of every prune (:func:`clipsql.ingest.accounting.prune_refusal`): never
   where a watched folder is missing or empty (an unmounted drive), never more than
@@ -622,6 +624,8 @@ class _Sync:
         images, ignored = [], {}
         for path in files:
             if not os.path.isfile(path):
+                if os.path.islink(path) and os.path.isdir(path):
+                    images.append(path)  # a new link to a folder: the walk's link rule
                 continue
             why = walk_rule(path)
             if why is None:
@@ -632,7 +636,8 @@ class _Sync:
             if not images:
                 break
             try:
-                report.add(self._load(images, prune=False))
+                # links stay inside the watched folders (or follow_links, in load_kwargs)
+                report.add(self._load(images, prune=False, within=self.roots))
                 break
             except ConfigError as exc:
                 if "does not exist" not in str(exc):
