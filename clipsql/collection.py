@@ -213,8 +213,9 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
 def status_of(c, url: str, model=None) -> dict:
     """:meth:`Collection.status` for connection ``c``; ``model()`` gives the model whose backend
     is reported (nothing is loaded or measured for it); ``filters`` says how SQL filters run
-    on the server (:func:`clipsql.database.filter_login.describe`)."""
-    from clipsql.database import filter_login
+    on the server (:func:`clipsql.database.filter_login.describe`); ``sql_text`` whether the
+    server embeds any text itself (:func:`clipsql.database.native.mode`)."""
+    from clipsql.database import filter_login, native
 
     rows, videos, moments = c.execute(
         f"SELECT count(*), count(DISTINCT path) FILTER (WHERE start_s IS NOT NULL), "
@@ -243,4 +244,5 @@ def status_of(c, url: str, model=None) -> dict:
         "backend": backend,
         "cache": {"path": str(cache.root()), "bytes": sum(e["bytes"] for e in cache.entries())},
         "filters": filter_login.describe(c),
+        "sql_text": native.mode(c),
     }

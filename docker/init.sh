@@ -7,8 +7,9 @@
 #      CLIPSQL_OWNER (LOGIN with CLIPSQL_OWNER_PASSWORD; NOSUPERUSER, NOCREATEROLE,
 #      NOCREATEDB), its database CLIPSQL_DB, and pgvector in it;
 #   2. as the owner: clipsql's migrations (`clipsql status` applies them);
-#   3. as the superuser: the filter role clipsql_filter with CLIPSQL_FILTER_PASSWORD and its
-#      grants, the SQL that `clipsql admin sql` prints for this schema.
+#   3. as the superuser: the in-database model's functions (clipsql_native, whose C module
+#      docker/Dockerfile.db installs in the server), then the filter role clipsql_filter with
+#      CLIPSQL_FILTER_PASSWORD and its grants, the SQL that `clipsql admin sql` prints.
 #
 # clipsql itself then only ever connects as the owner (and its filters as clipsql_filter).
 set -eu
@@ -50,6 +51,12 @@ echo "init: clipsql's migrations, as $CLIPSQL_OWNER"
 CLIPSQL_DATABASE_URL="postgresql://$CLIPSQL_OWNER:$CLIPSQL_OWNER_PASSWORD@$PGHOST:$PGPORT/$CLIPSQL_DB"
 export CLIPSQL_DATABASE_URL
 clipsql status >/dev/null
+
+echo "init: the in-database model (CREATE EXTENSION clipsql_native where the server has it), as $PGUSER"
+psql -X -q -v ON_ERROR_STOP=1 -d "$CLIPSQL_DB" <<'SQL'
+SELECT 'CREATE EXTENSION IF NOT EXISTS clipsql_native'
+ WHERE EXISTS (SELECT FROM pg_available_extensions WHERE name = 'clipsql_native') \gexec
+SQL
 
 echo "init: the filter role's password and grants (clipsql admin sql), as $PGUSER"
 sql=$(clipsql admin sql --db "$CLIPSQL_DATABASE_URL" --owner "$CLIPSQL_OWNER" \

@@ -144,7 +144,7 @@ def test_many_connections_share_one_worker(inside, dsn):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, str(errors[0])
     for i in range(12):
         assert np.allclose(vectors[i], vectors[i % 4], atol=1e-3)
     with sql_client(dsn) as conn:

@@ -76,7 +76,11 @@ def compose():
 
 def test_compose_has_pgvector_and_clipsql_wired_together(compose):
     db, app = compose["services"]["db"], compose["services"]["clipsql"]
-    assert db["image"].startswith("pgvector/pgvector:pg")
+    assert (ROOT / "docker" / db["build"]["context"] / db["build"]["dockerfile"]).resolve() == \
+        (DOCKER / "Dockerfile.db").resolve()
+    base = [line for line in (DOCKER / "Dockerfile.db").read_text().splitlines()
+            if line.startswith("FROM ")]
+    assert base == ["FROM pgvector/pgvector:pg17"]
     url = url_of(app["environment"]["CLIPSQL_DATABASE_URL"])
     assert (url.hostname, url.port) == ("db", 5432)
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
@@ -275,3 +279,24 @@ def test_a_local_checkpoint_is_mounted_where_the_model_spec_points():
     assert path.is_absolute() and path.parent == Path(target)
     header = (DOCKER / "compose.checkpoint.yaml").read_text()
     assert f"CLIPSQL_MODEL={example}" in header
+
+
+def test_the_database_image_has_the_model_inside():
+    """docker/Dockerfile.db builds clipsql_native with the image's PGXS into the server,
+    points the worker at the image's Python (postgresql.conf's sample), reads the exports the
+    clipsql service makes (the same volume, read-only), and init.sh creates the extension."""
+    text = (DOCKER / "Dockerfile.db").read_text()
+    assert "postgresql-server-dev-17" in text and "libpython3" in text
+    assert "make -C clipsql/database/native install" in text
+    assert "python -m clipsql.database.native conf" in text
+    assert ">> /usr/share/postgresql/postgresql.conf.sample" in text
+    import yaml
+
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    cache = [v for v in compose["services"]["clipsql"]["volumes"] if v.startswith("models:")]
+    assert "models:/cache:ro" in compose["services"]["db"]["volumes"] and cache == ["models:/cache"]
+    assert "CLIPSQL_CACHE=/cache/clipsql" in text
+    assert "CLIPSQL_CACHE=/cache/clipsql" in (DOCKER / "Dockerfile").read_text()
+    init = (DOCKER / "init.sh").read_text()
+    assert "CREATE EXTENSION IF NOT EXISTS clipsql_native" in init
+    assert "pg_available_extensions WHERE name = 'clipsql_native'" in init

@@ -34,7 +34,9 @@ from clipsql import config
 from clipsql.errors import DatabaseError
 
 HERE = Path(__file__).parent
-SOURCES = ("clipsql_native.c", "Makefile")
+SOURCES = ("clipsql_native.c", "Makefile", "clipsql_native.control", "clipsql_native--1.sql")
+#: The functions' SQL, the one home of their definitions (CREATE EXTENSION runs it too).
+SCRIPT = HERE / "clipsql_native--1.sql"
 LIBRARY = "clipsql_native.so"
 
 #: The SQL function clipsql.text_embedding calls when a text is not stored yet.
@@ -52,30 +54,19 @@ ENVIRONMENT = (config.ENV_HOME, config.ENV_CACHE, config.ENV_MODEL_CONFIGS,
 IN_DATABASE = "in-database"
 STORED_ONLY = "stored texts only"
 
-_INSTALL_SQL = """
-CREATE SCHEMA IF NOT EXISTS clipsql_native;
-CREATE OR REPLACE FUNCTION clipsql_native.embed(query text, fp32 boolean DEFAULT false)
-    RETURNS real[] AS {lib}, 'clipsql_embed_text' LANGUAGE C STRICT STABLE PARALLEL SAFE;
-CREATE OR REPLACE FUNCTION clipsql_native.logits()
-    RETURNS real[] AS {lib}, 'clipsql_model_logits' LANGUAGE C STABLE PARALLEL SAFE;
-CREATE OR REPLACE FUNCTION clipsql_native.workers()
-    RETURNS TABLE(database oid, pid integer, state text, served bigint)
-    AS {lib}, 'clipsql_inference_workers' LANGUAGE C VOLATILE;
-GRANT USAGE ON SCHEMA clipsql_native TO PUBLIC;
-"""
-
 _INSTALLED_SQL = ("SELECT to_regprocedure(%s) IS NOT NULL, "
                   "current_setting('clipsql.python_library', true), "
                   "(SELECT probin FROM pg_proc WHERE oid = to_regprocedure(%s))")
 
 
 def libpython() -> Path | None:
-    """This interpreter's shared libpython, or None for a statically linked Python."""
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        return None
+    """This interpreter's shared libpython (Debian's python3 is linked statically but its
+    libpython3.X package installs the same library), or None where there is none."""
     name = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
-    for folder in (sysconfig.get_config_var("LIBDIR"), sys.base_prefix + "/lib"):
-        if folder and name and (Path(folder) / name).exists():
+    libdir = sysconfig.get_config_var("LIBDIR") or sys.base_prefix + "/lib"
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    for folder in (libdir, str(Path(libdir) / multiarch), sys.base_prefix + "/lib"):
+        if name and name.endswith((".so", ".so.1.0")) and (Path(folder) / name).exists():
             return Path(folder) / name
     return None
 
@@ -164,6 +155,20 @@ def _open_prefixes(path: Path, *, readable: bool = False) -> None:
             pass
 
 
+def install_sql(library: str) -> str:
+    """The extension script's SQL with the module at ``library`` (clipsql's own build)."""
+    from psycopg import sql
+
+    lines = [line for line in SCRIPT.read_text().splitlines() if not line.startswith("\\echo")]
+    return "\n".join(lines).replace("'MODULE_PATHNAME'", sql.quote(library))
+
+
+def settings_conf(settings: dict[str, str]) -> str:
+    """``settings`` as postgresql.conf lines (a Docker image appends them to its sample)."""
+    return "".join(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n"
+                   for name, value in settings.items())
+
+
 def install(conn, library: Path, settings: dict[str, str]) -> None:
     """Create the ``clipsql_native`` functions from ``library`` and write the worker's
     settings (a superuser's connection); a running worker picks them up at its next start."""
@@ -181,10 +186,9 @@ def install(conn, library: Path, settings: dict[str, str]) -> None:
         conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
                                                                sql.Literal(value)))
     conn.execute("SELECT pg_reload_conf()")
-    lib = sql.Literal(str(library)).as_string(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('clipsql_native'))")
-        conn.execute(_INSTALL_SQL.format(lib=lib))
+        conn.execute(install_sql(str(library)))
 
 
 def ensure(conn, pg_config: Path) -> str:
