@@ -151,3 +151,20 @@ def test_many_connections_share_one_worker(inside, dsn):
         assert conn.execute("SELECT count(*) FROM clipsql_native.workers()").fetchone()[0] >= 1
         assert conn.execute("SELECT count(*) FROM pg_stat_activity "
                             "WHERE backend_type = 'clipsql inference'").fetchone()[0] == 1
+
+
+def test_the_sql_page_examples_run_as_written(inside, dsn):
+    """docs/sql.md's first block, statement by statement, on a collection nobody embedded
+    those texts for."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sql.md").read_text(encoding="utf-8")
+    block = re.search(r"```sql\n(.*?)```", page, re.S).group(1)
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    statements = ["\n".join(line for line in s.splitlines() if not line.lstrip().startswith("--"))
+                  for s in statements]
+    with sql_client(dsn) as conn:
+        results = [conn.execute(s).fetchall() for s in statements]
+    assert [len(r) for r in results][:3] == [10, 5, 3] and len(results[3]) <= 5
+    assert all(0 <= p <= 1 for _, p in results[2])

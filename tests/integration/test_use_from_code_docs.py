@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -126,10 +127,33 @@ def test_every_example_runs(shop, dsn):
     assert [len(r) for r in sql_results] == [10, 5, 5, 5]
 
 
+def install_model_inside(dsn):
+    import psycopg
+
+    from clipsql.database import embedded, native
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        major = conn.execute("SELECT current_setting('server_version_num')::int / 10000"
+                             ).fetchone()[0]
+        pg_config = embedded.pg_config_for_version(major)
+        if pg_config is None or major < 17:
+            pytest.skip(f"no PGXS for PostgreSQL {major} here (the in-database model needs 17+)")
+        native.ensure(conn, pg_config)
+
+
+def brute_force_ids(conn, query, k):
+    rows = conn.execute("SELECT id, embedding FROM clipsql.images").fetchall()
+    emb = np.stack([e.to_numpy().astype(np.float32) for _, e in rows])
+    q = np.asarray(query, dtype=np.float16).astype(np.float32)
+    scores = emb @ q / (np.linalg.norm(emb, axis=1) * np.linalg.norm(q))
+    return [rows[i][0] for i in np.argsort(-scores, kind="stable")][:k]
+
+
 def test_the_readme_examples_run(shop, dsn):
     """The README's short psycopg, SQLAlchemy and SQL examples, with ``url`` the shop's URL."""
     found = blocks(README, README_START, README_END)
     assert [kind for kind, _ in found] == ["sql", "python", "python", "console", "sql"]
+    install_model_inside(dsn)  # as clipsql does on its embedded server
     namespace = {"__name__": "readme_example", "url": dsn}
     sql_results = run_blocks(README, run_setup(found, dsn, shop), dsn, namespace)
 
@@ -140,4 +164,6 @@ def test_the_readme_examples_run(shop, dsn):
     assert by_sql == brute_force(shop.conn, dogs, 50, 10)
     best = namespace["best"]
     assert len(best) == 5 and [s for _, s in best] == sorted((s for _, s in best), reverse=True)
-    assert len(sql_results) == 2 and len(sql_results[1]) == 5
+    assert len(sql_results) == 3 and len(sql_results[1]) == 5
+    bicycle = shop.embed_text("a red bicycle leaning on a wall")
+    assert [r[0] for r in sql_results[2]] == brute_force_ids(shop.conn, bicycle, 5)
