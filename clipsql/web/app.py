@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -43,7 +43,7 @@ from clipsql.web import schemas as m
 from clipsql.web.backend import MAX_RANK, POOL_WAIT_S, SEARCH_CONNECTIONS, Backend
 from clipsql.web.filters import MAX_WHERE_CHARS
 from clipsql.web.guard import LOOPBACK_HOSTS, CrossSiteGuard, is_loopback
-from clipsql.web.media import add_file_routes, row_id
+from clipsql.web.media import MEDIA_QUEUE, MEDIA_THREADS, MediaPool, add_file_routes, row_id
 from clipsql.web.words import MAX_WORDS_CHARS
 
 __all__ = ["MAX_UPLOAD_BYTES", "create_app", "is_loopback"]
@@ -65,9 +65,14 @@ _LOOKUP_ERRORS = m.errors(403, 503)
 def create_app(dsn: str | None = None, model: str | None = None, device: str | None = None, *,
                thumbnails_dir: Path | None = None, max_body_bytes: int = MAX_UPLOAD_BYTES,
                allowed_hosts=LOOPBACK_HOSTS, search_connections: int = SEARCH_CONNECTIONS,
-               pool_wait_s: float = POOL_WAIT_S, steps=None):
+               pool_wait_s: float = POOL_WAIT_S, steps=None, media_threads: int = MEDIA_THREADS,
+               media_queue: int = MEDIA_QUEUE):
     """The ASGI app: opens the collection and prepares its model now (a first use on this
     machine exports it, told to ``steps(what)``), so no request pays a one-time set-up.
+
+    Thumbnails, images and videos are made and checked by ``media_threads`` threads of their
+    own with at most ``media_queue`` jobs waiting (:class:`~clipsql.web.media.MediaPool`:
+    past it, 503 with ``Retry-After``).
 
     ``allowed_hosts=None`` accepts any Host header (for ``--host 0.0.0.0`` behind Docker);
     the cross-site check stays on either way.
@@ -75,15 +80,18 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
     backend = Backend(dsn, model, device, search_connections=search_connections,
                       wait_s=pool_wait_s, steps=steps)
     thumbs = ThumbnailCache(thumbnails_dir)
+    media = MediaPool(media_threads, media_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
+        media.close()
         backend.close()
 
     app = FastAPI(title="clipsql", version=__version__, lifespan=lifespan,
                   max_body_size=max_body_bytes, description=m.DESCRIPTION)
     app.state.backend = backend
+    app.state.media = media
     app.add_middleware(CrossSiteGuard)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
@@ -204,21 +212,21 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
 
     @app.get("/api/images/{image_id}", response_model=m.ImageOut, tags=["images"],
              responses=m.errors(403, 404, 503))
-    def image_info(image_id: str):
+    def image_info(image_id: str, request: Request):
         """One image's metadata (including EXIF), by row id."""
-        info = backend.image(row_id(image_id))
+        info = backend.image(row_id(image_id, request))
         if info is None:
             raise HTTPException(404, "no such image")
         return m.image_json(info)
 
     @app.get("/api/images/{image_id}/words", response_model=m.WordsOut, tags=["images"],
              responses=m.errors(400, 403, 404, 503))
-    def image_words(image_id: str, q: Annotated[str | None, Query(
+    def image_words(image_id: str, request: Request, q: Annotated[str | None, Query(
             max_length=MAX_WORDS_CHARS, description="the words to find: ``matches`` holds "
             "their boxes (without q: every word read)")] = None):
         """The text OCR read in one image (``read``: false when none was) and the boxes of
         the words that match ``q``, in the pixels of the row's width and height."""
-        image = row_id(image_id)
+        image = row_id(image_id, request)
         found = backend.words(image, q)
         if found is None:
             if backend.row(image) is None:
@@ -241,10 +249,12 @@ def create_app(dsn: str | None = None, model: str | None = None, device: str | N
 
     @app.get("/api/status", tags=["status"], responses=_LOOKUP_ERRORS)
     def status():
-        """Rows, failures, model, database and index, as ``clipsql status --json``."""
+        """Rows, failures, model, database and index, as ``clipsql status --json`` without
+        the machine's paths (the database socket, ``CLIPSQL_HOME``, caches, checkpoints):
+        those only the local ``clipsql status`` shows."""
         return backend.status()
 
-    add_file_routes(app, backend, thumbs)
+    add_file_routes(app, backend, thumbs, media)
 
     @app.get("/", include_in_schema=False)
     def index():

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -96,6 +98,63 @@ def connect_when_up(dsn: str, wait_s: float = 0.0, steps=None, *, sleep=time.sle
             pause, tries = min(2 * pause, MAX_RETRY_S), tries + 1
 
 
+#: What a path in the web's status becomes.
+HIDDEN_PATH = "(hidden)"
+# An absolute path inside a text: a "/" that starts a word (not a URL's, a fraction's or a
+# relative path's), up to the next space or quote.
+_PATH_IN_TEXT = re.compile(r"(?<![\w.:/~-])/[^\s'\"()\[\],;]*")
+
+
+def public_database(dsn: str) -> str:
+    """Which database, without secrets or paths: a socket directory is "local socket".
+
+    >>> public_database("postgresql://bob:pw@/photos?host=/home/bob/.clipsql/run")
+    'photos on local socket'
+    >>> public_database("host=db.example port=5433 dbname=photos password=x")
+    'photos on db.example:5433'
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return HIDDEN_PATH
+    hosts = [h if h and not h.startswith(("/", "@")) else "local socket"
+             for h in str(params.get("host") or "").split(",")]
+    port = params.get("port")
+    where = ",".join(dict.fromkeys(hosts)) + (f":{port}" if port and "local socket" not in hosts
+                                              else "")
+    return f"{params.get('dbname') or params.get('user') or 'postgres'} on {where}"
+
+
+def _hide(value):
+    if isinstance(value, str):
+        return _PATH_IN_TEXT.sub(HIDDEN_PATH, value)
+    if isinstance(value, dict):
+        return {k: _hide(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hide(v) for v in value]
+    return value
+
+
+def public_status(status: dict, dsn: str) -> dict:
+    """``status`` (:func:`clipsql.collection.status_of`) as the web shows it: the database
+    by name and host (no socket path), the cache's size (not its folder), a checkpoint by its
+    file name, the model export's folder left out, and any other absolute path in a text
+    replaced by ``(hidden)``. The local ``clipsql status`` shows them all."""
+    shown = dict(status)
+    shown["database"] = public_database(dsn)
+    if isinstance(shown.get("cache"), dict):
+        shown["cache"] = {k: v for k, v in shown["cache"].items() if k != "path"}
+    if isinstance(shown.get("backend"), dict) and "export" in shown["backend"]:
+        shown["backend"] = {**shown["backend"], "export": bool(shown["backend"]["export"])}
+    model = shown.get("model")
+    if isinstance(model, dict) and isinstance(model.get("pretrained"), str) and \
+            ("/" in model["pretrained"] or os.sep in model["pretrained"]):
+        shown["model"] = {**model, "pretrained": os.path.basename(model["pretrained"])}
+    return _hide(shown)
+
+
 @dataclass
 class Row:
     """The columns the server needs to serve one image's file."""
@@ -106,6 +165,8 @@ class Row:
     format: str
     #: A video moment's start (seconds; the row's file is the video), None for a still image.
     start_s: float | None = None
+    #: The file's size when it was loaded: a file of another size is refused unread.
+    bytes: int | None = None
 
 
 class Backend:
@@ -241,12 +302,15 @@ class Backend:
             return words_of(conn, image_id, query)
 
     def status(self) -> dict:
-        """Rows, failures, model, database and index, as ``clipsql status --json``."""
+        """Rows, failures, model, database and index, as ``clipsql status --json``, for
+        anyone who can open the page: without the machine's paths (:func:`public_status`)."""
         from clipsql.collection import status_of
 
         with self.connection() as conn:
             model = self.service.loaded  # the one in use, if any: status loads nothing
-            return status_of(conn, connection.redact(self.dsn), (lambda: model) if model else None)
+            found = status_of(conn, connection.redact(self.dsn),
+                              (lambda: model) if model else None)
+        return public_status(found, self.dsn)
 
     # --- look-ups ------------------------------------------------------------------------------
     def _query(self, sql, params=()):
@@ -255,9 +319,16 @@ class Backend:
 
     def row(self, image_id: int) -> Row | None:
         """The row with this id, or None: the only way the server finds a file to send."""
-        rows = self._query("SELECT id, path, sha256, format, start_s FROM clipsql.images "
+        rows = self._query("SELECT id, path, sha256, format, start_s, bytes FROM clipsql.images "
                            "WHERE id = %s", (image_id,))
         return Row(*rows[0]) if rows else None
+
+    def holds(self, real: str) -> bool:
+        """Whether the resolved path ``real`` lies inside a place a load was given
+        (:mod:`clipsql.ingest.roots`): only such files are sent."""
+        from clipsql.ingest.roots import HOLDS
+
+        return bool(self._query(HOLDS, {"real": real})[0][0])
 
     def image(self, image_id: int) -> dict | None:
         """All of one row's metadata (no embedding), JSON-ready."""

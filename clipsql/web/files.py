@@ -27,11 +27,13 @@ True
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 
 from fastapi import HTTPException
@@ -56,11 +58,15 @@ BUSY = ("the server is decoding as many uploaded images as it takes at once; "
 CHUNK = 1 << 20
 CHANGED = "the file changed since it was loaded"
 GONE = "the image file cannot be read any more"
+#: Seconds one hash of a file may read for (a slow disk, a huge file): past it the answer is
+#: a 503 ("try again"), and whoever waits for that hash stops waiting too.
+HASH_DEADLINE_S = 60.0
+SLOW_HASH = "the file is taking too long to check; try again later"
 _KNOWN_MAX = 4096
 
 _known: OrderedDict = OrderedDict()  # stat identity -> sha256 seen for it
 _known_lock = threading.Lock()
-_hashing: dict = {}  # stat identity -> the lock of the one request hashing it now
+_hashing: dict = {}  # stat identity -> the Future of the one request hashing it now
 _holding = threading.local()  # how deep this thread is in upload_slot()
 
 
@@ -81,42 +87,82 @@ def _remember(key, sha: str) -> None:
             _known.popitem(last=False)
 
 
-def _digest(f, limit: int) -> str | None:
-    """The SHA-256 of the rest of ``f``, or None when it is longer than ``limit`` bytes."""
+class HashPending(Exception):
+    """Raised by :func:`open_verified` with ``wait=False`` when another request is hashing
+    the same file now: ``future`` gives its SHA-256 (None: it could not be read whole in
+    time). Await it without holding a thread, then open again (the hash is remembered)."""
+
+    def __init__(self, future):
+        super().__init__("the file is being checked by another request")
+        self.future = future
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _digest(f, limit: int, deadline: float | None = None) -> str | None:
+    """The SHA-256 of the rest of ``f``, or None when it is longer than ``limit`` bytes;
+    :class:`_TooSlow` once ``time.monotonic()`` passes ``deadline``. Never reads more than
+    ``limit + 1`` bytes."""
     h, total = hashlib.sha256(), 0
-    while chunk := f.read(CHUNK):
+    while chunk := f.read(min(CHUNK, limit + 1 - total)):
         total += len(chunk)
         if total > limit:
             return None
         h.update(chunk)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _TooSlow
     return h.hexdigest()
 
 
-def _hash_lock(key) -> threading.Lock:
+def _hash_claim(key):
+    """``(future, mine)``: the Future of the one hash of this file identity, and whether
+    this caller is the one who computes it (and then resolves it with :func:`_hashed`)."""
     with _known_lock:
-        return _hashing.setdefault(key, threading.Lock())
+        found = _hashing.get(key)
+        if found is not None:
+            return found, False
+        _hashing[key] = future = concurrent.futures.Future()
+        return future, True
 
 
-def _hashed(key) -> None:
+def _hashed(key, future, sha: str | None) -> None:
     with _known_lock:
         _hashing.pop(key, None)
+    future.set_result(sha)
 
 
-def open_verified(path: str, sha256: str, max_bytes: int | None = MAX_BYTES):
+def _slow() -> HTTPException:
+    return HTTPException(503, SLOW_HASH, headers={"Retry-After": "10"})
+
+
+def open_verified(path: str, sha256: str, max_bytes: int | None = MAX_BYTES, *,
+                  size: int | None = None, wait: bool = True,
+                  deadline_s: float = HASH_DEADLINE_S):
     """``(file, size)``: ``path`` opened for reading, checked to be the loaded regular file.
 
     Raises ``HTTPException(404)`` when it is gone, unreadable, not a regular file (of at
-    most ``max_bytes``; None: any size), or its content differs from ``sha256``. The
-    caller closes the file.
+    most ``max_bytes``; None: any size; of exactly ``size`` bytes when the row knows its
+    size: then a file of another size is refused before a byte of it is read), or its
+    content differs from ``sha256``. A hash reads at most the file's size and stops after
+    ``deadline_s`` seconds (``HTTPException(503)``, ``Retry-After``). Requests that find the
+    same unknown file share one hash: with ``wait=False`` a request that finds another
+    hashing it gets :class:`HashPending` (its file closed) instead of waiting in a thread.
+    The caller closes the file.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO must not hang the request
     except OSError:
         raise HTTPException(404, GONE) from None
+    if _opened_elsewhere(fd, path):  # a link swapped in since resolve_inside
+        os.close(fd)
+        raise HTTPException(404, CHANGED)
     try:
         st = os.fstat(fd)
-        regular = stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
+        regular = stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes) \
+            and (size is None or st.st_size == size)
     except OSError:
         regular = False
     if not regular:
@@ -127,25 +173,62 @@ def open_verified(path: str, sha256: str, max_bytes: int | None = MAX_BYTES):
         key = _identity(st)
         found = _remembered(key)
         if found is None:
-            with _hash_lock(key):  # one hash per file identity, however many ask at once
+            future, mine = _hash_claim(key)  # one hash per file identity, however many ask
+            if not mine:
+                if not wait:
+                    raise HashPending(future)
                 try:
-                    found = _remembered(key)
-                    if found is None:
-                        found = _digest(f, st.st_size)  # None: it grew while being read
-                        if found is not None:
-                            _remember(key, found)  # a changed file's too: no hash again
+                    found = future.result(timeout=deadline_s)
+                except concurrent.futures.TimeoutError:
+                    raise _slow() from None
+                if found is None:
+                    raise _slow()
+            else:
+                found = None
+                try:
+                    found = _digest(f, st.st_size, deadline=time.monotonic() + deadline_s)
+                    if found is None:  # it grew while being read: not the file that was stat-ed
+                        found = ""
+                    _remember(key, found)  # a changed file's too: no hash again
+                except _TooSlow:
+                    raise _slow() from None
                 finally:
-                    _hashed(key)
+                    _hashed(key, future, found)
         if found != sha256:
             raise HTTPException(404, CHANGED)
         f.seek(0)
-    except HTTPException:
+    except (HTTPException, HashPending):
         f.close()
         raise
     except OSError:
         f.close()
         raise HTTPException(404, GONE) from None
     return f, st.st_size
+
+
+def resolve_inside(path: str, holds) -> str:
+    """``path`` resolved now (:func:`os.path.realpath`), when ``holds(resolved)`` says it lies
+    inside a place a load was given (:mod:`clipsql.ingest.roots`); else ``HTTPException(404)``,
+    as for a file that changed since it was loaded: a row's file replaced by a link to a place
+    outside the loaded folders is never sent. Give the resolved path to
+    :func:`open_verified`, which refuses a descriptor that lies anywhere else."""
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):
+        raise HTTPException(404, GONE) from None
+    if not holds(real):
+        raise HTTPException(404, CHANGED)
+    return real
+
+
+def _opened_elsewhere(fd: int, path: str) -> bool:
+    """Whether the system says (Linux: ``/proc/self/fd``) that the file open as ``fd`` lies
+    elsewhere than at ``path``: a link swapped in between resolving a path and opening it."""
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False  # no /proc: resolve_inside's check alone
+    return where != path
 
 
 def still_at(f, path: str) -> None:
