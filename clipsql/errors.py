@@ -33,6 +33,47 @@ class ModelMismatchError(ModelError):
     """The requested model differs from the one that embedded the collection."""
 
 
+class WeightsUnavailableError(ModelError):
+    """A model's weights can be neither read from the local cache nor downloaded (offline):
+    ``problem`` says which and why; the message names the way out, a local checkpoint
+    ``ARCH/PATH/TO/weights.bin`` given as the model; :meth:`naming` words it for a caller
+    that gives the model otherwise (a command-line option)."""
+
+    def __init__(self, problem: str, arch: str):
+        self.problem, self.arch = problem, arch
+        super().__init__(self.naming(f"the model {arch}/PATH/TO/weights.bin "
+                                     "(CLIPSQL_MODEL, or connect(model=...))"))
+
+    def naming(self, how: str) -> str:
+        """The message with the way to give a local checkpoint said as ``how``."""
+        return (f"{self.problem}: download them once where the network is reachable, or "
+                f"give a local checkpoint with {how}")
+
+    def __reduce__(self):
+        return (type(self), (self.problem, self.arch))
+
+
+class ReembedUnfinishedError(ModelMismatchError):
+    """A reembed to another model is unfinished: ``problem`` says which and how far it got
+    (``embedded`` of ``total`` rows, counted now); the message adds the library's ways on
+    (``cancel=True`` first when nothing was embedded), a caller may word its own."""
+
+    def __init__(self, problem: str, target: str, embedded: int, total: int):
+        self.problem, self.target, self.embedded, self.total = problem, target, embedded, total
+        super().__init__(self.naming("cancel=True", f"the model {target}"))
+
+    def naming(self, cancel: str, again: str) -> str:
+        """The message with the ways to cancel it and to finish it said as given."""
+        if not self.embedded:
+            return (f"{self.problem}: nothing is embedded yet, so cancel it first ({cancel}; "
+                    f"nothing is lost), then reembed; or finish it with {again}")
+        return (f"{self.problem}: finish it with {again} (it resumes), or cancel it first "
+                f"({cancel}; its {self.embedded} new vectors are dropped)")
+
+    def __reduce__(self):
+        return (type(self), (self.problem, self.target, self.embedded, self.total))
+
+
 class EmptyCollectionError(ClipsqlError):
     """The collection has no model bound yet, so there is nothing to search."""
 

@@ -120,11 +120,15 @@ def captioner_for(spec: str | None = None, device: str | None = None,
 
 def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
             max_length: int = MAX_LENGTH,
-            progress: Callable[[int, int], None] | None = None) -> CaptionReport:
+            progress: Callable[[int, int], None] | None = None,
+            steps: Callable[[str], None] | None = None) -> CaptionReport:
     """Caption every image without a current caption from ``captioner`` (see module docs).
 
-    ``progress(done, total)`` is called after each batch (``total``: images to caption).
+    ``progress(done, total)`` is called before the first batch and after each one
+    (``total``: images to caption); ``steps(what)`` is told each step before them (finding
+    the images, loading the model's weights).
     """
+    steps = steps or (lambda what: None)
     from clipsql.ingest.decode import read
 
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
@@ -132,9 +136,14 @@ def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
             raise QueryError(f"{name} must be a positive integer, not {value!r}")
     captioner.check_captioning()
     report = CaptionReport(captioner.caption_model)
+    steps(f"finding the images without a current caption from {report.model}")
     todo, report.skipped = pending(conn, report.model, where=where, params=params)
     if todo:
+        steps(f"{len(todo)} images to caption ({report.skipped} already current); loading "
+              f"{captioner.spec} on torch")
         captioner.preprocess  # the weights load before the clock starts: the rate is captioning
+        steps(f"captioning on {captioner.device}, {min(batch_size, len(todo))} images at a "
+              "time (greedy decoding, token by token)")
     start = time.perf_counter()
     if progress:
         progress(0, len(todo))

@@ -17,7 +17,15 @@ from clipsql.cli.options import (
     filter_options,
     json_option,
 )
-from clipsql.cli.output import echo_json, friendly, located, print_hits, printable, progress_bar
+from clipsql.cli.output import (
+    echo_json,
+    friendly,
+    located,
+    print_hits,
+    printable,
+    progress_bar,
+    step_printer,
+)
 from clipsql.errors import ModelError
 
 #: The caption model when --model is not given (the collection's CLIP model is separate).
@@ -43,14 +51,16 @@ def caption(caption_model, where, params, batch_size, max_length, as_json, dsn, 
     A caption is current while the image's content (sha256) is the one it was written for;
     every batch is committed, so an interrupted run resumes where it stopped.
     """
-    with clipsql.connect(dsn, device=device) as db:
+    steps = step_printer(as_json)
+    steps("opening the collection")
+    with steps, clipsql.connect(dsn, device=device) as db:
         try:
             spec = generate.model_for(db.conn, caption_model)
         except ModelError as exc:
             raise click.UsageError(f"{exc}: give it with --model") from None
-        with progress_bar("captioning", as_json) as progress:
+        with progress_bar("captioning", as_json, steps) as progress:
             report = db.caption(spec, where=where, params=params, batch_size=batch_size,
-                                max_length=max_length, progress=progress)
+                                max_length=max_length, progress=progress, steps=steps)
     if as_json:
         echo_json(report.summary())
         return

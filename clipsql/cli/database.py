@@ -38,7 +38,9 @@ def db_status(as_json):
         echo_json(info)
         return
     state = "running" if info["running"] else "stopped"
-    kept = " (kept running by `clipsql db start`)" if info["kept_running"] else ""
+    kept = (" (kept running after clipsql exits, as `clipsql db start` or `clipsql db url` "
+            "left it; `clipsql db stop` stops it)" if info["running"] and info["kept_running"]
+            else "")
     click.echo(f"{state}{kept}\ndata: {info['pgdata']}")
     if info["url"]:
         click.echo(f"url:  {info['url']}")
@@ -47,7 +49,8 @@ def db_status(as_json):
 @db_group.command("url")
 @friendly
 def db_url():
-    """Print a connection URL for psql or your own app (starts the server if needed)."""
+    """Print a connection URL for psql or your own app (starts the server if needed, and
+    keeps it running, as db start does)."""
     click.echo(embedded.url() or embedded.start())
 
 

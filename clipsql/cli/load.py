@@ -17,7 +17,7 @@ from clipsql.cli.options import (
     precision_option,
 )
 from clipsql.cli.output import echo_json, friendly, printable, progress_bar, step_printer
-from clipsql.errors import PruneRefusedError
+from clipsql.errors import ConfigError, PruneRefusedError
 
 
 @click.command()
@@ -78,14 +78,22 @@ def load(paths, prune, force, batch_size, workers, processes, ray_address, actor
     steps = step_printer(as_json)
     steps("opening the collection")
     try:
-        with clipsql.connect(dsn, model=model, device=device, precision=precision) as db, \
-                progress_bar("embedding", as_json) as progress:
+        with steps, clipsql.connect(dsn, model=model, device=device,
+                                    precision=precision) as db, \
+                progress_bar("embedding", as_json, steps, unit="files") as progress:
             report = db.load(*paths, prune=prune, force=force, batch_size=batch_size,
                              workers=workers, processes=processes, progress=progress,
                              steps=steps, follow_links=follow_links, **engine)
     except PruneRefusedError as exc:
         raise click.ClickException(printable(f"{exc.problem}; if those files are really gone, "
                                              "run it again with --force")) from None
+    except ConfigError as exc:
+        if ray_address != "auto" or "Ray cluster" not in str(exc):
+            raise
+        raise click.ClickException(printable(
+            f"{exc}; `--ray auto` joins a Ray cluster already running (`ray start --head`, "
+            "or RAY_ADDRESS): for a Ray runtime of its own on this machine, give plain "
+            "`--ray`")) from None
     if as_json:
         echo_json(report.to_dict())
         return
@@ -99,10 +107,22 @@ def _print_load(report) -> None:
         click.echo(f"skipped: {printable(path)}: {printable(reason)}", err=True)
     if report.backend:
         click.echo(f"embedded with {report.backend} ({report.backend_reason})", err=True)
-    moments = f" ({report.moments} video moments)" if report.moments else ""
-    click.echo(f"added {report.added}, updated {report.updated}{moments}, "
-               f"unchanged {report.unchanged}, removed {report.removed}, "
-               f"failed {report.failed}, {_ignored(report)} in {report.seconds:.1f} s")
+    click.echo(load_line(report))
+
+
+def load_line(report) -> str:
+    """The summary line of a load: every number counts files (a video is one file); the rows
+    its videos' moments became are said apart.
+
+    >>> from clipsql.ingest.loader import LoadReport
+    >>> load_line(LoadReport(added=1, unchanged=2, moments=2, seconds=1.25))
+    'added 1, updated 0, unchanged 2, removed 0, failed 0, ignored 0 in 1.2 s (files; the videos among them were stored as 2 rows, one per moment)'
+    """
+    moments = (f" (files; the videos among them were stored as {report.moments} "
+               f"row{'s' * (report.moments != 1)}, one per moment)" if report.moments else "")
+    return (f"added {report.added}, updated {report.updated}, "
+            f"unchanged {report.unchanged}, removed {report.removed}, "
+            f"failed {report.failed}, {_ignored(report)} in {report.seconds:.1f} s{moments}")
 
 
 def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll, precision,
@@ -119,9 +139,11 @@ def _watch(paths, force, batch_size, workers, processes, debounce, settle, poll,
     on_report = sync_printer(paths, as_json, on_catch_up=bars.close)  # the first bar is done
 
     steps("opening the collection")
+    bars.enter_context(steps)  # a long step says it is still running, until the catch-up
     try:
         with clipsql.connect(dsn, model=model, device=device, precision=precision) as db:
-            progress = bars.enter_context(progress_bar("embedding", as_json))
+            progress = bars.enter_context(progress_bar("embedding", as_json, steps,
+                                                       unit="files"))
             db.watch(*paths, stop=stop, debounce_s=debounce, settle_s=settle,
                      max_delay_s=max(10.0, debounce), force=force, on_report=on_report,
                      polling=poll, batch_size=batch_size, workers=workers,
@@ -190,33 +212,56 @@ def _ignored(report) -> str:
 @friendly
 def status(as_json, dsn, model, device):
     """Rows, failures, model, database and index of the collection."""
+    import clipsql.reembed
+
     with clipsql.connect(dsn, model=model, device=device) as db:
         info = db.status()
+        row = clipsql.reembed.progress(db.conn)
+    info["reembed"] = row if row is not None and row["finished_at"] is None else None
     if as_json:
         echo_json(info)
         return
+    for line in status_lines(info):
+        click.echo(line)
+
+
+def status_lines(info: dict) -> list[str]:
+    """What ``clipsql status`` prints for ``info`` (:meth:`Collection.status`, plus
+    ``reembed``: an unfinished reembed's row, or None). docs/cli.md and docs/models.md show
+    these lines (``tests/unit/test_docs_drift.py`` checks their labels and order)."""
     m = info["model"]
-    click.echo(f"database:   {info['database']}  (PostgreSQL {info['server_version']}, "
-               f"pgvector {info['pgvector']}, schema v{info['schema_version']})")
-    click.echo(f"model:      {m['arch']}/{m['pretrained']} ({m['dim']}-d)" if m
-               else "model:      (none yet)")
-    videos = (f", {info['moments']} of them moments of {info['videos']} videos"
-              if info.get("videos") else "")
-    click.echo(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with "
-               f"indexes{videos})")
+    lines = [f"database:   {info['database']}  (PostgreSQL {info['server_version']}, "
+             f"pgvector {info['pgvector']}, schema v{info['schema_version']})",
+             f"model:      {m['arch']}/{m['pretrained']} ({m['dim']}-d)" if m
+             else "model:      (none yet)"]
+    videos = ""
+    if info.get("videos"):
+        moments, n = info["moments"], info["videos"]
+        videos = (f"; {info['images'] - moments} pictures and {moments} moments of "
+                  f"{n} video{'s' * (n != 1)}, a row each")
+    lines.append(f"images:     {info['images']}  ({info['table_bytes'] / 1e6:.1f} MB with "
+                 f"indexes{videos})")
     reasons = ", ".join(f"{k} {v}" for k, v in info["failures_by_reason"].items())
-    click.echo(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
-    click.echo(f"ignored:    {info['ignored']}  (not images, or hidden)")
-    click.echo(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
-    click.echo(f"filters:    {info['filters']['summary']}")
+    lines.append(f"failures:   {info['failures']}" + (f"  ({reasons})" if reasons else ""))
+    lines.append(f"ignored:    {info['ignored']}  (not images, or hidden)")
+    lines.append(f"index:      {info['index'] or 'none (built at the end of the next load)'}")
+    lines.append(f"filters:    {info['filters']['summary']}")
     t = info["sql_text"]
-    click.echo(f"sql text:   {t['mode']} ({t['reason']})")
+    lines.append(f"sql text:   {t['mode']} ({t['reason']})")
     b = info["backend"]
-    click.echo(f"backend:    {b['backend'] or 'not decided yet'} ({b['reason']})")
+    lines.append(f"backend:    {b['backend'] or 'not decided yet'} ({b['reason']})")
     if b.get("text"):
-        click.echo(f"text:       {b['text']} (queries; stored texts and labels in fp32)")
-    click.echo(f"cache:      {info['cache']['path']}  ({info['cache']['bytes'] / 1e6:.0f} MB; "
-               "`clipsql cache` lists it, `clipsql cache --clear` empties it)")
+        lines.append(f"text:       {b['text']} (queries; stored texts and labels in fp32)")
+    r = info.get("reembed")
+    if r:
+        from clipsql.cli.reembed import pending_advice
+
+        lines.append(f"reembed:    to {r['arch']}/{r['pretrained']} ({r['dim']}-d) unfinished, "
+                     f"{r['state']}: {r['embedded']} of {r['total']} images embedded; "
+                     + pending_advice(r))
+    lines.append(f"cache:      {info['cache']['path']}  ({info['cache']['bytes'] / 1e6:.0f} MB; "
+                 "`clipsql cache` lists it, `clipsql cache --clear` empties it)")
+    return [printable(line) for line in lines]
 
 
 COMMANDS = [load, status]

@@ -7,7 +7,7 @@ import click
 import clipsql
 import clipsql.reembed
 from clipsql.cli.options import batch_size_option, database_options, json_option, precision_option
-from clipsql.cli.output import echo_json, friendly, progress_bar
+from clipsql.cli.output import echo_json, friendly, printable, progress_bar, step_printer
 
 
 @click.command()
@@ -35,15 +35,17 @@ def reembed(target, drop_old, cancel, show_status, batch_size, workers, processe
     """
     if not (target or drop_old or cancel or show_status):
         raise click.UsageError("give --model SPEC (or --drop-old, --cancel or --status)")
-    with clipsql.connect(dsn, device=device, precision=precision) as db:
+    steps = step_printer(as_json or show_status)
+    steps("opening the collection")
+    with steps, clipsql.connect(dsn, device=device, precision=precision) as db:
         if show_status:
             row = clipsql.reembed.progress(db.conn)
             _print_status(row, as_json)
             return
-        with progress_bar("re-embedding", as_json) as progress:
+        with progress_bar("re-embedding", as_json, steps) as progress:
             report = db.reembed(target, drop_old=drop_old, cancel=cancel,
                                 batch_size=batch_size, workers=workers, processes=processes,
-                                progress=progress)
+                                progress=progress, steps=steps)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -74,6 +76,17 @@ def _print_status(row, as_json) -> None:
     click.echo(f"reembed to {row['arch']}/{row['pretrained']} ({row['dim']}-d): {row['state']}, "
                f"{row['embedded']} of {row['total']} images, started "
                f"{row['started_at']:{when}}{finished}")
+    if row["finished_at"] is None:
+        click.echo(pending_advice(row), err=True)
+
+
+def pending_advice(row: dict) -> str:
+    """What to do about an unfinished reembed (``clipsql status``, ``reembed --status``)."""
+    again = f"`clipsql reembed --model {printable(row['spec'])}`"
+    if not row["embedded"]:
+        return (f"nothing is embedded yet: `clipsql reembed --cancel` gives it up (nothing is "
+                f"lost), {again} runs it")
+    return f"{again} resumes it; `clipsql reembed --cancel` gives it up"
 
 
 COMMANDS = [reembed]

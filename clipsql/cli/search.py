@@ -124,7 +124,19 @@ def embed_text(texts, as_json, dsn, model, device):
     for item in saved:
         state = "stored" if item["new"] else "already stored"
         click.echo(f"{state}: {printable(item['query'])}  ({item['dim']}-d)")
-    click.echo("use it from SQL: ORDER BY embedding <=> clipsql.text_embedding('...')", err=True)
+    click.echo(f"use it from SQL: ORDER BY embedding <=> {sql_call(saved[0]['query'])}"
+               if len(saved) == 1 else "use them from SQL: ORDER BY embedding <=> "
+               + ", or ".join(sql_call(item["query"]) for item in saved[:3])
+               + (", ..." if len(saved) > 3 else ""), err=True)
+
+
+def sql_call(text: str) -> str:
+    """``clipsql.text_embedding('TEXT')`` with TEXT as a SQL string literal, printable.
+
+    >>> sql_call("Bob's dog")
+    "clipsql.text_embedding('Bob''s dog')"
+    """
+    return printable("clipsql.text_embedding('" + text.replace("'", "''") + "')")
 
 
 @click.command()

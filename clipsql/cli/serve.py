@@ -36,8 +36,12 @@ def serve(host, port, wait_s, folders, dsn, model, device):
                    f"{port} can search and view the collection's images", err=True)
     stop = threading.Event()
     watchers: list[threading.Thread] = []
+    steps = step_printer()
+    steps("opening the collection and preparing its model")
+    steps.__enter__()  # until it listens, a long step says it is still running
 
     def announce(url):
+        steps.close()
         click.echo(f"clipsql: filters: {_filters(dsn)}", err=True)
         if folders:
             watchers.append(threading.Thread(target=_watch, name="clipsql-watch", daemon=True,
@@ -46,9 +50,10 @@ def serve(host, port, wait_s, folders, dsn, model, device):
         click.echo(f"clipsql: open {url} (Ctrl-C stops)", err=True)
 
     try:
-        run_server(host, port, dsn=dsn, model=model, device=device, steps=step_printer(),
+        run_server(host, port, dsn=dsn, model=model, device=device, steps=steps,
                    announce=announce, connect_wait_s=wait_s)
     finally:
+        steps.close()
         stop.set()
         for watcher in watchers:
             watcher.join(WATCH_STOP_S)

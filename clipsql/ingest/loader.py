@@ -127,6 +127,8 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
             if steps is not None:
                 steps(f"{len(todo)} of {len(found.files)} files to embed; preparing {model.spec}")
             model.prepare(steps)
+            if steps is not None:
+                steps(f"embedding {len(todo)} files with {model.backend}")
             binding.bind_model(conn, identity, model.spec.resolved())
             if pipeline is not None:
                 pipeline(connect, model, todo, report, progress)

@@ -29,6 +29,7 @@ naming the extra to install.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import pickle
@@ -99,14 +100,16 @@ def _runtime(ray, address):
     if ray.is_initialized():
         yield
         return
-    options = {"include_dashboard": False, "log_to_driver": False}
+    options = {"include_dashboard": False, "log_to_driver": False,
+               "logging_level": logging.ERROR}
     try:
-        if address is None or address == LOCAL:
-            with loopback_only(ray):
-                ray.init(address=LOCAL, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
-                         **options)
-        else:
-            ray.init(address=address, **options)
+        with quiet_ray():
+            if address is None or address == LOCAL:
+                with loopback_only(ray):
+                    ray.init(address=LOCAL, _node_ip_address=LOOPBACK,
+                             dashboard_host=LOOPBACK, **options)
+            else:
+                ray.init(address=address, **options)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         where = {None: "a local one", LOCAL: "a local one",
@@ -119,6 +122,31 @@ def _runtime(ray, address):
         yield
     finally:
         ray.shutdown()
+
+
+#: Ray's own log output that reaches the terminal otherwise: its C++ core worker's warnings
+#: (``core_worker.cc: Actor with class name ... max_restarts > 0``; read from the environment
+#: when the driver's core worker starts) and its Python loggers' notes (token authentication
+#: enabled). Errors still show; clipsql's own steps and errors say what happens.
+RAY_LOG_ENV = {"RAY_BACKEND_LOG_LEVEL": "error"}
+RAY_LOGGERS = ("ray", "ray._private", "ray._private.authentication", "ray.data")
+
+
+@contextlib.contextmanager
+def quiet_ray():
+    """Ray's own warnings kept off the terminal while its runtime starts (see
+    :data:`RAY_LOG_ENV`); a setting the user made in the environment wins."""
+    saved = {k: os.environ.get(k) for k in RAY_LOG_ENV}
+    for key, value in RAY_LOG_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import sys
 
 def export_worker(spec: str) -> int:
     from clipsql import config
-    from clipsql.errors import ClipsqlError
+    from clipsql.errors import ClipsqlError, WeightsUnavailableError
     from clipsql.models import checkpoint, export
     from clipsql.models.openclip import ClipModel
 
@@ -28,8 +28,11 @@ def export_worker(spec: str) -> int:
             say(error=f"cannot write the export of {spec} to {model.export_folder} (is the "
                       f"cache folder writable? {config.ENV_CACHE} moves it)")
             return 1
-    except ClipsqlError as exc:
-        say(error=str(exc))
+    except ClipsqlError as exc:  # the weights' way out crosses the process boundary whole
+        if isinstance(exc, WeightsUnavailableError):
+            say(error=str(exc), weights={"problem": exc.problem, "arch": exc.arch})
+        else:
+            say(error=str(exc))
         return 1
     return 0
 

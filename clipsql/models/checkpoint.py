@@ -10,6 +10,8 @@ and then print a stack trace; these checks say what to do instead.
 
 >>> load_error_message("ViT-B-32/x", ValueError("Failed to download file"))[:34]
 'cannot download the weights of ViT'
+>>> type(load_error("ViT-B-32/x", ValueError("Failed to download file"))).__name__
+'WeightsUnavailableError'
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from clipsql.errors import ModelError
+from clipsql.errors import ModelError, WeightsUnavailableError
 
 
 def check_downloadable(spec, tag: str) -> None:
@@ -46,23 +48,27 @@ def check_downloadable(spec, tag: str) -> None:
     try:
         socket.create_connection(("huggingface.co", 443), timeout=5).close()
     except OSError:
-        raise ModelError(
+        raise WeightsUnavailableError(
             f"cannot download the weights of {spec} (huggingface.co is unreachable and "
-            f"they are not in the local cache). Download them where you have internet, or "
-            f"point clipsql at a local checkpoint: the model {spec.arch}/PATH/TO/weights.bin"
-        ) from None
+            "they are not in the local cache)", spec.arch) from None
+
+
+def load_error(spec, exc: Exception) -> ModelError:
+    """One readable error for an exception of open_clip's model loading: weights that could
+    not be downloaded are a :class:`~clipsql.errors.WeightsUnavailableError`, which names
+    the way out (a local checkpoint)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Failed to download" in text or "connection" in text.lower() \
+            or type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        arch = str(spec).split("/")[0] if isinstance(spec, str) else spec.arch
+        return WeightsUnavailableError(f"cannot download the weights of {spec}: "
+                                       f"{text.rstrip('.')}", arch)
+    return ModelError(f"cannot load model {spec}: {text}")
 
 
 def load_error_message(spec, exc: Exception) -> str:
-    """One readable line for an exception of open_clip's model loading."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "Failed to download" in text or "connection" in text.lower():
-        arch = str(spec).split("/")[0] if isinstance(spec, str) else spec.arch
-        return (
-            f"cannot download the weights of {spec}: {text}. Point clipsql at a local "
-            f"checkpoint instead: the model {arch}/PATH/TO/weights.bin"
-        )
-    return f"cannot load model {spec}: {text}"
+    """:func:`load_error`'s message."""
+    return str(load_error(spec, exc))
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
@@ -158,7 +164,7 @@ def build(spec, model_config: dict, device: str = "cpu", precision: str = "fp32"
                 spec.arch, pretrained=pretrained, device=device, precision=precision,
                 pretrained_hf=False)
     except Exception as exc:
-        raise ModelError(load_error_message(spec, exc)) from None
+        raise load_error(spec, exc) from None
     net.eval()
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch)

@@ -19,7 +19,8 @@ __all__ = ["ReembedReport", "progress", "reembed"]
 
 def reembed(conn, service, model_spec: str | None = None, *, drop_old: bool = False,
             batch_size: int = config.BATCH_SIZE, workers: int | None = None,
-            processes: bool = False, progress=None, cancel: bool = False) -> ReembedReport:
+            processes: bool = False, progress=None, cancel: bool = False,
+            steps=None) -> ReembedReport:
     """Switch the collection on ``conn`` to the model ``model_spec``; ``service`` (the
     collection's :class:`~clipsql.service.QueryService`) opens it and uses it from then on.
 
@@ -28,7 +29,10 @@ def reembed(conn, service, model_spec: str | None = None, *, drop_old: bool = Fa
     killed run resumes when run again with the same model. The replaced vectors are kept
     in ``clipsql.reembed_old`` unless ``drop_old``; with no ``model_spec``,
     ``drop_old=True`` removes those kept before. ``cancel=True`` gives up an unfinished
-    reembed (its new column is dropped). ``progress(done, total)`` follows the rows.
+    reembed (its new column is dropped). ``progress(done, total)`` follows the rows;
+    ``steps(what)`` is told each step before and after them (the new model's one-time
+    export included). The new model is prepared before anything is written: a model that
+    cannot be had (offline) leaves no unfinished reembed behind.
 
     >>> db.reembed("ViT-L-14/openai")                                # doctest: +SKIP
     """
@@ -44,6 +48,6 @@ def reembed(conn, service, model_spec: str | None = None, *, drop_old: bool = Fa
         return report
     model = service.open(model_spec)
     report = switch.run(conn, model, drop_old=drop_old, batch_size=batch_size,
-                        workers=workers, processes=processes, progress=progress)
+                        workers=workers, processes=processes, progress=progress, steps=steps)
     service.pin(model)
     return report

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from clipsql import config
 from clipsql.database import binding, hnsw, migrations
-from clipsql.errors import DatabaseError, LoadError, ModelMismatchError
+from clipsql.errors import DatabaseError, LoadError, ReembedUnfinishedError
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.reembed import rows, texts
 
@@ -69,19 +69,44 @@ class ReembedReport:
 
 
 def progress(conn) -> dict | None:
-    """The latest ``clipsql.reembed`` row (unfinished first) as a dict, or None."""
+    """The latest ``clipsql.reembed`` row (unfinished first) as a dict, or None; an
+    unfinished one's ``embedded`` and ``total`` are counted now (rows loaded or removed
+    since it started count), not as its last batch left them."""
     cur = conn.execute("SELECT * FROM clipsql.reembed ORDER BY finished_at IS NULL DESC, id DESC "
                        "LIMIT 1")
     row = cur.fetchone()
-    return None if row is None else dict(zip([d.name for d in cur.description], row))
+    if row is None:
+        return None
+    row = dict(zip([d.name for d in cur.description], row))
+    if row["finished_at"] is None:
+        row["embedded"], row["total"] = _counts(conn, row["embedded"])
+    return row
+
+
+def _counts(conn, recorded: int) -> tuple[int, int]:
+    """(rows embedded with the new model, rows) now; ``recorded`` where the new column is
+    not there (yet)."""
+    has_next = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'clipsql.images'::regclass "
+        "AND attname = %s AND NOT attisdropped)", (NEXT,)).fetchone()[0]
+    if not has_next:
+        total = conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0]
+        return min(recorded, total), total
+    done, total = conn.execute(f"SELECT count(*) FILTER (WHERE NOT {_MISSING}), count(*) "
+                               "FROM clipsql.images").fetchone()
+    return done, total
 
 
 def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_SIZE,
-        workers: int | None = None, processes: bool = False, progress=None) -> ReembedReport:
+        workers: int | None = None, processes: bool = False, progress=None,
+        steps=None) -> ReembedReport:
     """Reembed the collection on ``conn`` (autocommit) with ``model`` and switch to it.
 
-    ``progress(done, total)`` is called after each batch. ``drop_old`` does not keep the replaced vectors.
+    ``progress(done, total)`` is called after each batch; ``steps(what)`` is told each step
+    (the model's one-time export, the index, the switch). ``drop_old`` does not keep the
+    replaced vectors. The model is prepared before the run is recorded.
     """
+    steps = steps or (lambda what: None)
     started = time.perf_counter()
     with _one_at_a_time(conn):
         bound = binding.require_model(conn)
@@ -89,16 +114,19 @@ def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_S
         report = ReembedReport(model=target, previous=bound)
         run_row = _unfinished(conn)
         if run_row is not None and _identity(run_row) != target:
-            raise ModelMismatchError(
+            raise ReembedUnfinishedError(
                 f"a reembed to {binding.describe(_identity(run_row))} is unfinished "
-                f"({run_row['embedded']} of {run_row['total']} rows embedded): run it again "
-                "with that model to finish it, or cancel it first")
+                f"({run_row['embedded']} of {run_row['total']} rows embedded)",
+                run_row["spec"] or f"{run_row['arch']}/{run_row['pretrained']}",
+                run_row["embedded"], run_row["total"])
         if run_row is None and target == bound:
             if drop_old:
                 report.old_dropped = drop_old_data(conn)
             report.seconds = round(time.perf_counter() - started, 3)
             return report
         _check_files(conn)
+        steps(f"preparing {model.spec}")
+        model.prepare(steps)  # offline or a bad checkpoint: nothing recorded yet
         if run_row is None:
             run_id = _start(conn, model, bound)
         else:
@@ -106,13 +134,19 @@ def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_S
         filler = rows.RowEmbedder(conn, model, run_id, report, batch_size, progress)
         with Decoders(model.preprocess, 2 * model.image_size, workers or 2, processes) as pool:
             filler.pool = pool
+            steps(f"embedding the images with {model.spec}"
+                  + (f" (resuming: {run_row['embedded']} of {run_row['total']} done)"
+                     if run_row else ""))
             filler.fill()
             _set_state(conn, run_id, "indexing")
+            steps("building the new column's HNSW index (searches go on)")
             _build_todo_index(conn)
             report.index_built = hnsw.build_concurrently(conn, NEXT_INDEX, NEXT, target["dim"])
             filler.fill()  # rows loaded or changed while the index was built
             filler.raise_failures()
+            steps("embedding the labels and stored texts with the new model")
             texts.prepare(conn, model)
+            steps("switching to the new model")
             _switch(conn, model, filler, keep_old=not drop_old)
         report.state, report.switched, report.old_kept = "done", True, not drop_old
         report.seconds = round(time.perf_counter() - started, 3)
