@@ -130,24 +130,18 @@ def naive(conn, q, where, params):
 
 
 def sweep(conn, search, qs, truths):
-    """Recall / p50 of other settings, forced through rank(strategy=...) on the same rows."""
-    from clipsql.query import settings
-
-    saved = (settings.EF_SEARCH, settings.EF_SEARCH_FILTERED, settings.ITERATIVE_SCAN)
-    configs = [("index", ef, "strict_order") for ef in (40, 100, 200, 300, 400)]
-    configs += [("index", ef, "relaxed_order") for ef in (40, 100, 200)]
+    """Recall / p50 with other session ef_search values, forced through rank(strategy=...) on
+    the same rows. clipsql's rule (clipsql.ef_search_for, SQL) scans with at least 200, so
+    lower session values change nothing: the sweep starts there."""
+    configs = [("index", ef) for ef in (200, 300, 400, 600)]
     print("sweep (forced strategy)      | " + " | ".join(f"{k:>13}" for k in truths))
-    for strategy, ef, mode in [*configs, ("exact", None, None)]:
+    for strategy, ef in [*configs, ("exact", None)]:
         if ef:
-            settings.EF_SEARCH = settings.EF_SEARCH_FILTERED = ef
-            settings.ITERATIVE_SCAN = mode
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
         cells = []
         for label, cut in SELECTIVITY_DAYS.items():
             where = "taken_at >= %s" if cut else None
             params = [START + timedelta(days=cut)] if cut else []
-            if strategy == "index" and cut is None and mode == "relaxed_order":
-                cells.append(f"{'-':>13}")
-                continue
             rec, lat = 0.0, []
             for q, truth in zip(qs, truths[label]):
                 t = time.perf_counter()
@@ -155,9 +149,9 @@ def sweep(conn, search, qs, truths):
                 lat.append(1000 * (time.perf_counter() - t))
                 rec += len(truth & {h.id for h in got}) / max(1, len(truth))
             cells.append(f"{rec / len(qs):.3f} {statistics.median(lat):5.1f}ms")
-        name = f"{strategy} ef {ef} {mode}" if ef else strategy
+        name = f"{strategy} session ef_search {ef}" if ef else strategy
         print(f"{name:<28} | " + " | ".join(cells))
-    settings.EF_SEARCH, settings.EF_SEARCH_FILTERED, settings.ITERATIVE_SCAN = saved
+    conn.execute("RESET hnsw.ef_search")
 
 
 def text_rows(dsn: str, spec: str, db) -> None:

@@ -5,9 +5,11 @@ Every surface embeds and ranks queries through a :class:`QueryService`: the Pyth
 the SQLAlchemy expressions. A service holds no connection: each call takes the caller's
 (a collection's own, one from the web server's pool, the application's psycopg
 connection), so one service serves many threads at once. It keeps the models it opened
-(thread-safe, one per spec), and reads the collection's binding on every call, so a
-model switch (``reembed``, maybe by another process) is followed by every surface alike:
-the next call embeds with the model the collection now holds.
+(thread-safe, one per spec), and reads the collection's binding once per call (and
+passes that row down to the model check and the text cache), so a model switch
+(``reembed``, maybe by another process) is followed by every surface alike: the next call
+embeds with the model the collection now holds. Rankings are built here and run in SQL
+(:mod:`clipsql.query.search`, ``migrations/0020_one_home.sql``).
 
 >>> service = QueryService()                                            # doctest: +SKIP
 >>> with psycopg.connect(url) as conn:                                  # doctest: +SKIP
@@ -27,7 +29,7 @@ import numpy as np
 
 from clipsql import config
 from clipsql.database import binding, images
-from clipsql.errors import ClipsqlError, ImageError, QueryError
+from clipsql.errors import ClipsqlError, EmptyCollectionError, ImageError, QueryError
 from clipsql.query import algebra, relevance, search, text_cache
 
 if TYPE_CHECKING:
@@ -119,16 +121,19 @@ class QueryService:
             return row is not None and self._request is None and row[3] not in self._models
 
     # --- query embeddings ---------------------------------------------------------------------
-    def embed_text(self, conn, text: str, *, store: bool = True) -> np.ndarray:
+    def embed_text(self, conn, text: str, *, store: bool = True,
+                   row=text_cache.UNREAD) -> np.ndarray:
         """The embedding of ``text``: from memory, from ``clipsql.text_embeddings`` or
-        computed (and stored there unless ``store`` is False: anonymous web queries)."""
+        computed (and stored there unless ``store`` is False: anonymous web queries).
+        ``row``: the binding's row (:data:`binding.GENERATION_SQL`) the caller read."""
         text_cache.check_text(text)  # before any model loads
-        row = _binding(conn)
+        if row is text_cache.UNREAD:
+            row = _binding(conn)
         if self._needs_no_model(row):
             vec = text_cache.stored(conn, text)  # embedded before: no model needed at all
             if vec is not None:
                 return vec
-        return text_cache.embed(conn, self.model(conn, row), text, store=store)
+        return text_cache.embed(conn, self.model(conn, row), text, store=store, bound_row=row)
 
     async def embed_text_async(self, conn, text: str) -> np.ndarray:
         """:meth:`embed_text` on an async psycopg connection."""
@@ -160,28 +165,28 @@ class QueryService:
                 return _stored_vector(row[0], image)
         return _stored_vector(None, image)
 
-    def embed_image(self, conn, image: ImageRef) -> np.ndarray:
+    def embed_image(self, conn, image: ImageRef, row=None) -> np.ndarray:
         """The embedding of an image: stored (a row id or key), else of the file or bytes."""
         if isinstance(image, bytes):
             with tempfile.NamedTemporaryFile(prefix="clipsql-query-") as f:
                 f.write(image)
                 f.flush()
-                return self.embed_file(conn, f.name, "the image bytes")
+                return self.embed_file(conn, f.name, "the image bytes", row=row)
         stored = self.stored(conn, image)
         if stored is not None:
             return stored.to_numpy().astype(np.float32)
         if isinstance(image, (int, np.integer)):
             raise QueryError(f"no image with id {image}")
-        return self.embed_file(conn, _abspath(image))
+        return self.embed_file(conn, _abspath(image), row=row)
 
-    def embed_file(self, conn, path: str, name: str | None = None) -> np.ndarray:
+    def embed_file(self, conn, path: str, name: str | None = None, row=None) -> np.ndarray:
         """The embedding of the image file at ``path`` (``name`` in messages)."""
         from clipsql.ingest.decode import read
         from clipsql.models.image import stack
 
         if not os.path.lexists(path):
             raise QueryError(f"cannot use {name or path} as a query image: no such file")
-        model = self.model(conn)
+        model = self.model(conn, row)
         try:
             decoded = read(path, model.preprocess)
         except ImageError as exc:
@@ -196,16 +201,23 @@ class QueryService:
         return model.encode_images(stack([model.preprocess(picture)]))[0]
 
     def embed_query(self, conn, query, *, store: bool = True,
-                    vectors: Sequence[tuple[np.ndarray, float]] = ()) -> np.ndarray:
+                    vectors: Sequence[tuple[np.ndarray, float]] = (),
+                    row=text_cache.UNREAD) -> np.ndarray:
         """The embedding of a query (a text, a part or a list of parts: :mod:`clipsql.query.algebra`)
-        plus already embedded ``vectors`` as ``(vector, weight)`` (an upload)."""
+        plus already embedded ``vectors`` as ``(vector, weight)`` (an upload), combined by
+        ``clipsql.combine``. ``row``: the binding's row, if the caller read it."""
         parts = algebra.as_parts(query) if query is not None else []
-        embedded = [(self.embed_text(conn, p.text, store=store) if isinstance(p, algebra.Text)
-                     else self.embed_image(conn, p.image), p.weight) for p in parts]
+        if row is text_cache.UNREAD and parts:
+            row = _binding(conn)
+        embedded = [(self.embed_text(conn, p.text, store=store, row=row)
+                     if isinstance(p, algebra.Text) else self.embed_image(conn, p.image, row),
+                     p.weight) for p in parts]
         embedded += list(vectors)
         if not any(w > 0 for _, w in embedded):
             raise QueryError("give a text query, an image, or both")
-        return algebra.combine([v for v, _ in embedded], [w for _, w in embedded])
+        if len(embedded) == 1 and embedded[0][1] == 1:
+            return np.asarray(embedded[0][0], np.float32)  # one part: nothing to combine
+        return algebra.combine(conn, [v for v, _ in embedded], [w for _, w in embedded])
 
     # --- rankings -----------------------------------------------------------------------------
     def search(self, conn, query=None, *, image: ImageRef | None = None, store: bool = True,
@@ -221,9 +233,8 @@ class QueryService:
         if not parts and not vectors:
             raise QueryError("give a text query, an image, or both")
 
-        def rank():
-            binding.require_model(conn)
-            vector = self.embed_query(conn, parts or None, store=store, vectors=vectors)
+        def rank(row):
+            vector = self.embed_query(conn, parts or None, store=store, vectors=vectors, row=row)
             own = algebra.self_reference(parts) if not vectors else None
             exclude = self.stored(conn, own.image, "id") if own is not None else None
             return search.find(conn, vector, where=where, params=params, limit=limit,
@@ -239,21 +250,23 @@ class QueryService:
         hybrid.check_text(text)
         clip = hybrid.check_weights(kwargs.get("weights"))["clip"] > 0
 
-        def rank():
-            binding.require_model(conn)
-            vector = self.embed_text(conn, text, store=store) if clip else None
+        def rank(row):
+            vector = self.embed_text(conn, text, store=store, row=row) if clip else None
             return hybrid.hybrid(conn, vector, text, **kwargs)
         return self._across_switch(conn, rank, [algebra.Text(text)])
 
     def _across_switch(self, conn, call, parts):
-        before = binding.generation(conn)
+        """``call(row)`` with the binding's row, read once here and passed down
+        (EmptyCollectionError when nothing is bound); done again, once, with the new row
+        when another model was switched in while it ran."""
+        row = _required(conn)
         try:
-            result = call()
+            result = call(row)
         except ClipsqlError:
-            if not self._switched(conn, before, parts):
+            if not self._switched(conn, tuple(row), parts):
                 raise
-            return call()
-        return call() if self._switched(conn, before, parts) else result
+            return call(_required(conn))
+        return call(_required(conn)) if self._switched(conn, tuple(row), parts) else result
 
     @staticmethod
     def _switched(conn, before, parts) -> bool:
@@ -270,6 +283,14 @@ class QueryService:
 
 def _binding(conn):
     return conn.execute(binding.GENERATION_SQL).fetchone()
+
+
+def _required(conn):
+    """The binding's row, or :class:`EmptyCollectionError` before the first load."""
+    row = _binding(conn)
+    if row is None:
+        raise EmptyCollectionError(binding.EMPTY_MESSAGE)
+    return row
 
 
 #: A video moment named by a time (a W3C media fragment): ``clip.mp4#t=12.5``.

@@ -11,7 +11,7 @@ search --hybrid``, the web page's hybrid mode) and reads captions for hits.
 from __future__ import annotations
 
 from clipsql.captions.generate import TABLE, CaptionReport, caption, captioner_for
-from clipsql.captions.hybrid import CANDIDATES, RRF_K, captions_for, rrf
+from clipsql.captions.hybrid import CANDIDATES, RRF_K, captions_for
 
 __all__ = ["CANDIDATES", "RRF_K", "TABLE", "CaptionReport", "caption", "captioner_for",
-           "captions_for", "rrf"]
+           "captions_for"]

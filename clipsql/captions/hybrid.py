@@ -1,34 +1,26 @@
 """Hybrid search: the CLIP ranking fused with full-text rankings of the stored captions
-and of the words recognised in the images (OCR).
+and of the words recognised in the images (OCR), by reciprocal rank.
 
-Three rankings of the same filtered rows (the SQL filter runs through
-:mod:`clipsql.database.user_sql` for all, read-only):
+The rule has one home, the SQL function ``clipsql.hybrid_ranking``
+(``migrations/0020_one_home.sql``; ``clipsql.hybrid_search`` is it for plain SQL):
 
-* ``clip``: cosine similarity of the query's embedding (:func:`clipsql.query.search.rank`);
+* ``clip``: cosine similarity of the query's embedding (``clipsql.rank_images``);
 * ``text``: ``ts_rank_cd(captions.tsv, websearch_to_tsquery('simple', query))`` over current
-  captions (``image_sha256`` NULL or the image's own), an image's best caption counting;
-* ``ocr``: the words in the image (:func:`clipsql.ocr.search.ranking`, ``clipsql.ocr``).
+  captions, an image's best caption counting;
+* ``ocr``: the words in the image (``clipsql.words_ranking``).
 
-Each keeps its best ``candidates`` rows; reciprocal rank fusion (Cormack et al., 2009) then
-scores a row by ``sum over the rankings that found it of weight / (rrf_k + rank)``, ranks
-from 1, best first, ties by id (``weights`` default 1 each; a ranking of weight 0 is not
-run). Only ranks count, so the scales (cosine, ts_rank_cd) never need calibrating. ``clipsql.hybrid_search(query, k, rrf_k, candidates)`` (migrations 0011, 0014)
-is the same in SQL, without a filter; tests/integration/test_sql_parity.py runs both on the
-same rows and checks that its defaults are :data:`RRF_K` and :data:`CANDIDATES`.
-
->>> [(key, round(score, 4), ranks) for key, score, ranks in rrf([["a", "b"], ["b", "c"]])]
-[('b', 0.0325, (2, 1)), ('a', 0.0164, (1, None)), ('c', 0.0161, (None, 2))]
->>> [key for key, _, _ in rrf([["a", "b"], ["b", "c"]], weights=[1, 3])]
-['b', 'c', 'a']
+Each keeps its best ``candidates`` rows (under the filter); a row scores
+``sum over the rankings that found it of weight / (rrf_k + rank)``, ranks from 1, best first,
+ties by id (``weights`` default 1 each; a ranking of weight 0 is not run). This module builds
+the call and reads its rows back as :class:`HybridHit`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import asdict, make_dataclass
+from collections.abc import Sequence
+from dataclasses import fields, make_dataclass
 
-from clipsql.captions.generate import TABLE
-from clipsql.database import images, user_sql
+from clipsql.database import user_sql
 from clipsql.errors import QueryError
 from clipsql.query import search
 
@@ -38,8 +30,6 @@ RRF_K = 60
 CANDIDATES = 100
 #: The names of the rankings, as ``found_by`` lists them and ``weights`` keys them.
 RANKINGS = ("clip", "text", "ocr")
-#: A caption is current unless it was written for other content of the image.
-CURRENT = "(c.image_sha256 IS NULL OR c.image_sha256 = i.sha256)"
 
 #: A hybrid result: the :class:`~clipsql.query.search.Hit` columns with ``score`` the fused
 #: RRF score, plus each ranking's own score and rank (None where it missed the row), the
@@ -63,58 +53,13 @@ HybridHit = make_dataclass(
                           "words recognised in the image (``ocr_text``)."})
 
 
-def rrf(rankings: Sequence[Sequence[Hashable]], k: int = RRF_K, weights=None):
-    """Reciprocal rank fusion of ranked key lists (best first, each key once per list), each
-    list's terms times its weight (default 1).
-
-    Returns ``(key, score, ranks)`` best first (ties by key), ``ranks`` one 1-based rank or
-    None per ranking.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise QueryError(f"rrf_k must be an integer of 0 or more, not {k!r}")
-    weights = [1.0] * len(rankings) if weights is None else [float(w) for w in weights]
-    ranks: dict = {}
-    for n, ranking in enumerate(rankings):
-        for position, key in enumerate(ranking, start=1):
-            slot = ranks.setdefault(key, [None] * len(rankings))
-            if slot[n] is None:
-                slot[n] = position
-    fused = []
-    for key, found in ranks.items():
-        score = 0.0
-        for r, w in zip(found, weights):
-            if r is not None:
-                score += w / (k + r)
-        fused.append((key, score, tuple(found)))
-    fused.sort(key=lambda item: (-item[1], item[0]))
-    return fused
-
-
-_BEST = (
-    "WITH q AS (SELECT websearch_to_tsquery('simple', %s) AS q), "
-    "best AS (SELECT DISTINCT ON (c.image_id) c.image_id, ts_rank_cd(c.tsv, q.q) AS s, c.caption "
-    f"FROM q, {TABLE} c JOIN {images.TABLE} i ON i.id = c.image_id "
-    f"WHERE c.tsv @@ q.q AND {CURRENT} {{model}} {{where}} "
-    "ORDER BY c.image_id, s DESC, c.model) "
-    "SELECT image_id, s, caption FROM best ORDER BY s DESC, image_id LIMIT %s")
-
-
 def text_ranking(conn, text: str, *, where=None, params=(), limit: int = CANDIDATES,
                  caption_model: str | None = None) -> list[tuple[int, float, str]]:
-    """``(id, ts_rank_cd, caption)`` of the images whose captions match ``text``, best first."""
-    check_text(text)
-    sql, args = _text_sql(text, where, params, limit, caption_model)
-    with user_sql.read_only(conn, where) as conn:
-        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
-
-
-def _text_sql(text, where, params, limit, caption_model):
-    wrapped = user_sql.wrap(where)
-    sql = _BEST.format(
-        model="AND c.model = %s" if caption_model else "",
-        where=f"AND i.id IN (SELECT id FROM {images.TABLE} WHERE {wrapped})" if wrapped else "")
-    args = [text, *([caption_model] if caption_model else []), *(params or ()), limit]
-    return sql, args
+    """``(id, ts_rank_cd, caption)`` of the images whose captions match ``text``, best first:
+    the captions' ranking of ``clipsql.hybrid_ranking`` alone."""
+    hits = hybrid(conn, None, text, where=where, params=params, limit=limit, candidates=limit,
+                  caption_model=caption_model, weights={"clip": 0, "text": 1, "ocr": 0})
+    return [(h.id, h.text_score, h.caption) for h in hits]
 
 
 def check_text(text) -> None:
@@ -126,16 +71,15 @@ def check_text(text) -> None:
 
 
 def captions_for(conn, ids: Sequence[int], caption_model: str | None = None) -> dict[int, str]:
-    """The current caption of each image that has one (of ``caption_model``, else the newest)."""
+    """The current caption of each image that has one (of ``caption_model``, else the newest):
+    ``clipsql.current_caption``, the rule ``clipsql.hybrid_ranking`` shows too."""
     ids = [int(i) for i in ids]
     if not ids:
         return {}
-    model = "AND c.model = %s" if caption_model else ""
     rows = conn.execute(
-        f"SELECT DISTINCT ON (c.image_id) c.image_id, c.caption FROM {TABLE} c "
-        f"JOIN {images.TABLE} i ON i.id = c.image_id WHERE c.image_id = ANY(%s) AND {CURRENT} "
-        f"{model} ORDER BY c.image_id, c.created_at DESC, c.model",
-        [ids, *([caption_model] if caption_model else [])]).fetchall()
+        "SELECT c.id, c.caption FROM unnest(%s::bigint[]) AS u(id), "
+        "LATERAL (SELECT u.id, clipsql.current_caption(u.id, %s) AS caption) c "
+        "WHERE c.caption IS NOT NULL", [ids, caption_model]).fetchall()
     return dict(rows)
 
 
@@ -163,49 +107,36 @@ def hybrid(conn, vector, text: str, *, where=None, params=(), limit: int = 10,
            rrf_k: int = RRF_K, candidates: int = CANDIDATES, caption_model: str | None = None,
            strategy: str = "auto", weights=None) -> search.Results:
     """The fused ranking of ``vector`` (the embedding of ``text``), ``text``'s words in the
-    captions and in the images' recognised text: :class:`HybridHit` results, best first
-    (see module docs). ``weights``: e.g. ``{"ocr": 2, "text": 0}``."""
-    from clipsql.ocr import search as ocr_search
+    captions and in the images' recognised text: ``clipsql.hybrid_ranking``, as
+    :class:`HybridHit` results, best first. ``weights``: e.g. ``{"ocr": 2, "text": 0}``."""
+    from pgvector import HalfVector
 
     check_text(text)
     for name, value in (("limit", limit), ("candidates", candidates)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise QueryError(f"{name} must be a positive integer, not {value!r}")
-    rrf([], rrf_k)  # checks rrf_k before any query runs
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise QueryError(f"rrf_k must be an integer of 0 or more, not {rrf_k!r}")
     weights = check_weights(weights)
-    depth = max(limit, candidates)
-    clip = search.rank(conn, vector, where=where, params=params, limit=depth,
-                       strategy=strategy) if weights["clip"] else search.Results()
-    sql, args = _text_sql(text, where, params, depth, caption_model)
+    query = HalfVector(vector) if weights["clip"] and vector is not None else None
     with user_sql.read_only(conn, where) as ro:
-        words = [tuple(r) for r in ro.execute(sql, args).fetchall()] if weights["text"] else []
-        seen = ocr_search.ranking(ro, text, where=where, params=params,
-                                  limit=depth) if weights["ocr"] else []
-        fused = rrf([[h.id for h in clip], [w[0] for w in words], [o[0] for o in seen]],
-                    rrf_k, [weights[n] for n in RANKINGS])[:limit]
-        by_id = {h.id: asdict(h) for h in clip}
-        missing = [key for key, _, _ in fused if key not in by_id]
-        if missing:
-            cols = images.select_list(images.HIT)
-            for row in ro.execute(f"SELECT {cols} FROM {images.TABLE} WHERE id = ANY(%s)",
-                                  (missing,)).fetchall():
-                by_id[row[0]] = {**dict(zip((c.name for c in images.HIT), row)), "score": None}
-        found = {w[0]: w for w in words}
-        read = {o[0]: o for o in seen}
-        others = captions_for(ro, [key for key, _, _ in fused if key not in found],
-                              caption_model)
+        sql = search.hits_sql(
+            "clipsql.hybrid_ranking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) WITH ORDINALITY "
+            "AS r(id, score, clip_rank, text_rank, ocr_rank, clip_score, text_score, ocr_score, "
+            "caption, ocr_text, n)",
+            ", r.clip_score, r.text_score, r.clip_rank, r.text_rank, r.caption, r.ocr_score, "
+            "r.ocr_rank, r.ocr_text")
+        rows = ro.execute(sql, [text, query, limit, rrf_k, candidates, weights["clip"],
+                                weights["text"], weights["ocr"],
+                                search.filter_sql(ro, where, params), caption_model,
+                                strategy]).fetchall()
+        plan = ro.execute("SELECT current_setting('clipsql_rank.strategy', true)").fetchone()[0]
+    names = [f.name for f in fields(HybridHit) if f.name != "found_by"]
     results = search.Results()
-    for key, score, ranks in fused:
-        row = dict(by_id[key])
-        clip_score = row.pop("score")
-        if not weights["clip"]:
-            clip_score = None
-        word, ocr = found.get(key), read.get(key)
-        results.append(HybridHit(
-            **row, score=score, clip_score=clip_score,
-            text_score=float(word[1]) if word else None, clip_rank=ranks[0],
-            text_rank=ranks[1], ocr_score=float(ocr[1]) if ocr else None, ocr_rank=ranks[2],
-            found_by=[n for n, r in zip(RANKINGS, ranks) if r is not None],
-            caption=word[2] if word else others.get(key), ocr_text=ocr[2] if ocr else None))
-    results.strategy = f"hybrid({clip.strategy})" if weights["clip"] else "hybrid(words)"
+    for row in rows:
+        hit = dict(zip(names, row))
+        ranks = (hit["clip_rank"], hit["text_rank"], hit["ocr_rank"])
+        results.append(HybridHit(**hit, found_by=[n for n, r in zip(RANKINGS, ranks)
+                                                  if r is not None]))
+    results.strategy = f"hybrid({plan or 'index'})" if weights["clip"] else "hybrid(words)"
     return results

@@ -3,10 +3,10 @@ OCR rows of hits, and the word boxes a query matches (for highlighting).
 
 Words are never split here: every query and every text goes through the SQL functions
 ``clipsql.ocr_query`` and ``clipsql.ocr_document`` (migrations/0016_ocr.sql), the one home of
-the tokenisation. :func:`text_in_image` without a filter gives the rows of the SQL function
-``clipsql.text_in_image(query, k)``, in the same order (``tests/integration/test_ocr.py``
-checks it); a filter (``where``/``params``, over ``clipsql.images`` columns) runs read-only
-through :mod:`clipsql.database.user_sql`.
+the tokenisation. The ranking has one home too, the SQL function ``clipsql.words_ranking``
+(``migrations/0020_one_home.sql``; ``clipsql.text_in_image`` is it with the paths), which
+:func:`text_in_image` calls; a filter (``where``/``params``, over ``clipsql.images``
+columns) runs read-only through :mod:`clipsql.database.user_sql`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from clipsql.errors import QueryError
 from clipsql.ocr.run import TABLE
 from clipsql.query import search
 
-#: An OCR row is current unless it was read from other content of the image.
-CURRENT = "(o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)"
+#: An OCR row is current unless it was read from other content of the image (the rule:
+#: ``clipsql.is_current``).
+CURRENT = "clipsql.is_current(o.image_sha256, i.sha256)"
 #: Longest query, in characters (a longer one is an error, not a slow search).
 MAX_QUERY_CHARS = 100_000
 
@@ -35,14 +36,6 @@ TextHit = make_dataclass(
                           "of the query: a search hit, ``score`` the text rank, with the words "
                           "read in it."})
 
-_RANK = (
-    "SELECT i.id, ts_rank_cd(o.tsv, q.q)::double precision AS score, o.text "
-    f"FROM {TABLE} o JOIN {images.TABLE} i ON i.id = o.image_id "
-    "CROSS JOIN clipsql.ocr_query(%s) AS q(q) "
-    f"WHERE o.tsv @@ q.q AND {CURRENT} {{where}} "
-    "ORDER BY score DESC, i.id LIMIT %s")
-
-
 def check_query(query) -> None:
     if not isinstance(query, str):
         raise QueryError(f"the text to find must be a string, not {type(query).__name__}")
@@ -53,36 +46,19 @@ def check_query(query) -> None:
                          f"{MAX_QUERY_CHARS} limit")
 
 
-def ranking(conn, query: str, *, where=None, params=(), limit: int = 10
-            ) -> list[tuple[int, float, str]]:
-    """``(id, ts_rank_cd, text)`` of the images whose current OCR text holds every word of
-    ``query``, best first (ties by id): the ranking of ``clipsql.text_in_image``, under a
-    filter. ``conn`` is already the guarded connection of ``where``
-    (:func:`clipsql.database.user_sql.read_only`), as a hybrid search holds it."""
-    check_query(query)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise QueryError(f"k must be a positive integer, not {limit!r}")
-    wrapped = user_sql.wrap(where)
-    sql = _RANK.format(where=(f"AND i.id IN (SELECT id FROM {images.TABLE} WHERE {wrapped})"
-                              if wrapped else ""))
-    return [tuple(r) for r in conn.execute(sql, [query, *(params or ()), limit]).fetchall()]
-
-
 def text_in_image(conn, query: str, k: int = 10, where=None, params=()) -> search.Results:
     """The images whose current OCR text holds every word of ``query``, best first (ties
-    by id), at most ``k``, as :class:`TextHit`; empty when none does or the query has no
-    word. The filter (``where``/``params``) runs read-only under its deadline."""
+    by id), at most ``k``, as :class:`TextHit`: ``clipsql.words_ranking``; empty when none
+    does or the query has no word. The filter (``where``/``params``) runs read-only under
+    its deadline."""
+    check_query(query)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise QueryError(f"k must be a positive integer, not {k!r}")
     with user_sql.read_only(conn, where, what="text search") as ro:
-        found = ranking(ro, query, where=where, params=params, limit=k)
-        cols = images.select_list(images.HIT)
-        rows = {r[0]: r for r in ro.execute(
-            f"SELECT {cols} FROM {images.TABLE} WHERE id = ANY(%s)",
-            ([f[0] for f in found],)).fetchall()}
-    names = [c.name for c in images.HIT]
-    results = search.Results()
-    for image_id, score, text in found:
-        results.append(TextHit(**dict(zip(names, rows[image_id])), score=float(score),
-                               ocr_text=text))
+        sql = search.hits_sql("clipsql.words_ranking(%s, %s, %s) "
+                              "WITH ORDINALITY AS r(id, score, ocr_text, n)", ", r.ocr_text")
+        rows = ro.execute(sql, [query, k, search.filter_sql(ro, where, params)]).fetchall()
+    results = search.Results(TextHit(*r) for r in rows)
     results.strategy = "words"
     return results
 

@@ -2,15 +2,12 @@
 
 A query is the weighted sum of its parts' L2-normalised embeddings, normalised again:
 ``q = normalize(sum_i w_i * normalize(e_i))``. A negative weight (:func:`Not`) moves the
-query away from a part. Plain strings are texts of weight 1. :func:`combine` is the rule of
-SQL's ``clipsql.combine`` too (migration 0008), edge cases included.
+query away from a part. Plain strings are texts of weight 1. The rule has one home, SQL's
+``clipsql.combine`` (migration 0008), which :func:`combine` calls.
 
 >>> parts = as_parts(["a beach", Image("sunset.jpg", weight=0.5), Not("people")])
 >>> [(type(p).__name__, p.weight) for p in parts]
 [('Text', 1.0), ('Image', 0.5), ('Text', -1.0)]
->>> import numpy as np
->>> [round(float(x), 4) for x in combine([np.array([1.0, 0.0]), np.array([0.0, 2.0])], [1, -1])]
-[0.7071, -0.7071]
 """
 
 from __future__ import annotations
@@ -69,41 +66,29 @@ def as_parts(query) -> list[Text | Image]:
     return parts
 
 
-def combine(vectors, weights=None) -> np.ndarray:
-    """``normalize(sum(w * normalize(v)))`` as float32: the rule of ``clipsql.combine``
-    (migration 0008; tests/integration/test_sql_parity.py runs both on the same inputs).
+def combine(conn, vectors, weights=None) -> np.ndarray:
+    """``clipsql.combine(vectors, weights)`` (``normalize(sum(w * normalize(v)))``, migration
+    0008) as float32, on ``conn``; its refusals (no parts, a weight count other than the part
+    count, parts of different dimensions, parts that cancel out) as :class:`QueryError`."""
+    import psycopg
+    from pgvector import HalfVector
 
-    A weight of None counts 1 and a part of zeros adds nothing; QueryError for no parts, a
-    weight count other than the part count, a missing part, parts of different dimensions,
-    weights that are not finite or overflow, and parts that cancel out.
-    """
     if vectors is None or len(vectors) == 0:
         raise QueryError("a query needs at least one embedding")
-    weights = [None] * len(vectors) if weights is None else list(weights)
-    if len(weights) != len(vectors):
-        raise QueryError(f"the query has {len(vectors)} embeddings but {len(weights)} weights")
-    total = None
-    for v, w in zip(vectors, weights):
-        if v is None:
-            raise QueryError("a query part has no embedding")
-        v = np.asarray(v, np.float64)
-        if total is None:
-            total = np.zeros(len(v), np.float64)
-        elif v.shape != total.shape:
-            raise QueryError("the query's parts have different dimensions")
-        norm = np.linalg.norm(v)
-        if not np.isfinite(norm):
-            raise QueryError("a query part's embedding is not finite")
-        if norm > 0:
-            with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned
-                total += (1.0 if w is None else float(w)) * (v / norm)
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = math.sqrt(float(np.sum(total * total)))
-    if not math.isfinite(norm):
-        raise QueryError("the query's weights are not finite numbers, or too large")
-    if norm < 1e-6:
-        raise QueryError("the query's parts cancel each other out")
-    return (total / norm).astype(np.float32)
+    if any(v is None for v in vectors):
+        raise QueryError("a query part has no embedding")
+    if any(not np.isfinite(np.asarray(v, np.float64)).all() for v in vectors):
+        raise QueryError("a query part's embedding is not finite")
+    weights = None if weights is None else [None if w is None else float(w) for w in weights]
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT clipsql.combine(%s::halfvec[], %s::float8[])",
+                               [[HalfVector(np.asarray(v, np.float32)) for v in vectors],
+                                weights]).fetchone()
+    except psycopg.errors.DataError as exc:
+        message = (exc.diag.message_primary or str(exc)).removeprefix("clipsql: ")
+        raise QueryError(message) from None
+    return row[0].to_numpy().astype(np.float32)
 
 
 def self_reference(parts) -> Image | None:

@@ -1,9 +1,11 @@
 """Exact and near-duplicate images, grouped.
 
 Byte-identical files are grouped by ``sha256`` first and stand in with one representative
-each. Then every representative asks the HNSW index for its ``k`` nearest neighbours (a
-``LATERAL`` join, so n index probes, not an O(n^2) scan); pairs with cosine similarity at or
-above ``threshold`` are edges, and the groups are the connected components (union-find).
+each. The near pairs come from the SQL function ``clipsql.near_duplicates(k, threshold)``
+(migrations/0020_one_home.sql), the one home of the neighbour query and of its scan rules
+(the HNSW probe per representative, the binary index's candidates, ``clipsql.ef_search_for``):
+pairs with cosine similarity at or above ``threshold`` are edges, and the groups are the
+connected components (union-find), here.
 
 >>> components([(1, 2), (2, 3), (7, 8)])
 [[1, 2, 3], [7, 8]]
@@ -13,35 +15,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from clipsql.database import binding
+from clipsql.database import binding, images
 from clipsql.errors import QueryError
-from clipsql.query import quantized
-from clipsql.query.settings import ef_search_for
 
 DEFAULT_THRESHOLD = 0.97
 DEFAULT_K = 10
-#: One representative per sha256 asks the index for its k (+ its own copies) nearest rows.
-NEIGHBOURS_SQL = (
-    "WITH reps AS (SELECT min(id) AS id, count(*) AS copies FROM clipsql.images "
-    "GROUP BY coalesce(sha256, id::text)) "  # imported rows (no file, no hash) stand alone
-    "SELECT r.id, n.id, n.sim FROM reps r JOIN clipsql.images a ON a.id = r.id "
-    "CROSS JOIN LATERAL (SELECT b.id, 1 - (b.embedding <=> a.embedding) AS sim "
-    "  FROM clipsql.images b ORDER BY b.embedding <=> a.embedding LIMIT %s + r.copies) n "
-    "WHERE n.id <> r.id AND n.sim >= %s")
-
-
-def neighbours_sql(binary=None) -> str:
-    """:data:`NEIGHBOURS_SQL`, or with a binary index (:mod:`clipsql.query.quantized`) its
-    Hamming candidates per representative re-ranked by cosine similarity; parameters
-    (candidates, k, threshold) then."""
-    if binary is None:
-        return NEIGHBOURS_SQL
-    order = quantized.order_sql(binary.dim, "b.embedding", "a.embedding")
-    lateral = (f"(SELECT c.id, c.sim FROM (SELECT b.id, 1 - (b.embedding <=> a.embedding) "
-               f"AS sim FROM clipsql.images b ORDER BY {order} LIMIT %s) c "
-               "ORDER BY c.sim DESC, c.id LIMIT %s + r.copies) n ")
-    head, tail = NEIGHBOURS_SQL.split("(SELECT b.id", 1)
-    return head + lateral + tail.split(") n ", 1)[1]
+#: The near pairs (id, other, similarity) of every representative: parameters (k, threshold).
+NEAR_PAIRS_SQL = "SELECT id, other, similarity FROM clipsql.near_duplicates(%s, %s)"
 
 
 @dataclass
@@ -113,20 +93,15 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
-            exact = conn.execute("SELECT array_agg(id ORDER BY id) FROM clipsql.images WHERE sha256 IS NOT NULL "
-                                 "GROUP BY sha256 HAVING count(*) > 1").fetchall()
+            exact = conn.execute(f"SELECT array_agg(id ORDER BY id) FROM {images.TABLE} "
+                                 "WHERE sha256 IS NOT NULL GROUP BY sha256 HAVING count(*) > 1"
+                                 ).fetchall()
             for (ids,) in exact:
                 for other in ids[1:]:
                     uf.union(ids[0], other)
                     rep[other] = ids[0]
-            most = max((len(ids) for (ids,) in exact), default=1)
-            # The index yields at most ef_search rows per probe; exact copies take slots too.
-            binary = quantized.plan(conn, k + most)
-            wanted = binary.candidates if binary else 2 * (k + most)
-            conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search_for(wanted, base=100)}")
             with conn.cursor(name="clipsql_duplicates") as cur:
-                cur.execute(neighbours_sql(binary), ((binary.candidates,) if binary else ())
-                            + (k, float(threshold)))
+                cur.execute(NEAR_PAIRS_SQL, (k, float(threshold)))
                 for a, b, sim in cur:
                     b = rep.get(b, b)
                     if a != b:
@@ -141,7 +116,7 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
 def _groups(conn, uf: UnionFind, edges: dict, rep: dict) -> list[DuplicateGroup]:
     groups = uf.groups()
     wanted = [i for g in groups for i in g]
-    paths = dict(conn.execute("SELECT id, path FROM clipsql.images WHERE id = ANY(%s)",
+    paths = dict(conn.execute(f"SELECT id, path FROM {images.TABLE} WHERE id = ANY(%s)",
                               (wanted,)).fetchall()) if wanted else {}
     root_edges: dict = {}
     for (a, _), sim in edges.items():

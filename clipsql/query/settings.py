@@ -1,22 +1,19 @@
-"""Index-scan settings for searches, in one place: clipsql's own searches, the sessions of
-psycopg/SQLAlchemy users (:data:`SESSION_SQL`) and the duplicate finder all read them here.
-The SQL functions widen ``hnsw.ef_search`` through ``clipsql._widen_ef_search`` (migration
-0005), the same rule as :func:`ef_search_for` with the session's setting as ``base``:
-tests/integration/test_sql_parity.py runs both, and checks :data:`EF_SEARCH_MAX` against
-pgvector's own cap."""
+"""Index-scan settings for the sessions of psycopg/SQLAlchemy users (:data:`SESSION_SQL`).
+
+clipsql's own rankings take their scan settings from SQL, their one home
+(``clipsql.ef_search_for``, ``clipsql.rank_images`` and ``clipsql.near_duplicates``,
+migrations/0020_one_home.sql): ef_search = least(1000, greatest(k, 200, the session's
+hnsw.ef_search)), iterative scans under a filter, set for one scan and restored. What is left
+here is the default of a user's own session, for queries clipsql does not write."""
 
 from __future__ import annotations
 
-#: HNSW candidate list: unfiltered queries, and filtered ones (iterative scan).
-EF_SEARCH = 200
-EF_SEARCH_FILTERED = 200
-#: pgvector's upper bound for hnsw.ef_search.
-EF_SEARCH_MAX = 1000
-#: pgvector 0.8 iterative scan: "strict_order", or "relaxed_order" (re-sorted here). With the
-#: index built at ef_construction 128, strict_order gave the same recall in less time at 1M.
+#: pgvector 0.8 iterative scan for a user's session: "strict_order" (their queries cannot
+#: re-sort). With the index built at ef_construction 128, strict_order gave the same recall
+#: in less time at 1M.
 ITERATIVE_SCAN = "strict_order"
-MAX_SCAN_TUPLES = 50_000
-#: ef_search for the sessions of psycopg and SQLAlchemy users (their queries cannot re-sort).
+#: ef_search for the sessions of psycopg and SQLAlchemy users; clipsql's own functions raise
+#: it to their rule's floor for the scans they run.
 SESSION_EF_SEARCH = 100
 
 #: For a user's session (``clipsql.psycopg.register``, SQLAlchemy's ``configure``): with
@@ -27,21 +24,3 @@ SESSION_SQL = (
     f"SELECT set_config('hnsw.iterative_scan', '{ITERATIVE_SCAN}', false), "
     f"set_config('hnsw.ef_search', '{SESSION_EF_SEARCH}', false) FROM pg_extension "
     "WHERE extname = 'vector' AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
-
-
-def ef_search_for(limit: int, base: int = EF_SEARCH) -> int:
-    """The candidate list for ``limit`` results: at least ``base``, at most pgvector's cap.
-
-    >>> ef_search_for(10), ef_search_for(500), ef_search_for(5000)
-    (200, 500, 1000)
-    """
-    return min(EF_SEARCH_MAX, max(base, limit))
-
-
-def set_local_index_scan(conn, limit: int, *, filtered: bool, iterative: bool) -> None:
-    """Settings of one index scan, for the current transaction only."""
-    base = EF_SEARCH_FILTERED if filtered else EF_SEARCH
-    conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search_for(limit, base)}")
-    if filtered and iterative:
-        conn.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
-        conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")

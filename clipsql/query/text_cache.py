@@ -45,6 +45,10 @@ _UPSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %
            "ON CONFLICT (query) DO UPDATE SET embedding = EXCLUDED.embedding")
 
 
+#: ``bound_row`` not given: :func:`embed` reads the binding itself.
+UNREAD = object()
+
+
 def check_text(text) -> str:
     """The text itself, or :class:`QueryError` if it cannot be a query."""
     if not isinstance(text, str) or not text.strip():
@@ -113,12 +117,15 @@ def stored(conn, text: str) -> np.ndarray | None:
     return None if row is None else _vector(row[0])
 
 
-def embed(conn, model, text: str, *, store: bool = True) -> np.ndarray:
+def embed(conn, model, text: str, *, store: bool = True, bound_row=UNREAD) -> np.ndarray:
     """The embedding of ``text`` by ``model``: from memory, from the table, or computed and stored.
 
     ``conn`` is a sync psycopg connection with pgvector's types registered. Storing runs in a
     savepoint, so a read-only transaction of the caller is left intact (the vector is just
     not stored). ``store=False`` keeps a new vector in memory only (anonymous web queries).
+    ``bound_row``: the caller's row of the binding (:data:`clipsql.database.binding.BOUND_SQL`
+    columns first, None: nothing bound), read once per call and passed down; by default
+    it is read here.
     """
     from pgvector import HalfVector
 
@@ -127,7 +134,9 @@ def embed(conn, model, text: str, *, store: bool = True) -> np.ndarray:
     vec = _get(key)
     if vec is not None:
         return vec
-    if not _is_bound(conn.execute(binding.BOUND_SQL).fetchone(), model):
+    if bound_row is UNREAD:
+        bound_row = conn.execute(binding.BOUND_SQL).fetchone()
+    if not _is_bound(bound_row[:4] if bound_row else None, model):
         return model.encode_text([text])[0]
     vec = stored(conn, text)
     if vec is None:

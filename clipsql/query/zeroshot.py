@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsql.database import binding, user_sql
+from clipsql.database import binding, images, user_sql
 from clipsql.errors import LabelError
 from clipsql.query.label_sets import LabelSet, normalize, probabilities
 
@@ -169,9 +169,9 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
     conditions, scan_args = list(user), list(args)
     if unstored:
         conditions.append(
-            "NOT EXISTS (SELECT 1 FROM clipsql.image_labels l WHERE l.id = clipsql.images.id "
+            f"NOT EXISTS (SELECT 1 FROM clipsql.image_labels l WHERE l.id = {images.TABLE}.id "
             "AND l.set_name = %s AND l.version = %s AND l.rank = %s "
-            "AND l.image_updated_at = clipsql.images.updated_at)")
+            f"AND l.image_updated_at = {images.TABLE}.updated_at)")
         scan_args += list(unstored)
     where_sql = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     seen = 0
@@ -179,7 +179,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
         # Every row is read: plan for the total, not for the first rows of the cursor.
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
         with conn.cursor(name="clipsql_scan", binary=True) as cur:
-            cur.execute(f"SELECT id, path, updated_at, embedding FROM clipsql.images {where_sql}",
+            cur.execute(f"SELECT id, path, updated_at, embedding FROM {images.TABLE} {where_sql}",
                         scan_args)
             while rows := cur.fetchmany(batch):
                 seen += len(rows)
@@ -188,7 +188,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
                          np.stack([r[3].to_numpy() for r in rows]))
         if unstored:
             user_sql_where = ("WHERE " + " AND ".join(user)) if user else ""
-            return conn.execute(f"SELECT count(*) FROM clipsql.images {user_sql_where}",
+            return conn.execute(f"SELECT count(*) FROM {images.TABLE} {user_sql_where}",
                                 args).fetchone()[0]
     return seen
 
@@ -224,7 +224,7 @@ def _store(conn, label_set: LabelSet, ids, updated, idx, prob) -> None:
         conn.execute(
             "INSERT INTO clipsql.image_labels (id, set_name, label, probability, rank, version, "
             "image_updated_at) SELECT s.id, %s, (%s::text[])[s.label + 1], s.probability, s.rank, "
-            f"%s, s.updated_at FROM {staging} s JOIN clipsql.images i ON i.id = s.id",
+            f"%s, s.updated_at FROM {staging} s JOIN {images.TABLE} i ON i.id = s.id",
             (label_set.name, list(label_set.labels), label_set.version))
     if len(ids) >= ANALYZE_ROWS:
         # Fresh statistics, so the next incremental scan's anti-join is planned as a hash join.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from clipsql.captions.hybrid import rrf
+from tests.ranking_reference import rrf
 from tests.conftest import kill_once, make_image
 
 #: open_clip's coca_ViT-B-32 config, shrunk: the decoder's width must equal embed_dim and

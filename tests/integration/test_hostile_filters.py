@@ -138,13 +138,23 @@ LIFT_THEN_SLEEP = (
     "THEN set_config('hostile.t', statement_timestamp()::text, true) IS NOT NULL "
     "     AND set_config('statement_timeout', '0', true) IS NOT NULL "
     "ELSE pg_sleep(30) IS NOT NULL END")
+# A search runs its filter in one statement (clipsql.relevant_ranking, whose EXECUTEs are
+# inside it): the first row the filter sees lifts the timeout, every later row sleeps.
+LIFT_THEN_SLEEP_PER_ROW = (
+    "CASE WHEN coalesce(current_setting('hostile.lifted', true), '') = '' "
+    "THEN set_config('hostile.lifted', 'yes', true) IS NOT NULL "
+    "     AND set_config('statement_timeout', '0', true) IS NOT NULL "
+    "ELSE pg_sleep(30) IS NOT NULL END")
 
 
-@pytest.mark.parametrize("runner", ["search", "classify", "flag"])
+@pytest.mark.parametrize("runner", ["search", "search-exact", "classify", "flag"])
 def test_deadline_cannot_be_lifted(loaded, short_deadline, runner):
     runs = {
-        # the index scan comes back short of 50, so an exact scan follows: statement 2
-        "search": lambda: loaded.search("x", where=LIFT_THEN_SLEEP, limit=50, strategy="index"),
+        # one statement: the index scan's second row sleeps (then an exact scan would follow)
+        "search": lambda: loaded.search("x", where=LIFT_THEN_SLEEP_PER_ROW, limit=50,
+                                        strategy="index"),
+        "search-exact": lambda: loaded.search("x", where=LIFT_THEN_SLEEP_PER_ROW, limit=50,
+                                              strategy="exact"),
         # stored results: the cursor, then a count of all matches: statement 2
         "classify": lambda: loaded.classify("default", where=LIFT_THEN_SLEEP, store=True),
         # a cursor fetched two rows at a time: the second FETCH
@@ -159,6 +169,15 @@ def test_deadline_cannot_be_lifted(loaded, short_deadline, runner):
     assert conn.execute("SELECT 1").fetchone() == (1,)
     assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"  # the server default
     assert len(loaded.search("x", limit=3)) == 3  # the connection is usable
+
+
+def test_a_search_runs_its_filter_in_one_statement(loaded, short_deadline):
+    """What the attack above relies on: every row a search's filter sees is seen within one
+    statement (so its statement_timeout, armed when the statement starts, holds too); the
+    attack that sleeps from the block's second statement on never sleeps in a search."""
+    started = time.monotonic()
+    hits = loaded.search("x", where=LIFT_THEN_SLEEP, limit=50, strategy="index")
+    assert len(hits) == 12 and time.monotonic() - started < short_deadline
 
 
 def test_plain_sleep_is_cut_off(loaded, short_deadline):

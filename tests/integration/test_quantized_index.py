@@ -1,12 +1,16 @@
 """The binary-quantized index kind on real PostgreSQL: switching kinds builds one index and
 drops the other, searches (Python API and SQL functions) go through the Hamming index, and
 with candidates covering the rows their results equal exact search, filters included; a
-filter re-ranks fewer candidates, by its selectivity."""
+filter re-ranks fewer candidates, by its selectivity. The rules are SQL's alone
+(``clipsql.rank_images``, ``clipsql._filtered_candidates``, ``clipsql._exact_threshold``,
+migrations/0020_one_home.sql): each is checked from the Python API and from SQL."""
 
 from datetime import datetime, timedelta
 
 import numpy as np
+import psycopg
 import pytest
+from pgvector import HalfVector
 
 from clipsql.database import hnsw
 from clipsql.errors import QueryError
@@ -71,16 +75,26 @@ def _binary_index_scans(conn):
                         [f"clipsql.{hnsw.BINARY_INDEX_NAME}"]).fetchone()[0]
 
 
-def test_explain_shows_the_binary_index(filled):
+def test_searches_scan_the_binary_index(filled):
     db, queries = filled
-    hnsw.set_index_kind(db.conn, "binary")
-    plan = search.quantized.plan(db.conn, 10)
-    assert plan.candidates == 1000
-    from pgvector import HalfVector
-
-    sql = f"EXPLAIN SELECT id FROM clipsql.images ORDER BY {plan.order} LIMIT 400"
-    text = "\n".join(r[0] for r in db.conn.execute(sql, [HalfVector(queries[0])]))
-    assert f"Index Scan using {hnsw.BINARY_INDEX_NAME}" in text
+    hnsw.set_index_kind(db.conn, "binary", oversample=40)
+    # the Python API: the index scan re-ranked _binary_candidates(10) = 10 x 40 candidates
+    hits = search.rank(db.conn, queries[0], limit=10)
+    assert (hits.strategy, hits.candidates, len(hits)) == ("index", 400, 10)
+    # SQL: the same scan through the binary index
+    conn = db.conn
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL enable_seqscan = off")  # 3000 rows: make the plan plain
+        before = _binary_index_scans(conn)
+        got = conn.execute("SELECT id FROM clipsql.rank_images(%s, 10)",
+                           [HalfVector(queries[0])]).fetchall()
+        assert _binary_index_scans(conn) > before
+        assert conn.execute("SELECT current_setting('clipsql_rank.candidates')").fetchone()[0] == "400"
+    assert [r[0] for r in got] == [h.id for h in hits]
+    # the halfvec kind: no binary candidates
+    hnsw.set_index_kind(db.conn, "halfvec")
+    again = search.rank(db.conn, queries[0], limit=10)
+    assert (again.strategy, again.candidates) == ("index", None)
 
 
 @pytest.mark.parametrize("where, params", [
@@ -133,27 +147,72 @@ def test_duplicates_through_the_binary_index_match_the_halfvec_ones(db):
     assert after == before
 
 
-def test_a_filter_re_ranks_fewer_candidates(filled, monkeypatch):
+def _estimated_share(conn, where, params):
+    """The planner's estimate of the share of rows a filter keeps (what the rule reads)."""
+    plan = conn.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM clipsql.images WHERE {where}",
+                        params).fetchone()[0]
+    return plan[0]["Plan"]["Plan Rows"] / N
+
+
+def test_a_filter_re_ranks_fewer_candidates(filled):
     db, queries = filled
-    hnsw.set_index_kind(db.conn, "binary")  # 1000 candidates unfiltered
-    seen, real = [], search.quantized.for_filter
-
-    def spy(plan, limit, selectivity):
-        seen.append((selectivity, real(plan, limit, selectivity).candidates))
-        return real(plan, limit, selectivity)
-
-    monkeypatch.setattr(search.quantized, "for_filter", spy)
+    conn = db.conn
+    hnsw.set_index_kind(conn, "binary")  # 1000 candidates unfiltered
     for where, params, share in (("taken_at >= %s", [START + timedelta(days=500)], 0.5),
                                  ("camera_make = %s", ["Canon"], 0.1)):
-        seen.clear()
-        fast = search.rank(db.conn, queries[0], where=where, params=params, limit=10,
+        estimated = _estimated_share(conn, where, params)
+        assert estimated == pytest.approx(share, abs=0.05)
+        wanted = max(round(1000 * estimated ** 0.5), 40 * 10)
+        # the Python API
+        fast = search.rank(conn, queries[0], where=where, params=params, limit=10,
                            strategy="index")
-        selectivity, candidates = seen[0]
-        assert selectivity == pytest.approx(share, abs=0.05)  # the planner's estimate
-        assert candidates == max(round(1000 * selectivity ** 0.5), 40 * 10) < 1000
-        exact = search.rank(db.conn, queries[0], where=where, params=params, limit=10,
+        assert fast.strategy == "index"
+        assert abs(fast.candidates - wanted) <= 1 and fast.candidates < 1000
+        # SQL, the same filter as text
+        literal = psycopg.ClientCursor(conn).mogrify(where, params)
+        with conn.transaction(force_rollback=True):
+            got = conn.execute("SELECT id FROM clipsql.rank_images(%s, 10, %s, NULL, NULL, "
+                               "'index')", [HalfVector(queries[0]), literal]).fetchall()
+            candidates = conn.execute("SELECT current_setting('clipsql_rank.candidates')"
+                                      ).fetchone()[0]
+        assert int(candidates) == fast.candidates
+        assert [r[0] for r in got] == [h.id for h in fast]
+        exact = search.rank(conn, queries[0], where=where, params=params, limit=10,
                             strategy="exact")
+        assert exact.candidates is None
         assert len(fast) == 10 and len({h.id for h in fast} & {h.id for h in exact}) >= 9
-    seen.clear()
-    search.rank(db.conn, queries[0], limit=10, strategy="index")
-    assert seen == []  # no filter: the unfiltered count, nothing to scale
+    # no filter: the unfiltered count, nothing to scale
+    assert search.rank(conn, queries[0], limit=10, strategy="index").candidates == 1000
+
+
+def test_filtered_candidates_shrink_with_selectivity_within_bounds(db):
+    """``clipsql._filtered_candidates`` over a grid: never more than unfiltered, monotone in
+    the share kept, at least 40 per result (or all of them), the full count at share 1."""
+    rng = np.random.default_rng(11)
+    cases = [(int(c), int(k), *sorted(rng.random(2)))
+             for c, k in zip(rng.integers(1, 1001, 300), rng.integers(1, 101, 300))]
+    cases += [(1000, 10, 0.0, 1.0), (400, 100, 0.5, 1.0)]
+    rows = db.conn.execute(
+        "SELECT c, k, clipsql._filtered_candidates(c, k, lo), clipsql._filtered_candidates(c, k, hi), "
+        "clipsql._filtered_candidates(c, k, 1.0), clipsql._filtered_candidates(c, k, NULL) "
+        "FROM unnest(%s::int[], %s::int[], %s::float8[], %s::float8[]) AS t(c, k, lo, hi)",
+        [[c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases],
+         [c[3] for c in cases]]).fetchall()
+    for c, k, few, many, full, none in rows:
+        assert few <= many <= c
+        assert few >= min(c, 40 * k)
+        assert full == none == c
+    assert rows[-2][2:4] == (400, 1000)  # share 0: 40 per result; share 1: all
+    picked = db.conn.execute("SELECT clipsql._filtered_candidates(1000, 10, 0.25), "
+                             "clipsql._filtered_candidates(1000, 10, 0.01)").fetchone()
+    assert picked == (500, 400)
+
+
+def test_exact_threshold_counts_binary_candidates(db):
+    def threshold(total, k=10, candidates=None):
+        return db.conn.execute("SELECT clipsql._exact_threshold(%s, %s, %s)",
+                               [total, k, candidates]).fetchone()[0]
+
+    assert threshold(1e6, candidates=400) > threshold(1e6)
+    # a binary scan visits dearer tuples (a factor of 8, not 4: measured, see the migration)
+    assert threshold(1e6, candidates=200) == pytest.approx(threshold(1e6) * 2 ** 0.5)

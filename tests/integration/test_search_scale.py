@@ -1,12 +1,16 @@
 """Filtered search on 30k imported rows: per-query plan choice, recall against exact search,
-the full top-k at every selectivity, and the naive plan's failure it fixes."""
+the full top-k at every selectivity, and the naive plan's failure it fixes. The plan is SQL's
+(``clipsql.rank_images``, migrations/0020_one_home.sql), reached here from the Python API and
+from SQL."""
 
 from datetime import datetime, timedelta
 
 import numpy as np
+import psycopg
 import pytest
+from pgvector import HalfVector
 
-from clipsql.query import search, settings
+from clipsql.query import search
 
 N, DIM, START = 30_000, 32, datetime(2020, 1, 1)
 CUTS = {"100%": None, "50%": 500, "10%": 900, "1%": 990, "0.1%": 999}
@@ -73,6 +77,13 @@ def test_recall_and_full_top_k_at_every_selectivity(big, label):
     assert recall >= 0.95
     # 30k rows: exact below sqrt(4 * 200 * 30k) ~ 4.9k estimated rows (10% = 3000)
     assert plans == ({"index"} if label in ("100%", "50%") else {"exact"})
+    # the same plan and rows from SQL
+    literal = psycopg.ClientCursor(db.conn).mogrify(where, params) if where else None
+    got = db.conn.execute("SELECT id, plan FROM clipsql.rank_images(%s, 10, %s)",
+                          [HalfVector(queries[0]), literal]).fetchall()
+    assert {r[1] for r in got} == plans
+    assert [r[0] for r in got] == [h.id for h in search.rank(db.conn, queries[0], where=where,
+                                                             params=params, limit=10)]
 
 
 def test_naive_index_plan_starves_a_selective_filter(big):
@@ -90,21 +101,32 @@ def test_naive_index_plan_starves_a_selective_filter(big):
     assert len(got) < 10
 
 
-def test_underestimated_selectivity_is_completed_by_the_exact_scan(big, monkeypatch):
+def test_underestimated_selectivity_is_completed_by_the_exact_scan(big):
     db, vecs, _, queries = big
-    # The planner guesses a third of the rows for this; it keeps 30 (0.1%).
-    where = "(id %% 1000) < 1"
-    monkeypatch.setattr(settings, "MAX_SCAN_TUPLES", 1000)
-    hits = search.rank(db.conn, queries[0], where=where, limit=10)
-    assert hits.strategy == "index+exact" and len(hits) == 10
+    # The planner guesses a third of the rows for this (an index scan); it keeps 5, fewer
+    # than asked for: the index scan comes back short and an exact scan completes it.
+    where = "(id %% 6000) < 1"
     ids = np.arange(1, N + 1)
-    keep = ids % 1000 < 1
+    keep = ids % 6000 < 1
     q = queries[0].astype(np.float16).astype(np.float32)
-    best = ids[keep][np.argsort(-(vecs[keep] @ q))[:10]]
-    assert [h.id for h in hits] == best.tolist()
+    best = ids[keep][np.argsort(-(vecs[keep] @ q))[:10]].tolist()
+    assert len(best) == 5
+    hits = search.rank(db.conn, queries[0], where=where, limit=10)
+    assert hits.strategy == "index+exact" and [h.id for h in hits] == best
+    got = db.conn.execute("SELECT id, plan FROM clipsql.rank_images(%s, 10, %s)",
+                          [HalfVector(queries[0]), where.replace("%%", "%")]).fetchall()
+    assert [r[0] for r in got] == best and {r[1] for r in got} == {"index+exact"}
 
 
-def test_exact_threshold_grows_with_the_table():
-    assert search.exact_threshold(0) == search.EXACT_ROWS_MIN
-    assert search.exact_threshold(1e6) == pytest.approx((4.0 * settings.EF_SEARCH_FILTERED * 1e6) ** 0.5)
-    assert search.exact_threshold(1e6, limit=1000) > search.exact_threshold(1e6)
+def test_exact_threshold_grows_with_the_table(big):
+    conn = big[0].conn
+
+    def threshold(total, k=10):
+        return conn.execute("SELECT clipsql._exact_threshold(%s, %s)", [total, k]).fetchone()[0]
+
+    assert threshold(0) == 2000
+    # an HNSW scan of ef = 200 candidates against an exact scan of the filter's rows
+    assert threshold(1e6) == pytest.approx((4.0 * 200 * 1e6) ** 0.5)
+    assert threshold(1e6, k=1000) > threshold(1e6)
+    # the plan of the test above reads it: 30k rows, ~4.9k
+    assert threshold(N) == pytest.approx((4.0 * 200 * N) ** 0.5)

@@ -1,17 +1,17 @@
-"""Rules written both in migration SQL and in Python, run on both sides with the same inputs
-on the real PostgreSQL; constants both sides need are read from the SQL side (the functions'
-defaults and results, pg_settings, the CHECK constraints), never repeated here.
+"""One implementation of each ranking rule (SQL: migrations/0008, 0013, 0020), reached from
+several surfaces on the real PostgreSQL: the Python API (:mod:`clipsql.query.search`,
+:mod:`clipsql.query.algebra`, :mod:`clipsql.captions.hybrid`) and the public SQL functions must
+give the same rows for the same inputs, and refuse the same inputs; constants are read from
+the SQL side (the functions' defaults and results, pg_settings, the CHECK constraints).
 
-* query algebra: ``clipsql.combine`` (migration 0008) and :func:`clipsql.query.algebra.combine`;
-* the relevant set: ``clipsql.relevant_images`` (0012, 0014) and :func:`clipsql.query.search.find`
-  with ``within`` / ``min_score`` (:mod:`clipsql.query.relevance`);
-* reciprocal rank fusion: ``clipsql.hybrid_search`` (0011, 0014) and :mod:`clipsql.captions.hybrid`;
-* ``hnsw.ef_search`` widening: ``clipsql._widen_ef_search`` (0005) and
-  :func:`clipsql.query.settings.ef_search_for`;
-* the binary index's candidates: ``clipsql._binary_candidates`` (0013) is their one home
-  (:func:`clipsql.query.quantized.plan` calls it); the cap and the index name around it;
-* index kinds: ``clipsql.index_config``'s CHECK constraints (0013) and
-  :mod:`clipsql.database.hnsw`.
+* query algebra: ``clipsql.combine``, from ``algebra.combine`` and from SQL;
+* the relevant set: ``clipsql.relevant_ranking`` from :func:`clipsql.query.search.find` and
+  ``clipsql.relevant_images``;
+* reciprocal rank fusion: ``clipsql.hybrid_ranking`` from :mod:`clipsql.captions.hybrid` and
+  ``clipsql.hybrid_search``;
+* ``hnsw.ef_search``: ``clipsql.ef_search_for`` and pgvector's cap;
+* the binary index's candidates: ``clipsql._binary_candidates``; the cap and the index name;
+* index kinds: ``clipsql.index_config``'s CHECK constraints and :mod:`clipsql.database.hnsw`.
 """
 
 import math
@@ -26,7 +26,7 @@ from pgvector import HalfVector
 from clipsql.captions import hybrid
 from clipsql.database import binding, connection, hnsw
 from clipsql.errors import QueryError
-from clipsql.query import algebra, quantized, relevance, search, settings
+from clipsql.query import algebra, relevance, search
 from tests.conftest import insert_vectors
 
 N, DIM = 300, 8
@@ -84,7 +84,7 @@ def run_combine(conn, parts, weights):
     weights = None if weights is None else [None if w is None else float(w) for w in weights]
     def python():
         vectors = [None if p is None else np.asarray(p, np.float32) for p in parts]
-        return HalfVector(algebra.combine(vectors, weights)).to_list()
+        return HalfVector(algebra.combine(conn, vectors, weights)).to_list()
 
     def sql():
         return conn.execute("SELECT clipsql.combine(%s::text[]::halfvec[], %s::float8[])",
@@ -138,7 +138,7 @@ def test_combine_of_stored_embeddings_agrees_within_half_precision(rows):
     stored = [np.asarray(r[0].to_list(), np.float32) for r in conn.execute(
         "SELECT embedding FROM clipsql.images WHERE id IN (7, 8, 9) ORDER BY id")]
     weights = [1.0, 0.5, -0.75]
-    py = algebra.combine(stored, weights)
+    py = algebra.combine(conn, stored, weights)
     sql = conn.execute("SELECT clipsql.combine(array_agg(embedding ORDER BY id), %s) "
                        "FROM clipsql.images WHERE id IN (7, 8, 9)", [weights]).fetchone()[0]
     assert np.abs(sql.to_numpy() - py).max() < 2e-3
@@ -270,6 +270,12 @@ def test_hybrid_search_with_words_in_images_fuses_the_same_ranking(read_words, w
                                                                    candidates):
     py, sql = hybrid_both(*read_words, "red boat", k, 60, candidates, weights=weights)
     assert py == sql and py
+    # the fusion itself: each score is the weighted sum over the rankings that found the row,
+    # best first, ties by id
+    w = [weights.get(n, 1) for n in hybrid.RANKINGS]
+    for _, score, *ranks in py:
+        assert score == pytest.approx(sum(x / (60 + r) for x, r in zip(w, ranks) if r), rel=1e-12)
+    assert py == sorted(py, key=lambda r: (-r[1], r[0]))
     if weights.get("clip") == 0:
         assert all(r[2] is None for r in py)
     assert any(r[4] is not None for r in py)  # the OCR ranking took part
@@ -292,7 +298,7 @@ def test_hybrid_search_refuses_the_same_inputs(captioned, k, rrf_k, candidates):
 def test_hybrid_search_defaults_are_pythons(captioned):
     conn, q = captioned
     signature = ("clipsql.hybrid_search(text, integer, integer, integer, double precision, "
-                 "double precision, double precision)")
+                 "double precision, double precision, text)")
     assert sql_default(conn, signature, "rrf_k") == hybrid.RRF_K
     assert sql_default(conn, signature, "candidates") == hybrid.CANDIDATES
     # a NULL candidates is the default too; the data tell 100 candidates from 160
@@ -302,59 +308,87 @@ def test_hybrid_search_defaults_are_pythons(captioned):
     assert hybrid_both(conn, q, "red boat", 10, hybrid.RRF_K, 160)[0] != py
 
 
+def test_search_of_a_text_is_the_same_ranking_from_every_surface(captioned):
+    """clipsql.search (0019), clipsql.search_images (0020, with and without a filter) and the
+    Python API rank a stored text alike."""
+    conn, q = captioned
+    py = [(h.id, h.path) for h in search.rank(conn, q, limit=10, strategy="exact")]
+    assert [tuple(r) for r in conn.execute(
+        "SELECT id, path FROM clipsql.search('red boat', 10)")] == py
+    assert [tuple(r) for r in conn.execute(
+        "SELECT id, path FROM clipsql.search_images('red boat', 10)")] == py
+    assert [tuple(r) for r in conn.execute(
+        "SELECT id, path FROM clipsql.search_images('red boat', 10, 'id % 2 = 0')")] == [
+        (h.id, h.path) for h in search.rank(conn, q, where="id %% 2 = 0", limit=10,
+                                            strategy="exact")]
+
+
 # -- hnsw.ef_search ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("base", [1, 40, settings.EF_SEARCH, settings.EF_SEARCH_MAX])
-def test_widen_ef_search_is_ef_search_for(conn, base):
-    for k in sorted({-1, 0, 1, base - 1, base, base + 1, 999, 1000, 1001, 5000}):
+@pytest.mark.parametrize("base", [1, 40, 200, 1000])
+def test_ef_search_for_is_the_one_rule(conn, base):
+    conn.execute("SELECT '[1]'::halfvec")  # pgvector's library loaded: its settings exist
+    for k in sorted({1, base - 1, base, base + 1, 999, 1000, 1001, 5000} - {0}):
         with conn.transaction(force_rollback=True):
             conn.execute(f"SET LOCAL hnsw.ef_search = {base}")
-            saved = conn.execute("SELECT clipsql._widen_ef_search(%s)", [k]).fetchone()[0]
-            now = int(conn.execute("SHOW hnsw.ef_search").fetchone()[0])
-        assert saved == str(base)
-        assert now == settings.ef_search_for(k, base), k
+            got = conn.execute("SELECT clipsql.ef_search_for(%s)", [k]).fetchone()[0]
+        assert got == min(1000, max(k, 200, base)), k
 
 
-def test_the_ef_search_cap_is_pgvectors(conn):
-    conn.execute("SELECT '[1]'::halfvec")  # pgvector's library loaded: its settings exist
-    with conn.transaction():
-        conn.execute("SELECT clipsql._widen_ef_search(1000000)")
-        cap = int(conn.execute("SHOW hnsw.ef_search").fetchone()[0])
+def test_the_ef_search_cap_is_pgvectors(rows):
+    conn, _ = rows
+    conn.execute("SELECT '[1]'::halfvec")
+    cap = conn.execute("SELECT clipsql.ef_search_for(1000000)").fetchone()[0]
     max_val = conn.execute("SELECT max_val::int FROM pg_settings "
                            "WHERE name = 'hnsw.ef_search'").fetchone()[0]
-    assert cap == max_val == settings.EF_SEARCH_MAX == quantized.MAX_CANDIDATES
+    assert cap == max_val
+    # the binary index's candidates never pass it
+    hnsw.set_index_kind(conn, "binary", oversample=1000)
+    assert conn.execute("SELECT max(clipsql._binary_candidates(k)) FROM generate_series(1, 999) k"
+                        ).fetchone()[0] == max_val
 
 
 # -- the binary index ----------------------------------------------------------------------
 
 def _binary_scans(conn):
-    return conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass)",
+    return conn.execute("SELECT coalesce(pg_stat_get_xact_numscans(to_regclass(%s)), 0)",
                         [f"clipsql.{hnsw.BINARY_INDEX_NAME}"]).fetchone()[0]
+
+
+def _sql_candidates(conn, q, limit):
+    """clipsql.rank_images from SQL: whether it scanned the binary index, and the candidates
+    it re-ranked."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL enable_seqscan = off")
+        before = _binary_scans(conn)
+        conn.execute("SELECT count(*) FROM clipsql.rank_images(%s, %s)", [HalfVector(q), limit])
+        used = _binary_scans(conn) > before
+        got = conn.execute("SELECT current_setting('clipsql_rank.candidates')").fetchone()[0]
+    return used, int(got) if got else None
 
 
 def test_the_binary_plan_is_the_sql_rule(rows):
     conn, q = rows
-    assert quantized.plan(conn, 10) is None  # kind halfvec
+    assert search.rank(conn, q, limit=10).candidates is None  # kind halfvec
+    assert _sql_candidates(conn, q, 10) == (False, None)
     hnsw.set_index_kind(conn, "binary", oversample=40)
     for oversample in (1, 40, 1000):
         conn.execute("UPDATE clipsql.index_config SET oversample = %s", [oversample])
-        for limit in (1, 10, 24, 25, 26, quantized.MAX_CANDIDATES - 1):
+        for limit in (1, 10, 24, 25, 26, 999):
             sql = conn.execute("SELECT clipsql._binary_candidates(%s)", [limit]).fetchone()[0]
-            assert quantized.plan(conn, limit).candidates == sql
-            assert limit <= sql <= quantized.MAX_CANDIDATES
-    # where the SQL search stops using the index (exact from the cap on), so does Python's
-    for limit in (quantized.MAX_CANDIDATES - 1, quantized.MAX_CANDIDATES):
-        with conn.transaction():
-            conn.execute("SET LOCAL enable_seqscan = off")
-            before = _binary_scans(conn)
-            conn.execute("SELECT count(*) FROM clipsql._nearest(%s, %s)", [HalfVector(q), limit])
-            sql_used = _binary_scans(conn) > before
-        assert sql_used == (quantized.plan(conn, limit) is not None), limit
+            assert limit <= sql <= 1000
+            assert search.rank(conn, q, limit=limit).candidates == sql  # the Python API
+            assert _sql_candidates(conn, q, limit) == (True, sql)  # SQL
+    # from pgvector's cap on, every surface ranks without the binary index
+    assert search.rank(conn, q, limit=1000).candidates is None
+    assert _sql_candidates(conn, q, 1000) == (False, None)
     # the SQL rule finds the index by the name Python builds it under
     conn.execute(f"DROP INDEX clipsql.{hnsw.BINARY_INDEX_NAME}")
-    assert quantized.plan(conn, 10) is None
     assert conn.execute("SELECT clipsql._binary_candidates(10)").fetchone()[0] is None
-    assert hnsw.ensure_index(conn) and quantized.plan(conn, 10) is not None
+    assert search.rank(conn, q, limit=10).candidates is None
+    assert hnsw.ensure_index(conn)
+    assert search.rank(conn, q, limit=10).candidates == conn.execute(
+        "SELECT clipsql._binary_candidates(10)").fetchone()[0] == 1000  # oversample 1000
 
 
 # -- index kinds ---------------------------------------------------------------------------

@@ -1,19 +1,19 @@
-"""Pure parts of the index kinds: build memory sizing, the CREATE INDEX text per kind, the
-binary scan's filtered candidates and its ORDER BY (which must match the index expression).
+"""Pure parts of the index kinds: build memory sizing, the CREATE INDEX text per kind, and
+the binary scans' ORDER BY in the SQL functions (which must match the index expression).
 
-The unfiltered candidate count is the SQL function ``clipsql._binary_candidates``'s alone;
-tests/integration/test_sql_parity.py checks Python against it, and the kinds against the
-CHECK constraint."""
+The scan rules themselves (candidates, their share under a filter, the exact-scan threshold)
+are SQL's alone (migrations/0013, 0020); tests/integration/test_quantized_index.py and
+test_sql_parity.py test them on PostgreSQL, from the Python API and from SQL."""
 
 import re
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from clipsql.database import hnsw
 from clipsql.errors import QueryError
-from clipsql.query import quantized, search
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def test_graph_memory_is_sized_to_the_graph_within_limits():
@@ -35,10 +35,26 @@ def test_create_sql_per_kind():
         hnsw.create_sql(hnsw.BINARY_INDEX_NAME, "embedding", kind="binary")
 
 
+def _binary_orders(sql: str):
+    """Every ``binary_quantize(...) <~> binary_quantize(...)`` ORDER BY of the SQL text, with
+    its table alias dropped and its format() placeholder for the bits filled in (768)."""
+    found = re.findall(r"ORDER BY (binary_quantize\((?:\w+\.)?embedding\)::bit\(%1\$s\)) '?\s*'?"
+                       r"<~> binary_quantize\(([^)]*)\)::bit\(%1\$s\)", sql)
+    return [(re.sub(r"\w+\.embedding", "embedding", left).replace("%1$s", "768"), right)
+            for left, right in found]
+
+
 def test_the_scan_expression_is_the_index_expression():
     index_expr = re.search(r"\(\((.*)\) bit_hamming_ops", hnsw.create_sql(
         "x", "embedding", kind="binary", dim=768)).group(1)
-    assert quantized.order_sql(768).startswith(index_expr + " <~> ")
+    sql = (MIGRATIONS / "0020_one_home.sql").read_text()
+    orders = _binary_orders(sql)
+    # clipsql.rank_images (a query vector $1) and clipsql.near_duplicates (a row's own)
+    assert sorted(right for _, right in orders) == ["$1", "a.embedding"]
+    assert all(left == index_expr for left, _ in orders), (orders, index_expr)
+    assert _binary_orders("ORDER BY binary_quantize(embedding)::bit(%1$s) <~> "
+                          "binary_quantize($1)::bit(%1$s)") == [(index_expr, "$1")]
+    assert _binary_orders("ORDER BY binary_quantize(embedding)::bit(%1$s) <=> x") == []
 
 
 def test_index_names_and_unknown_kinds():
@@ -46,28 +62,3 @@ def test_index_names_and_unknown_kinds():
     assert hnsw.index_name("binary") == hnsw.BINARY_INDEX_NAME
     with pytest.raises(QueryError, match="unknown index kind"):
         hnsw.index_name("ivfflat")
-
-
-def test_rerank_wraps_and_cuts():
-    sql = quantized.rerank_sql("SELECT id, 0.5 AS score FROM t LIMIT %s")
-    assert sql.startswith("WITH candidates AS MATERIALIZED (SELECT id")
-    assert sql.endswith("ORDER BY score DESC, id LIMIT %s") and sql.count("%s") == 2
-
-
-def test_exact_threshold_counts_binary_candidates():
-    assert search.exact_threshold(1e6, candidates=400) > search.exact_threshold(1e6)
-    # a binary scan visits dearer tuples (a factor of 8, not 4: measured, see search.py)
-    assert search.exact_threshold(1e6, candidates=200) == pytest.approx(
-        search.exact_threshold(1e6) * 2 ** 0.5)
-
-
-@settings(max_examples=200, deadline=None)
-@given(candidates=st.integers(1, 1000), limit=st.integers(1, 100),
-       a=st.floats(0, 1), b=st.floats(0, 1))
-def test_filtered_candidates_shrink_with_selectivity_within_bounds(candidates, limit, a, b):
-    plan = quantized.BinaryPlan(candidates, "o", 512)
-    lo, hi = sorted((a, b))
-    few, many = (quantized.for_filter(plan, limit, s).candidates for s in (lo, hi))
-    assert few <= many <= candidates  # never more than unfiltered, monotone in selectivity
-    assert few >= min(candidates, quantized.MIN_PER_RESULT * limit)
-    assert quantized.for_filter(plan, limit, 1.0).candidates == candidates

@@ -1,13 +1,15 @@
-"""Reciprocal rank fusion (clipsql.captions.hybrid.rrf) against scores worked out by hand, with
-k given: that the default k (and the candidates) equal ``clipsql.hybrid_search``'s, and that
-both sides fuse alike, is tests/integration/test_sql_parity.py's to check."""
+"""The test oracle of reciprocal rank fusion (tests/ranking_reference.rrf) against scores
+worked out by hand. The library's one implementation is SQL's, ``clipsql.hybrid_ranking``
+(migrations/0020_one_home.sql): tests/integration/test_captions.py compares it with this
+oracle, and tests/integration/test_sql_parity.py checks its fused scores (weights included)
+from the Python API and from ``clipsql.hybrid_search``."""
 
 from __future__ import annotations
 
 import pytest
 
-from clipsql.captions.hybrid import rrf
 from clipsql.errors import QueryError
+from tests.ranking_reference import rrf
 
 
 def test_two_rankings_fuse_as_worked_out_by_hand():
