@@ -21,13 +21,13 @@
 -- A caption or OCR row is current unless it was made from other content of the image.
 CREATE FUNCTION clipsql.is_current(row_sha256 text, image_sha256 text)
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN row_sha256 IS NULL OR row_sha256 = image_sha256;
+AS $$ SELECT row_sha256 IS NULL OR row_sha256 = image_sha256 $$;
 
 -- The candidate list of an HNSW scan for k rows (see above).
 CREATE FUNCTION clipsql.ef_search_for(k integer)
 RETURNS integer LANGUAGE sql STABLE
-RETURN least(1000, greatest(k, 200,
-                            coalesce(nullif(current_setting('hnsw.ef_search', true), ''), '0')::integer));
+AS $$ SELECT least(1000, greatest(k, 200,
+                            coalesce(nullif(current_setting('hnsw.ef_search', true), ''), '0')::integer)) $$;
 
 -- The plan's threshold (see clipsql.rank_images): a filter the planner expects to keep fewer
 -- rows than this is ranked exactly. A scan of an HNSW index for ef candidates visits about
@@ -38,8 +38,8 @@ RETURN least(1000, greatest(k, 200,
 CREATE FUNCTION clipsql._exact_threshold(total double precision, k integer,
                                          candidates integer DEFAULT NULL)
 RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN greatest(2000, sqrt(CASE WHEN candidates IS NULL THEN 4 ELSE 8 END
-                           * greatest(200, k, coalesce(candidates, 0)) * greatest(total, 0)));
+AS $$ SELECT greatest(2000, sqrt(CASE WHEN candidates IS NULL THEN 4 ELSE 8 END
+                           * greatest(200, k, coalesce(candidates, 0)) * greatest(total, 0))) $$;
 
 -- The binary index's candidates under a filter expected to keep `share` (0-1) of the rows:
 -- candidates * share ^ 0.5 (the candidates needed for a recall grow with about the square
@@ -48,14 +48,14 @@ RETURN greatest(2000, sqrt(CASE WHEN candidates IS NULL THEN 4 ELSE 8 END
 CREATE FUNCTION clipsql._filtered_candidates(candidates integer, k integer,
                                              share double precision)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN least(candidates, greatest(
-    round(candidates * sqrt(least(greatest(coalesce(share, 1), 0), 1)))::integer, 40 * k, k));
+AS $$ SELECT least(candidates, greatest(
+    round(candidates * sqrt(least(greatest(coalesce(share, 1), 0), 1)))::integer, 40 * k, k)) $$;
 
 -- The filter as a condition (or NULL for none).
 CREATE FUNCTION clipsql._filter_sql(filter text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN filter IS NULL OR btrim(filter, E' \t\r\n') = '' THEN NULL
-            ELSE E'(\n' || filter || E'\n)' END;
+AS $$ SELECT CASE WHEN filter IS NULL OR btrim(filter, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN NULL
+            ELSE E'(\n' || filter || E'\n)' END $$;
 
 -- The top k rows of clipsql.images by cosine similarity to q, under a filter, leaving out
 -- exclude_id and rows scoring below min_score; strategy 'auto', 'index' or 'exact'. The
@@ -201,9 +201,9 @@ $$;
 CREATE OR REPLACE FUNCTION clipsql._nearest(q halfvec, k integer)
 RETURNS TABLE (id bigint, path text, score double precision)
 LANGUAGE sql VOLATILE
-BEGIN ATOMIC
+AS $$
     SELECT r.id, r.path, r.score FROM clipsql.rank_images(q, k) r;
-END;
+$$;
 
 -- The relevant set: rank_images, then the relevance cutoffs, then the ordering, then k.
 -- Relative cutoffs (within, adaptive) and an ordering look at the best `candidates` rows
@@ -373,22 +373,22 @@ DROP FUNCTION clipsql.text_in_image(text, integer);
 CREATE FUNCTION clipsql.text_in_image(query text, k integer DEFAULT 10, filter text DEFAULT NULL)
 RETURNS TABLE (id bigint, path text, score double precision)
 LANGUAGE sql VOLATILE
-BEGIN ATOMIC
+AS $$
     SELECT w.id, i.path, w.score
       FROM clipsql.words_ranking(query, k, filter) WITH ORDINALITY AS w(id, score, ocr_text, n)
       JOIN clipsql.images i ON i.id = w.id
      ORDER BY w.n;
-END;
+$$;
 
 -- The caption shown for an image: its newest current caption (of caption_model, else of any
 -- model), ties by model; NULL for none.
 CREATE FUNCTION clipsql.current_caption(image_id bigint, caption_model text DEFAULT NULL)
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT c.caption FROM clipsql.captions c JOIN clipsql.images i ON i.id = c.image_id
+AS $$ SELECT (SELECT c.caption FROM clipsql.captions c JOIN clipsql.images i ON i.id = c.image_id
          WHERE c.image_id = current_caption.image_id
            AND clipsql.is_current(c.image_sha256, i.sha256)
            AND (current_caption.caption_model IS NULL OR c.model = current_caption.caption_model)
-         ORDER BY c.created_at DESC, c.model LIMIT 1);
+         ORDER BY c.created_at DESC, c.model LIMIT 1) $$;
 
 -- Hybrid search: CLIP (rank_images of q, the query's embedding), the captions' words and the
 -- words in the images, each its best `candidates` rows (at least k) under the filter, fused:
@@ -495,7 +495,7 @@ CREATE FUNCTION clipsql.hybrid_search(query text, k integer DEFAULT 10,
 RETURNS TABLE (id bigint, path text, score double precision, clip_rank bigint,
                text_rank bigint, ocr_rank bigint)
 LANGUAGE sql VOLATILE
-BEGIN ATOMIC
+AS $$
     SELECT h.id, i.path, h.score, h.clip_rank, h.text_rank, h.ocr_rank
       FROM clipsql.hybrid_ranking(query,
                                   CASE WHEN clip_weight > 0 THEN clipsql.text_embedding(query) END,
@@ -505,25 +505,25 @@ BEGIN ATOMIC
                                                                ocr_score, caption, ocr_text, n)
       JOIN clipsql.images i ON i.id = h.id
      ORDER BY h.n;
-END;
+$$;
 
 -- search_images and similar_images of 0002 gain the filter too.
 DROP FUNCTION clipsql.search_images(text, integer);
 CREATE FUNCTION clipsql.search_images(query text, k integer DEFAULT 10, filter text DEFAULT NULL)
 RETURNS TABLE (id bigint, path text, score double precision)
 LANGUAGE sql VOLATILE
-BEGIN ATOMIC
+AS $$
     SELECT r.id, r.path, r.score FROM clipsql.rank_images(clipsql.text_embedding(query), k, filter) r;
-END;
+$$;
 
 DROP FUNCTION clipsql.similar_images(bigint, integer);
 CREATE FUNCTION clipsql.similar_images(image_id bigint, k integer DEFAULT 10, filter text DEFAULT NULL)
 RETURNS TABLE (id bigint, path text, score double precision)
 LANGUAGE sql VOLATILE
-BEGIN ATOMIC
+AS $$
     SELECT r.id, r.path, r.score
       FROM clipsql.rank_images(clipsql.image_embedding(image_id), k, filter, image_id) r;
-END;
+$$;
 
 -- Near-duplicate pairs: every image of its own content (one row per sha256; imported rows,
 -- without a file, stand alone) asks the HNSW index for its k nearest rows, plus as many as

@@ -1,4 +1,4 @@
--- The clipsql schema after every migration (the last: 0017_hybrid_with_ocr.sql): functions with
+-- The clipsql schema after every migration (the last: 0020_one_home.sql): functions with
 -- their full bodies, tables, constraints, indexes, views, triggers and privileges, read
 -- from pg_catalog after a fresh migration run. Generated: do not edit (change the schema
 -- with a new migration in this folder); regenerate with
@@ -39,44 +39,77 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql._nearest(q halfvec, k integer)
- RETURNS TABLE(id bigint, path text, score double precision)
+CREATE OR REPLACE FUNCTION clipsql._exact_threshold(total double precision, k integer, candidates integer DEFAULT NULL::integer)
+ RETURNS double precision
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT greatest(2000, sqrt(CASE WHEN candidates IS NULL THEN 4 ELSE 8 END
+                           * greatest(200, k, coalesce(candidates, 0)) * greatest(total, 0))) $function$;
+
+CREATE OR REPLACE FUNCTION clipsql._filter_sql(filter text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT CASE WHEN filter IS NULL OR btrim(filter, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN NULL
+            ELSE E'(\n' || filter || E'\n)' END $function$;
+
+CREATE OR REPLACE FUNCTION clipsql._filtered_candidates(candidates integer, k integer, share double precision)
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT least(candidates, greatest(
+    round(candidates * sqrt(least(greatest(coalesce(share, 1), 0), 1)))::integer, 40 * k, k)) $function$;
+
+CREATE OR REPLACE FUNCTION clipsql._label_embedding(label text, templates text[])
+ RETURNS halfvec
  LANGUAGE plpgsql
- STABLE
+ STABLE PARALLEL SAFE STRICT
 AS $function$
 DECLARE
-    saved text;
-    candidates integer;
-    bits integer;
+    result vector;
 BEGIN
-    PERFORM clipsql._check_k(k);
-    IF q IS NULL THEN
-        RETURN;
+    IF to_regprocedure('clipsql_native.embed(text,boolean)') IS NULL THEN
+        RAISE EXCEPTION 'clipsql: labels typed in SQL need the in-database model, which this server does not have'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'add them once with: clipsql labels add '
+                         || clipsql._shell_quote(label)
+                         || ', then use clipsql.label_probabilities(embedding, label_set)';
     END IF;
-    IF k >= 1000 THEN
-        RETURN QUERY SELECT i.id, i.path, 1 - (i.embedding <=> q)::double precision
-            FROM clipsql.images i ORDER BY (i.embedding <=> q) + 0, i.id LIMIT k;
-        RETURN;
-    END IF;
-    candidates := clipsql._binary_candidates(k);
-    IF candidates IS NULL THEN
-        saved := clipsql._widen_ef_search(k);
-        RETURN QUERY SELECT i.id, i.path, 1 - (i.embedding <=> q)::double precision
-            FROM clipsql.images i ORDER BY i.embedding <=> q LIMIT k;
-    ELSE
-        SELECT m.dim INTO bits FROM clipsql.model m;
-        saved := clipsql._widen_ef_search(candidates);
-        RETURN QUERY EXECUTE format(
-            'WITH c AS MATERIALIZED (SELECT i.id, i.path, '
-            '1 - (i.embedding <=> $1)::double precision AS score FROM clipsql.images i '
-            'ORDER BY binary_quantize(i.embedding)::bit(%1$s) <~> binary_quantize($1)::bit(%1$s) '
-            'LIMIT $2) SELECT c.id, c.path, c.score FROM c ORDER BY c.score DESC, c.id LIMIT $3',
-            bits) USING q, candidates, k;
-    END IF;
-    IF saved IS NOT NULL THEN
-        PERFORM set_config('hnsw.ef_search', saved, true);
-    END IF;
+    EXECUTE $q$
+        SELECT l2_normalize(avg(l2_normalize(coalesce(
+                   (SELECT t.embedding::vector FROM clipsql.text_embeddings t
+                     WHERE t.query = replace(tpl, '{}', $1)),
+                   clipsql_native.embed(replace(tpl, '{}', $1), true)::vector))))
+          FROM unnest($2) AS tpl$q$
+        INTO result USING label, templates;
+    RETURN result::halfvec;
 END
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql._model_logits()
+ RETURNS real[]
+ LANGUAGE plpgsql
+ STABLE PARALLEL SAFE
+AS $function$
+DECLARE
+    result real[];
+BEGIN
+    IF to_regprocedure('clipsql_native.logits()') IS NULL THEN
+        RAISE EXCEPTION 'clipsql: labels typed in SQL need the in-database model, which this server does not have'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'add the labels once with: clipsql labels add LABEL..., then use '
+                         || 'clipsql.label_probabilities(embedding, label_set)';
+    END IF;
+    EXECUTE 'SELECT clipsql_native.logits()' INTO result;
+    RETURN result;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql._nearest(q halfvec, k integer)
+ RETURNS TABLE(id bigint, path text, score double precision)
+ LANGUAGE sql
+AS $function$
+    SELECT r.id, r.path, r.score FROM clipsql.rank_images(q, k) r;
 $function$;
 
 CREATE OR REPLACE FUNCTION clipsql._ocr_tokens(t text)
@@ -104,20 +137,6 @@ CREATE OR REPLACE FUNCTION clipsql._shell_quote(s text)
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE STRICT
 RETURN ((''''::text || replace(s, ''''::text, '''\'''''::text)) || ''''::text);
-
-CREATE OR REPLACE FUNCTION clipsql._widen_ef_search(k integer)
- RETURNS text
- LANGUAGE plpgsql
-AS $function$
-DECLARE
-    saved text := current_setting('hnsw.ef_search', true);
-BEGIN
-    IF k > coalesce(saved, '40')::integer THEN
-        PERFORM set_config('hnsw.ef_search', least(k, 1000)::text, true);
-    END IF;
-    RETURN saved;
-END
-$function$;
 
 CREATE OR REPLACE FUNCTION clipsql.best_label(embedding halfvec, label_set text DEFAULT 'default'::text)
  RETURNS TABLE(label text, probability double precision)
@@ -173,21 +192,38 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql.hybrid_search(query text, k integer DEFAULT 10, rrf_k integer DEFAULT 60, candidates integer DEFAULT 100, clip_weight double precision DEFAULT 1, caption_weight double precision DEFAULT 1, ocr_weight double precision DEFAULT 1)
- RETURNS TABLE(id bigint, path text, score double precision, clip_rank bigint, text_rank bigint, ocr_rank bigint)
- LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION clipsql.current_caption(image_id bigint, caption_model text DEFAULT NULL::text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$ SELECT (SELECT c.caption FROM clipsql.captions c JOIN clipsql.images i ON i.id = c.image_id
+         WHERE c.image_id = current_caption.image_id
+           AND clipsql.is_current(c.image_sha256, i.sha256)
+           AND (current_caption.caption_model IS NULL OR c.model = current_caption.caption_model)
+         ORDER BY c.created_at DESC, c.model LIMIT 1) $function$;
+
+CREATE OR REPLACE FUNCTION clipsql.ef_search_for(k integer)
+ RETURNS integer
+ LANGUAGE sql
  STABLE
+AS $function$ SELECT least(1000, greatest(k, 200,
+                            coalesce(nullif(current_setting('hnsw.ef_search', true), ''), '0')::integer)) $function$;
+
+CREATE OR REPLACE FUNCTION clipsql.hybrid_ranking(query text, q halfvec, k integer DEFAULT 10, rrf_k integer DEFAULT 60, candidates integer DEFAULT 100, clip_weight double precision DEFAULT 1, caption_weight double precision DEFAULT 1, ocr_weight double precision DEFAULT 1, filter text DEFAULT NULL::text, caption_model text DEFAULT NULL::text, strategy text DEFAULT 'auto'::text)
+ RETURNS TABLE(id bigint, score double precision, clip_rank bigint, text_rank bigint, ocr_rank bigint, clip_score double precision, text_score double precision, ocr_score double precision, caption text, ocr_text text)
+ LANGUAGE plpgsql
 AS $function$
 #variable_conflict use_column
 DECLARE
     depth integer;
+    cond text := clipsql._filter_sql(filter);
 BEGIN
     PERFORM clipsql._check_k(k);
     IF rrf_k IS NULL OR rrf_k < 0 THEN
         RAISE EXCEPTION 'clipsql: rrf_k must be zero or more, not %', coalesce(rrf_k::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF candidates < 1 THEN
+    IF candidates IS NOT NULL AND candidates < 1 THEN
         RAISE EXCEPTION 'clipsql: candidates must be a positive integer, not %', candidates
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -203,49 +239,68 @@ BEGIN
         RAISE EXCEPTION 'clipsql: at least one hybrid ranking needs a weight above 0'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- a NULL candidates is the default
-    depth := greatest(k, coalesce(candidates, 100));
-    RETURN QUERY
-    WITH clip AS (
-        SELECT n.id AS image_id, row_number() OVER (ORDER BY n.score DESC, n.id) AS r
-          FROM clipsql._nearest(clipsql.text_embedding(query), depth) n
-         WHERE clip_weight > 0
+    IF query IS NULL OR btrim(query) = '' THEN
+        RAISE EXCEPTION 'clipsql: a hybrid search needs a text query (its words are searched in the captions)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    depth := greatest(k, coalesce(candidates, 100));  -- a NULL candidates is the default
+    RETURN QUERY EXECUTE
+    'WITH clip AS (
+        SELECT r.id AS image_id, r.score AS s, r.n AS r
+          FROM clipsql.rank_images($2, $3, $4, NULL, NULL, $5) WITH ORDINALITY AS r(id, path, score, strategy, n)
+         WHERE $6 > 0
     ), best AS (
-        SELECT c.image_id, max(ts_rank_cd(c.tsv, q.q)) AS s
+        SELECT DISTINCT ON (c.image_id) c.image_id, ts_rank_cd(c.tsv, q.q)::double precision AS s, c.caption
           FROM clipsql.captions c
           JOIN clipsql.images i ON i.id = c.image_id
-         CROSS JOIN websearch_to_tsquery('simple', query) AS q(q)
-         WHERE caption_weight > 0 AND c.tsv @@ q.q
-           AND (c.image_sha256 IS NULL OR c.image_sha256 = i.sha256)
-         GROUP BY c.image_id
+         CROSS JOIN websearch_to_tsquery(''simple'', $1) AS q(q)
+         WHERE $7 > 0 AND c.tsv @@ q.q AND clipsql.is_current(c.image_sha256, i.sha256)
+           AND ($8::text IS NULL OR c.model = $8)'
+        || coalesce(' AND i.id IN (SELECT id FROM clipsql.images WHERE ' || cond || ')', '') || '
+         ORDER BY c.image_id, s DESC, c.model
     ), words AS (
-        SELECT b.image_id, row_number() OVER (ORDER BY b.s DESC, b.image_id) AS r
-          FROM best b ORDER BY b.s DESC, b.image_id LIMIT depth
-    ), seen AS (
-        SELECT o.image_id, ts_rank_cd(o.tsv, q.q) AS s
-          FROM clipsql.ocr o
-          JOIN clipsql.images i ON i.id = o.image_id
-         CROSS JOIN clipsql.ocr_query(query) AS q(q)
-         WHERE ocr_weight > 0 AND o.tsv @@ q.q
-           AND (o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)
+        SELECT b.image_id, b.s, b.caption, row_number() OVER (ORDER BY b.s DESC, b.image_id) AS r
+          FROM best b ORDER BY b.s DESC, b.image_id LIMIT $3
     ), read AS (
-        SELECT s.image_id, row_number() OVER (ORDER BY s.s DESC, s.image_id) AS r
-          FROM seen s ORDER BY s.s DESC, s.image_id LIMIT depth
+        SELECT w.id AS image_id, w.score AS s, w.ocr_text, w.n AS r
+          FROM clipsql.words_ranking($1, $3, $4) WITH ORDINALITY AS w(id, score, ocr_text, n)
+         WHERE $9 > 0
     ), fused AS (
         SELECT coalesce(clip.image_id, words.image_id, read.image_id) AS image_id,
-               coalesce(clip_weight / (rrf_k + clip.r), 0)
-                 + coalesce(caption_weight / (rrf_k + words.r), 0)
-                 + coalesce(ocr_weight / (rrf_k + read.r), 0) AS s,
-               clip.r AS clip_r, words.r AS text_r, read.r AS ocr_r
+               coalesce($6 / ($10 + clip.r), 0)
+                 + coalesce($7 / ($10 + words.r), 0)
+                 + coalesce($9 / ($10 + read.r), 0) AS s,
+               clip.r AS clip_r, words.r AS text_r, read.r AS ocr_r,
+               clip.s AS clip_s, words.s AS text_s, read.s AS ocr_s,
+               words.caption, read.ocr_text
           FROM clip
           FULL JOIN words ON words.image_id = clip.image_id
           FULL JOIN read ON read.image_id = coalesce(clip.image_id, words.image_id)
+    ), top AS (
+        SELECT * FROM fused f ORDER BY f.s DESC, f.image_id LIMIT $11
     )
-    SELECT i.id, i.path, f.s, f.clip_r, f.text_r, f.ocr_r
-      FROM fused f JOIN clipsql.images i ON i.id = f.image_id
-     ORDER BY f.s DESC, i.id
-     LIMIT k;
+    SELECT t.image_id, t.s, t.clip_r, t.text_r, t.ocr_r, t.clip_s, t.text_s, t.ocr_s,
+           coalesce(t.caption, clipsql.current_caption(t.image_id, $8)),
+           t.ocr_text
+      FROM top t ORDER BY t.s DESC, t.image_id'
+    USING query, q, depth, filter, strategy, clip_weight, caption_weight, caption_model,
+          ocr_weight, rrf_k::double precision, k;
 END
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.hybrid_search(query text, k integer DEFAULT 10, rrf_k integer DEFAULT 60, candidates integer DEFAULT 100, clip_weight double precision DEFAULT 1, caption_weight double precision DEFAULT 1, ocr_weight double precision DEFAULT 1, filter text DEFAULT NULL::text)
+ RETURNS TABLE(id bigint, path text, score double precision, clip_rank bigint, text_rank bigint, ocr_rank bigint)
+ LANGUAGE sql
+AS $function$
+    SELECT h.id, i.path, h.score, h.clip_rank, h.text_rank, h.ocr_rank
+      FROM clipsql.hybrid_ranking(query,
+                                  CASE WHEN clip_weight > 0 THEN clipsql.text_embedding(query) END,
+                                  k, rrf_k, candidates, clip_weight, caption_weight, ocr_weight,
+                                  filter) WITH ORDINALITY AS h(id, score, clip_rank, text_rank,
+                                                               ocr_rank, clip_score, text_score,
+                                                               ocr_score, caption, ocr_text, n)
+      JOIN clipsql.images i ON i.id = h.id
+     ORDER BY h.n;
 $function$;
 
 CREATE OR REPLACE FUNCTION clipsql.image_content_changed()
@@ -292,6 +347,12 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION clipsql.is_current(row_sha256 text, image_sha256 text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT row_sha256 IS NULL OR row_sha256 = image_sha256 $function$;
+
 CREATE OR REPLACE FUNCTION clipsql.label_images(label text, k integer DEFAULT 10, label_set text DEFAULT 'default'::text)
  RETURNS TABLE(id bigint, path text, score double precision)
  LANGUAGE plpgsql
@@ -312,6 +373,30 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION clipsql.label_images(label text, labels text[], k integer DEFAULT 10, templates text[] DEFAULT ARRAY['a photo of a {}.'::text])
+ RETURNS TABLE(id bigint, path text, score double precision)
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+#variable_conflict use_column
+BEGIN
+    PERFORM clipsql._check_k(k);
+    IF NOT label = ANY (labels) THEN
+        RAISE EXCEPTION 'clipsql: the label % is not one of the labels given', quote_literal(label)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT i.id, i.path, p.probability
+      FROM clipsql.images i
+     CROSS JOIN LATERAL (SELECT lp.label, lp.probability
+                           FROM clipsql.label_probabilities(i.embedding, labels, templates) lp
+                          LIMIT 1) p
+     WHERE p.label = label_images.label
+     ORDER BY p.probability DESC, i.id
+     LIMIT k;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION clipsql.label_probabilities(embedding halfvec, label_set text DEFAULT 'default'::text)
  RETURNS TABLE(label text, probability double precision)
  LANGUAGE sql
@@ -321,6 +406,32 @@ AS $function$
         SELECT l.label, s.logit_scale * (1 - (l.embedding <=> $1)) AS logit, s.logit_bias AS bias
         FROM clipsql.labels l JOIN clipsql.label_sets s ON s.name = l.set_name
         WHERE l.set_name = $2
+    ), e AS (
+        SELECT z.label, z.bias, greatest(-700, least(700, z.logit + z.bias)) AS t,
+               exp(z.logit - max(z.logit) OVER ()) AS e
+        FROM z
+    )
+    SELECT e.label,
+           CASE WHEN e.bias IS NULL THEN e.e / sum(e.e) OVER ()
+                WHEN e.t >= 0 THEN 1 / (1 + exp(-e.t))
+                ELSE exp(e.t) / (1 + exp(e.t)) END
+    FROM e ORDER BY 2 DESC, 1
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.label_probabilities(embedding halfvec, labels text[], templates text[] DEFAULT ARRAY['a photo of a {}.'::text])
+ RETURNS TABLE(label text, probability double precision)
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$
+    WITH m AS (
+        SELECT l[1]::double precision AS scale, nullif(l[2], 'NaN')::double precision AS bias
+          FROM clipsql._model_logits() AS l
+    ), z AS (
+        SELECT DISTINCT ON (x.label) x.label,
+               m.scale * (1 - (clipsql._label_embedding(x.label, $3) <=> $1)) AS logit,
+               m.bias
+          FROM unnest($2) AS x(label), m
+         WHERE x.label <> ''
     ), e AS (
         SELECT z.label, z.bias, greatest(-700, least(700, z.logit + z.bias)) AS t,
                exp(z.logit - max(z.logit) OVER ()) AS e
@@ -356,6 +467,58 @@ BEGIN
     RETURN NULL;
 END $function$;
 
+CREATE OR REPLACE FUNCTION clipsql.near_duplicates(k integer DEFAULT 10, threshold double precision DEFAULT 0.97)
+ RETURNS TABLE(id bigint, other bigint, similarity double precision)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_variable
+DECLARE
+    most integer;
+    candidates integer;
+    bits integer;
+    nearest text;
+    saved_ef text := current_setting('hnsw.ef_search', true);
+BEGIN
+    IF k IS NULL OR k < 1 OR k > 1000 THEN
+        RAISE EXCEPTION 'clipsql: k (neighbours per image) must be an integer from 1 to 1000, not %',
+            coalesce(k::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF threshold IS NULL OR NOT (threshold > 0 AND threshold <= 1) THEN
+        RAISE EXCEPTION 'clipsql: the similarity threshold must be in (0, 1], not %',
+            coalesce(threshold::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT coalesce(max(g.n), 1) INTO most
+      FROM (SELECT count(*) AS n FROM clipsql.images i WHERE i.sha256 IS NOT NULL
+             GROUP BY i.sha256) g;
+    IF k + most < 1000 THEN
+        candidates := clipsql._binary_candidates(k + most);
+        IF candidates IS NOT NULL THEN
+            SELECT m.dim INTO bits FROM clipsql.model m;
+        END IF;
+    END IF;
+    PERFORM set_config('hnsw.ef_search',
+                       clipsql.ef_search_for(coalesce(candidates, 2 * (k + most)))::text, true);
+    IF candidates IS NULL THEN
+        nearest := 'SELECT b.id, 1 - (b.embedding <=> a.embedding) AS sim FROM clipsql.images b '
+                   'ORDER BY b.embedding <=> a.embedding LIMIT $2 + r.copies';
+    ELSE
+        nearest := format(
+            'SELECT c.id, c.sim FROM (SELECT b.id, 1 - (b.embedding <=> a.embedding) AS sim '
+            'FROM clipsql.images b ORDER BY binary_quantize(b.embedding)::bit(%1$s) '
+            '<~> binary_quantize(a.embedding)::bit(%1$s) LIMIT $1) c '
+            'ORDER BY c.sim DESC, c.id LIMIT $2 + r.copies', bits);
+    END IF;
+    RETURN QUERY EXECUTE
+        'WITH reps AS (SELECT min(i.id) AS id, count(*) AS copies FROM clipsql.images i '
+        '              GROUP BY coalesce(i.sha256, i.id::text)) '
+        'SELECT r.id, n.id, n.sim::double precision FROM reps r '
+        'JOIN clipsql.images a ON a.id = r.id CROSS JOIN LATERAL (' || nearest || ') n '
+        'WHERE n.id <> r.id AND n.sim >= $3'
+        USING candidates, k, threshold;
+    PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION clipsql.ocr_document(t text)
  RETURNS tsvector
  LANGUAGE sql
@@ -370,6 +533,131 @@ CREATE OR REPLACE FUNCTION clipsql.ocr_query(q text)
  IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT plainto_tsquery('simple', coalesce(clipsql._ocr_tokens(q), ''))
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.rank_images(q halfvec, k integer DEFAULT 10, filter text DEFAULT NULL::text, exclude_id bigint DEFAULT NULL::bigint, min_score double precision DEFAULT NULL::double precision, strategy text DEFAULT 'auto'::text)
+ RETURNS TABLE(id bigint, path text, score double precision, plan text)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_variable
+DECLARE
+    cond text := clipsql._filter_sql(filter);
+    where_sql text := '';
+    chosen text := rank_images.strategy;
+    plan json;
+    estimated double precision;
+    total double precision;
+    candidates integer;
+    bits integer;
+    threshold double precision;
+    iterative boolean := false;
+    sql text;
+    ids bigint[];
+    paths text[];
+    scores double precision[];
+    saved_ef text := current_setting('hnsw.ef_search', true);
+    saved_iter text := current_setting('hnsw.iterative_scan', true);
+    saved_tuples text := current_setting('hnsw.max_scan_tuples', true);
+BEGIN
+    PERFORM clipsql._check_k(k);
+    IF chosen IS NULL OR chosen NOT IN ('auto', 'index', 'exact') THEN
+        RAISE EXCEPTION 'clipsql: unknown strategy %', coalesce(quote_literal(chosen), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF min_score IS NOT NULL AND NOT (min_score > '-Infinity' AND min_score < 'Infinity') THEN
+        RAISE EXCEPTION 'clipsql: min_score must be a finite number, not %', min_score
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF q IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT (l2_norm(q) > 0 AND l2_norm(q) < 'Infinity') THEN
+        RAISE EXCEPTION 'clipsql: the query vector has no direction (all zeros, or not finite numbers)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF exclude_id IS NOT NULL THEN
+        cond := concat_ws(' AND ', cond, format('id <> %s', exclude_id));
+    END IF;
+    IF min_score IS NOT NULL THEN
+        cond := concat_ws(' AND ', cond, 'embedding <=> $1 <= $2');
+    END IF;
+    IF cond IS NOT NULL THEN
+        where_sql := ' WHERE ' || cond;
+    END IF;
+    IF k < 1000 THEN
+        candidates := clipsql._binary_candidates(k);
+        IF candidates IS NOT NULL THEN
+            SELECT m.dim INTO bits FROM clipsql.model m;
+        END IF;
+    END IF;
+    IF cond IS NOT NULL AND (chosen = 'auto' OR (candidates IS NOT NULL AND chosen = 'index')) THEN
+        EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM clipsql.images' || where_sql
+            INTO plan USING q, 1 - min_score;
+        estimated := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
+        SELECT greatest(c.reltuples, 0) INTO total FROM pg_class c
+         WHERE c.oid = 'clipsql.images'::regclass;
+        IF candidates IS NOT NULL THEN  -- fewer candidates where the filter keeps fewer rows
+            candidates := clipsql._filtered_candidates(candidates, k, estimated / greatest(total, 1));
+        END IF;
+        IF chosen = 'auto' THEN
+            threshold := clipsql._exact_threshold(total, k, candidates);
+            chosen := CASE WHEN estimated <= 2000 OR estimated < threshold THEN 'exact'
+                           ELSE 'index' END;
+        END IF;
+    ELSIF chosen = 'auto' THEN
+        chosen := 'index';
+    END IF;
+
+    PERFORM set_config('clipsql_rank.candidates',
+                       CASE WHEN chosen = 'index' THEN coalesce(candidates::text, '') ELSE '' END, true);
+    IF chosen = 'index' THEN
+        iterative := cond IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_extension e WHERE e.extname = 'vector'
+               AND string_to_array(e.extversion, '.')::int[] >= '{0,8}');
+        PERFORM set_config('hnsw.ef_search',
+                           clipsql.ef_search_for(coalesce(candidates, k))::text, true);
+        IF iterative THEN
+            -- re-ranked anyway: strict order loses binary candidates among Hamming ties
+            PERFORM set_config('hnsw.iterative_scan',
+                               CASE WHEN candidates IS NULL THEN 'strict_order' ELSE 'relaxed_order' END, true);
+            PERFORM set_config('hnsw.max_scan_tuples', '50000', true);
+        END IF;
+        IF candidates IS NOT NULL THEN
+            sql := format(
+                'WITH c AS MATERIALIZED (SELECT id, path, 1 - (embedding <=> $1)::double precision AS score '
+                'FROM clipsql.images%2$s ORDER BY binary_quantize(embedding)::bit(%1$s) '
+                '<~> binary_quantize($1)::bit(%1$s) LIMIT $3) '
+                'SELECT c.id, c.path, c.score FROM c ORDER BY c.score DESC, c.id LIMIT $4', bits, where_sql);
+        ELSE
+            sql := 'SELECT id, path, 1 - (embedding <=> $1)::double precision AS score '
+                   'FROM clipsql.images' || where_sql || ' ORDER BY embedding <=> $1 LIMIT $4';
+        END IF;
+        EXECUTE 'SELECT coalesce(array_agg(s.id ORDER BY s.score DESC, s.id), ''{}''), '
+                'coalesce(array_agg(s.path ORDER BY s.score DESC, s.id), ''{}''), '
+                'coalesce(array_agg(s.score ORDER BY s.score DESC, s.id), ''{}'') '
+                'FROM (' || sql || ') s WHERE s.score <> ''NaN'''
+            INTO ids, paths, scores USING q, 1 - min_score, candidates, k;
+        PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
+        IF iterative THEN
+            PERFORM set_config('hnsw.iterative_scan', coalesce(saved_iter, 'off'), true);
+            PERFORM set_config('hnsw.max_scan_tuples', coalesce(saved_tuples, '20000'), true);
+        END IF;
+        IF cardinality(ids) >= k OR cond IS NULL THEN
+            PERFORM set_config('clipsql_rank.strategy', 'index', true);
+            RETURN QUERY SELECT u.i, u.p, u.s, 'index'::text FROM unnest(ids, paths, scores) AS u(i, p, s);
+            RETURN;
+        END IF;
+        -- short (the filter keeps fewer rows than estimated): the exact scan completes it
+        chosen := 'index+exact';
+    END IF;
+    PERFORM set_config('clipsql_rank.strategy', chosen, true);
+    -- an expression the HNSW operator class cannot serve: forces an exact sort
+    RETURN QUERY EXECUTE
+        'SELECT r.id, r.path, r.score, $5 FROM (SELECT id, path, '
+        '1 - (embedding <=> $1)::double precision AS score FROM clipsql.images'
+        || where_sql || ' ORDER BY (embedding <=> $1) + 0, id LIMIT $4) r WHERE r.score <> ''NaN'''
+        USING q, 1 - min_score, candidates, k, chosen;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION clipsql.reembed_row_changed()
@@ -387,52 +675,145 @@ $function$;
 CREATE OR REPLACE FUNCTION clipsql.relevant_images(q halfvec, within double precision DEFAULT NULL::double precision, min_score double precision DEFAULT NULL::double precision, candidates integer DEFAULT 200)
  RETURNS TABLE(id bigint, path text, score double precision)
  LANGUAGE plpgsql
- STABLE
 AS $function$
 BEGIN
     PERFORM clipsql._check_k(candidates);
-    -- NaN is above every number in PostgreSQL: both checks leave it out
+    RETURN QUERY SELECT r.id, r.path, r.score
+      FROM clipsql.relevant_ranking(q, candidates, NULL, within, min_score, NULL, NULL,
+                                    candidates) r;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.relevant_ranking(q halfvec, k integer DEFAULT 10, filter text DEFAULT NULL::text, within double precision DEFAULT NULL::double precision, min_score double precision DEFAULT NULL::double precision, adaptive text DEFAULT NULL::text, order_by text DEFAULT NULL::text, candidates integer DEFAULT 200, exclude_id bigint DEFAULT NULL::bigint, strategy text DEFAULT 'auto'::text)
+ RETURNS TABLE(id bigint, path text, score double precision)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_variable
+DECLARE
+    words text[] := regexp_split_to_array(btrim(coalesce(order_by, '')), '\s+');
+    col text;
+    descending boolean := false;
+    pool integer;
+    ids bigint[];
+    scores double precision[];
+    n integer;
+    keep integer;
+    report json;
+    rules text[] := '{}';
+    thresholds double precision[] := '{}';
+    top double precision[];
+    mean double precision;
+    sd double precision;
+    drop_at integer;
+    biggest double precision;
+    middle double precision;
+    cnt integer;
+BEGIN
+    PERFORM clipsql._check_k(k);
+    IF candidates IS NULL OR candidates < 1 THEN
+        RAISE EXCEPTION 'clipsql: candidates must be a positive integer, not %',
+            coalesce(candidates::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- NaN is above every number in PostgreSQL: the checks leave it out
     IF within IS NOT NULL AND NOT (within >= 0 AND within < 'Infinity') THEN
         RAISE EXCEPTION 'clipsql: within must be a finite number >= 0, not %', within
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF min_score IS NOT NULL AND NOT (min_score > '-Infinity' AND min_score < 'Infinity') THEN
-        RAISE EXCEPTION 'clipsql: min_score must be a finite number, not %', min_score
+    IF adaptive IS NOT NULL AND adaptive NOT IN ('gap', 'zscore') THEN
+        RAISE EXCEPTION 'clipsql: adaptive must be one of gap, zscore, not %', quote_literal(adaptive)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-        WITH top AS (SELECT n.id, n.path, n.score FROM clipsql._nearest(q, candidates) n)
-        SELECT t.id, t.path, t.score FROM top t
-         WHERE (relevant_images.min_score IS NULL OR t.score >= relevant_images.min_score)
-           AND (relevant_images.within IS NULL
-                OR t.score >= (SELECT max(b.score) FROM top b) - relevant_images.within)
-         ORDER BY t.score DESC, t.id;
+    IF order_by IS NOT NULL THEN
+        col := words[1];
+        IF cardinality(words) > 2 OR coalesce(col, '') = ''
+           OR (cardinality(words) = 2 AND lower(words[2]) NOT IN ('asc', 'desc'))
+           OR NOT (col = 'score' OR EXISTS (
+                SELECT 1 FROM pg_attribute a WHERE a.attrelid = 'clipsql.images'::regclass
+                   AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = col
+                   AND a.attname NOT IN ('exif', 'updated_at', 'embedding', 'embedding_next'))) THEN
+            RAISE EXCEPTION 'clipsql: order_by must be ''COLUMN [asc|desc]'' with a column of the hits; not %',
+                quote_literal(order_by) USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        descending := cardinality(words) = 2 AND lower(words[2]) = 'desc';
+    END IF;
+    pool := CASE WHEN within IS NOT NULL OR adaptive IS NOT NULL OR order_by IS NOT NULL
+                 THEN greatest(k, candidates) ELSE k END;
+    SELECT coalesce(array_agg(r.id ORDER BY r.n), '{}'), coalesce(array_agg(r.score ORDER BY r.n), '{}')
+      INTO ids, scores
+      FROM clipsql.rank_images(q, pool, filter, exclude_id, min_score, strategy)
+           WITH ORDINALITY AS r(id, path, score, strategy, n);
+    n := cardinality(scores);
+    keep := n;
+    IF min_score IS NOT NULL THEN
+        rules := rules || 'min_score'::text; thresholds := thresholds || min_score;
+    END IF;
+    IF n > 0 THEN
+        IF within IS NOT NULL THEN
+            rules := rules || 'within'::text; thresholds := thresholds || (scores[1] - within);
+        END IF;
+        top := scores[1:100];
+        IF adaptive = 'zscore' AND cardinality(top) > 2 THEN
+            SELECT avg(x), stddev_pop(x) INTO mean, sd FROM unnest(top) x;
+            IF sd > 0 THEN
+                rules := rules || 'zscore'::text; thresholds := thresholds || (mean + sd);
+            END IF;
+        END IF;
+        IF adaptive = 'gap' AND cardinality(top) > 2 THEN
+            SELECT d.i, d.d INTO drop_at, biggest
+              FROM (SELECT g, top[g] - top[g + 1] FROM generate_series(1, cardinality(top) - 1) g)
+                   AS d(i, d) ORDER BY d.d DESC, d.i LIMIT 1;
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY top[g] - top[g + 1]) INTO middle
+              FROM generate_series(1, cardinality(top) - 1) g;
+            IF biggest > 0 AND biggest >= 3 * middle THEN
+                rules := rules || 'gap'::text; thresholds := thresholds || top[drop_at];
+            END IF;
+        END IF;
+    END IF;
+    FOR ri IN 1 .. cardinality(rules) LOOP
+        SELECT count(*) INTO cnt FROM unnest(scores) s WHERE s >= thresholds[ri] - 1e-12;
+        IF cnt < keep OR report IS NULL THEN
+            keep := least(keep, cnt);
+            report := json_build_object('rule', rules[ri], 'threshold', round(thresholds[ri]::numeric, 6),
+                                        'kept', keep, 'candidates', n);
+        END IF;
+    END LOOP;
+    PERFORM set_config('clipsql_rank.cutoff', coalesce(report::text, ''), true);
+    IF order_by IS NULL THEN
+        RETURN QUERY SELECT u.i, im.path, u.s
+          FROM unnest(ids[1:keep], scores[1:keep]) WITH ORDINALITY AS u(i, s, n)
+          JOIN clipsql.images im ON im.id = u.i ORDER BY u.n LIMIT k;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT i.id, i.path, u.s FROM unnest($1, $2) AS u(i, s) JOIN clipsql.images i ON i.id = u.i '
+        'ORDER BY %s %s NULLS LAST, u.s DESC, i.id LIMIT $3',
+        CASE WHEN col = 'score' THEN 'u.s' ELSE 'i.' || quote_ident(col) END,
+        CASE WHEN descending THEN 'DESC' ELSE 'ASC' END)
+        USING ids[1:keep], scores[1:keep], k;
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql.search_images(query text, k integer DEFAULT 10)
+CREATE OR REPLACE FUNCTION clipsql.search(query text, k integer DEFAULT 10)
  RETURNS TABLE(id bigint, path text, score double precision)
  LANGUAGE sql
  STABLE
 AS $function$
-    SELECT n.id, n.path, n.score
-      FROM clipsql._nearest(clipsql.text_embedding(query), k) n
-     ORDER BY n.score DESC, n.id
+    SELECT s.id, s.path, s.score FROM clipsql.search_images(query, k) s
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql.similar_images(image_id bigint, k integer DEFAULT 10)
+CREATE OR REPLACE FUNCTION clipsql.search_images(query text, k integer DEFAULT 10, filter text DEFAULT NULL::text)
  RETURNS TABLE(id bigint, path text, score double precision)
- LANGUAGE plpgsql
- STABLE
+ LANGUAGE sql
 AS $function$
-BEGIN
-    PERFORM clipsql._check_k(k);
-    RETURN QUERY SELECT n.id, n.path, n.score
-          FROM clipsql._nearest(clipsql.image_embedding(image_id), k + 1) n
-         WHERE n.id <> image_id
-         ORDER BY n.score DESC, n.id
-         LIMIT k;
-END
+    SELECT r.id, r.path, r.score FROM clipsql.rank_images(clipsql.text_embedding(query), k, filter) r;
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.similar_images(image_id bigint, k integer DEFAULT 10, filter text DEFAULT NULL::text)
+ RETURNS TABLE(id bigint, path text, score double precision)
+ LANGUAGE sql
+AS $function$
+    SELECT r.id, r.path, r.score
+      FROM clipsql.rank_images(clipsql.image_embedding(image_id), k, filter, image_id) r;
 $function$;
 
 CREATE OR REPLACE FUNCTION clipsql.text_embedding(query text)
@@ -444,32 +825,48 @@ DECLARE
     result halfvec;
 BEGIN
     SELECT t.embedding INTO result FROM clipsql.text_embeddings t WHERE t.query = $1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'clipsql: the text query % has not been embedded yet', quote_literal($1)
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'embed it once with the collection''s model: clipsql embed-text '
-                         || clipsql._shell_quote($1);
+    IF FOUND THEN
+        RETURN result;
     END IF;
-    RETURN result;
+    IF to_regprocedure('clipsql_native.embed(text,boolean)') IS NOT NULL THEN
+        EXECUTE 'SELECT clipsql_native.embed($1, false)::halfvec' INTO result USING $1;
+        RETURN result;
+    END IF;
+    RAISE EXCEPTION 'clipsql: the text query % has not been embedded yet, and this server has no in-database model',
+                    quote_literal($1)
+        USING ERRCODE = 'no_data_found',
+              HINT = 'embed it once with the collection''s model: clipsql embed-text '
+                     || clipsql._shell_quote($1)
+                     || ' (clipsql status says why the server cannot embed texts itself)';
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION clipsql.text_in_image(query text, k integer DEFAULT 10)
+CREATE OR REPLACE FUNCTION clipsql.text_in_image(query text, k integer DEFAULT 10, filter text DEFAULT NULL::text)
  RETURNS TABLE(id bigint, path text, score double precision)
- LANGUAGE plpgsql
- STABLE
+ LANGUAGE sql
 AS $function$
-#variable_conflict use_column
+    SELECT w.id, i.path, w.score
+      FROM clipsql.words_ranking(query, k, filter) WITH ORDINALITY AS w(id, score, ocr_text, n)
+      JOIN clipsql.images i ON i.id = w.id
+     ORDER BY w.n;
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.words_ranking(query text, k integer DEFAULT 10, filter text DEFAULT NULL::text)
+ RETURNS TABLE(id bigint, score double precision, ocr_text text)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    cond text := clipsql._filter_sql(filter);
 BEGIN
     PERFORM clipsql._check_k(k);
-    RETURN QUERY
-    SELECT i.id, i.path, ts_rank_cd(o.tsv, q.q)::double precision AS score
-      FROM clipsql.ocr o
-      JOIN clipsql.images i ON i.id = o.image_id
-     CROSS JOIN clipsql.ocr_query(query) AS q(q)
-     WHERE o.tsv @@ q.q AND (o.image_sha256 IS NULL OR o.image_sha256 = i.sha256)
-     ORDER BY score DESC, i.id
-     LIMIT k;
+    RETURN QUERY EXECUTE
+        'SELECT i.id, ts_rank_cd(o.tsv, q.q)::double precision AS score, o.text '
+        'FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id '
+        'CROSS JOIN clipsql.ocr_query($1) AS q(q) '
+        'WHERE o.tsv @@ q.q AND clipsql.is_current(o.image_sha256, i.sha256)'
+        || coalesce(' AND i.id IN (SELECT id FROM clipsql.images WHERE ' || cond || ')', '')
+        || ' ORDER BY score DESC, i.id LIMIT $2'
+        USING query, k;
 END
 $function$;
 
@@ -500,7 +897,7 @@ CREATE TABLE clipsql.ignored (
     reason text NOT NULL,
     seen_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT ignored_pkey PRIMARY KEY (path),
-    CONSTRAINT ignored_reason_check CHECK ((reason = ANY (ARRAY['not_image'::text, 'hidden'::text])))
+    CONSTRAINT ignored_reason_check CHECK ((reason = ANY (ARRAY['not_image'::text, 'hidden'::text, 'link_outside'::text])))
 );
 
 CREATE TABLE clipsql.image_labels (
@@ -646,6 +1043,13 @@ CREATE TABLE clipsql.reembed_texts (
     CONSTRAINT reembed_texts_pkey PRIMARY KEY (query)
 );
 
+CREATE TABLE clipsql.roots (
+    path text NOT NULL,
+    link text,
+    loaded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT roots_pkey PRIMARY KEY (path)
+);
+
 CREATE TABLE clipsql.schema_version (
     version integer NOT NULL,
     name text NOT NULL,
@@ -703,30 +1107,46 @@ GRANT SELECT ON TABLE clipsql.reembed TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed_labels TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed_old TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.reembed_texts TO clipsql_filter;
+GRANT SELECT ON TABLE clipsql.roots TO clipsql_filter;
 GRANT SELECT ON TABLE clipsql.text_embeddings TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._binary_candidates(integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._check_k(integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._exact_threshold(double precision,integer,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._filter_sql(text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._filtered_candidates(integer,integer,double precision) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._label_embedding(text,text[]) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql._model_logits() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._nearest(halfvec,integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._ocr_tokens(text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql._shell_quote(text) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql._widen_ef_search(integer) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.best_label(halfvec,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.combine(halfvec[],double precision[]) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql.hybrid_search(text,integer,integer,integer,double precision,double precision,double precision) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.current_caption(bigint,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.ef_search_for(integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.hybrid_ranking(text,halfvec,integer,integer,integer,double precision,double precision,double precision,text,text,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.hybrid_search(text,integer,integer,integer,double precision,double precision,double precision,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_content_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_embedding(bigint) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.image_embedding(text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.is_current(text,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.label_images(text,integer,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.label_images(text,text[],integer,text[]) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.label_probabilities(halfvec,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.label_probabilities(halfvec,text[],text[]) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.label_set_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.labels_changed() TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.near_duplicates(integer,double precision) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.ocr_document(text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.ocr_query(text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.rank_images(halfvec,integer,text,bigint,double precision,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.reembed_row_changed() TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.relevant_images(halfvec,double precision,double precision,integer) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql.search_images(text,integer) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql.similar_images(bigint,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.relevant_ranking(halfvec,integer,text,double precision,double precision,text,text,integer,bigint,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.search(text,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.search_images(text,integer,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.similar_images(bigint,integer,text) TO clipsql_filter;
 GRANT EXECUTE ON FUNCTION clipsql.text_embedding(text) TO clipsql_filter;
-GRANT EXECUTE ON FUNCTION clipsql.text_in_image(text,integer) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.text_in_image(text,integer,text) TO clipsql_filter;
+GRANT EXECUTE ON FUNCTION clipsql.words_ranking(text,integer,text) TO clipsql_filter;
 ALTER DEFAULT PRIVILEGES IN SCHEMA clipsql GRANT EXECUTE ON FUNCTIONS TO clipsql_filter;
 ALTER DEFAULT PRIVILEGES IN SCHEMA clipsql GRANT SELECT ON TABLES TO clipsql_filter;
