@@ -1,8 +1,9 @@
-"""OCR: the words in images, read by Tesseract, stored per image and searchable in SQL
-(docs/ocr.md).
+"""OCR: the words in images, read by PP-OCR (or Tesseract), stored per image and searchable
+in SQL (docs/ocr.md).
 
-The whole feature lives here: :mod:`~clipsql.ocr.engine` runs Tesseract (tesserocr) on one
-image, finding the language data installed on the system; :mod:`~clipsql.ocr.run` reads every
+The whole feature lives here: :mod:`~clipsql.ocr.engine` reads one image with the engine for
+its languages, PP-OCR's packaged models on ONNX Runtime (:mod:`~clipsql.ocr.ppocr`) or
+Tesseract (tesserocr, with the language data installed on the system); :mod:`~clipsql.ocr.run` reads every
 image that lacks a current OCR row, in resumable batches (``clipsql ocr``);
 :mod:`~clipsql.ocr.search` ranks images by the words of a query (``clipsql.text_in_image``),
 reads the OCR rows of hits and the word boxes a query matches. The words themselves are split
@@ -11,9 +12,15 @@ only in SQL (``clipsql.ocr_document``, ``clipsql.ocr_query``: migrations/0016_oc
 
 from __future__ import annotations
 
-from clipsql.ocr.engine import DEFAULT_LANGUAGES, OcrEngine, OcrResult
+from clipsql.ocr.engine import (
+    DEFAULT_LANGUAGES,
+    OcrEngine,
+    OcrResult,
+    PpOcrEngine,
+    TesseractEngine,
+)
 from clipsql.ocr.run import TABLE, OcrReport, ocr
 from clipsql.ocr.search import TextHit, matches, ocr_for, text_in_image
 
-__all__ = ["DEFAULT_LANGUAGES", "TABLE", "OcrEngine", "OcrReport", "OcrResult", "TextHit",
-           "matches", "ocr", "ocr_for", "text_in_image"]
+__all__ = ["DEFAULT_LANGUAGES", "TABLE", "OcrEngine", "OcrReport", "OcrResult", "PpOcrEngine",
+           "TesseractEngine", "TextHit", "matches", "ocr", "ocr_for", "text_in_image"]

@@ -1,4 +1,15 @@
-"""Tesseract, through tesserocr: the words in one image, with their boxes and confidences.
+"""The OCR engines: the words in one image, with their boxes and confidences.
+
+:class:`OcrEngine` picks the engine for the languages asked for: PP-OCR (PaddleOCR's trained
+models on ONNX Runtime, :mod:`clipsql.ocr.ppocr`; nothing to install) for English and
+Japanese, the default; Tesseract (:class:`TesseractEngine`) for any other language, e.g.
+Russian (the PP-OCR models have no Cyrillic), or when asked for (``engine="tesseract"``).
+Both bound an image the same way: downscaled to at most :data:`MAX_PIXELS`, their working
+memory charged to the decode budget (:meth:`OcrEngine.work_bytes`), each reading stopped at
+the decode deadline (``too_slow``). Threads of the OCR run (named ``clipsql-ocr...``) read
+at a lower CPU priority (:data:`NICE`), so a load running beside it is not starved.
+
+Tesseract, through tesserocr:
 
 The library is inside tesserocr's wheel; the language data (``eng.traineddata``...) is a
 system package, found in ``$TESSDATA_PREFIX`` or the usual places of Debian/Ubuntu, Fedora,
@@ -31,8 +42,16 @@ from clipsql import config
 from clipsql.errors import ImageError, OcrLanguageDataError
 from clipsql.ingest.reasons import Reason
 
-#: Languages read by default: every one of these that is installed (English at least).
-DEFAULT_LANGUAGES = ("eng", "jpn", "rus")
+#: Languages read by default, by PP-OCR (benchmarks/ocr_quality.py, docs/ocr.md).
+DEFAULT_LANGUAGES = ("eng", "jpn")
+#: Languages Tesseract reads when it is asked for without languages: every one of these
+#: that is installed (English at least).
+TESSERACT_LANGUAGES = ("eng", "jpn", "rus")
+#: The engines by name; "auto" is PP-OCR where it reads every language asked for, else
+#: Tesseract.
+ENGINES = ("auto", "ppocr", "tesseract")
+#: How much lower (nice) the OCR run's threads run than the process, on Linux.
+NICE = 10
 #: Where the language data is looked for after ``$TESSDATA_PREFIX``, in order.
 TESSDATA_DIRS = (
     "/usr/share/tesseract-ocr/5/tessdata",      # Debian, Ubuntu (tesseract-ocr-eng ...)
@@ -135,16 +154,176 @@ def scale_for(width: int, height: int) -> float:
     return 1.0  # never up: upscaling 2x read fewer rendered words, in twice the time
 
 
-class OcrEngine:
-    """Tesseract with the given languages (``"eng+jpn"``; default: each of
-    :data:`DEFAULT_LANGUAGES` that is installed), safe to call from many threads.
+def engine_for(languages=None, engine: str | None = None) -> type:
+    """The engine class that reads ``languages`` (None: :data:`DEFAULT_LANGUAGES`) when
+    ``engine`` (one of :data:`ENGINES`; None: ``"auto"``) is asked for."""
+    from clipsql.ocr import ppocr
 
-    ``engine`` and ``languages`` identify what wrote an OCR row: a run with another engine
-    version or other languages reads the images again.
+    if engine not in (None, *ENGINES):
+        raise OcrLanguageDataError(f"unknown OCR engine {engine!r}: one of {', '.join(ENGINES)}")
+    if engine == "tesseract":
+        return TesseractEngine
+    if engine == "ppocr" or languages is None:
+        return PpOcrEngine
+    wanted = parse_languages(languages)
+    return PpOcrEngine if all(lang in ppocr.LANGUAGES for lang in wanted) else TesseractEngine
+
+
+class OcrEngine:
+    """An OCR engine for the given languages (``"eng+jpn"``; default
+    :data:`DEFAULT_LANGUAGES`), safe to call from many threads: ``OcrEngine(languages,
+    engine="auto")`` is a :class:`PpOcrEngine` where PP-OCR reads every language asked for,
+    else a :class:`TesseractEngine` (:func:`engine_for`).
+
+    ``engine`` and ``languages`` (the attributes) identify what wrote an OCR row: a run with
+    another engine, models, version or other languages reads the images again.
     """
 
-    def __init__(self, languages=None, *, tessdata: str | os.PathLike | None = None,
-                 psm: int | None = None):
+    engine: str
+    languages: str
+    language_list: list
+    deadline_s: float
+
+    def __new__(cls, languages=None, *, engine: str | None = None, **kwargs):
+        if cls is OcrEngine:
+            cls = engine_for(languages, engine)
+        return super().__new__(cls)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.engine!r}, languages={self.languages!r})"
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """``(engine, languages)`` as recorded in ``clipsql.ocr``."""
+        return self.engine, self.languages
+
+    def work_bytes(self, size: tuple[int, int]) -> int:
+        """Bytes the engine holds while it reads an image :meth:`prepare` made of ``size``:
+        charged to the decode budget by the OCR run."""
+        return WORK_BYTES_PER_PIXEL * size[0] * size[1]
+
+    def recognise(self, image) -> OcrResult:
+        """The words of a PIL image (any mode and size; EXIF orientation already applied)."""
+        prepared, factor = self.prepare(image)
+        return self.recognise_prepared(prepared, factor, image.size)
+
+    def prepare(self, image):  # pragma: no cover - each engine has its own
+        raise NotImplementedError
+
+    def recognise_prepared(self, prepared, factor: float, size: tuple[int, int]) -> OcrResult:
+        raise NotImplementedError  # pragma: no cover
+
+    def close(self) -> None:
+        """Release what the engine holds (it is unusable afterwards)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_niced = threading.local()
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority by :data:`NICE` once, if it is one of the OCR
+    run's threads (named ``clipsql-ocr...``), on Linux: a load beside it keeps its speed."""
+    if getattr(_niced, "done", False):
+        return
+    _niced.done = True
+    if not threading.current_thread().name.startswith("clipsql-ocr"):
+        return
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+    except OSError:
+        pass
+
+
+def _flatten(image):
+    """An ``L`` or ``RGB`` copy of a PIL image; transparent parts read as white paper."""
+    from PIL import Image
+
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGBA") if "A" in image.getbands() else image.convert("RGB")
+        if image.mode == "RGBA":
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image).convert("RGB")
+    return image
+
+
+class PpOcrEngine(OcrEngine):
+    """PP-OCR (:mod:`clipsql.ocr.ppocr`): PaddleOCR's detection and recognition models from
+    a package, on ONNX Runtime, for English and Japanese (``languages``: those of
+    :data:`clipsql.ocr.ppocr.LANGUAGES`; the one model reads both at once). ``models``: a
+    name of :data:`clipsql.ocr.ppocr.MODEL_SETS`. Its sessions are shared by every engine
+    of the process and every thread."""
+
+    _readers: dict = {}
+    _readers_lock = threading.Lock()
+
+    def __init__(self, languages=None, *, engine: str | None = None, models: str | None = None):
+        from clipsql.ocr import ppocr
+
+        wanted = list(DEFAULT_LANGUAGES) if languages is None else parse_languages(languages)
+        other = [lang for lang in wanted if lang not in ppocr.LANGUAGES]
+        if other:
+            raise OcrLanguageDataError(
+                f"PP-OCR reads {'+'.join(ppocr.LANGUAGES)}, not {'+'.join(other)}: ask for "
+                f"Tesseract (the languages alone, or engine='tesseract'); {INSTALL}")
+        name = models or ppocr.DEFAULT_MODELS
+        with PpOcrEngine._readers_lock:
+            reader = PpOcrEngine._readers.get(name)
+            if reader is None:
+                reader = PpOcrEngine._readers[name] = ppocr.Reader(name)
+        self.reader = reader
+        self.models = name
+        self.language_list = wanted
+        self.languages = "+".join(wanted)
+        #: e.g. ``PP-OCRv6 small da2d61aa.1``: the models' content and the pipeline's version
+        self.engine = f"{name} {reader.digest[:8]}.{ppocr.PIPELINE}"
+        self.version = reader.package_version
+        self.deadline_s = config.decode_deadline()
+
+    def prepare(self, image):
+        """``(RGB image PP-OCR reads, factor it was resized by)``: a PIL image of any mode,
+        within :data:`MAX_PIXELS`."""
+        from PIL import Image
+
+        factor = scale_for(*image.size)
+        image = _flatten(image)
+        if factor != 1.0:
+            size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
+            image = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        return image.convert("RGB"), factor
+
+    def work_bytes(self, size: tuple[int, int]) -> int:
+        from clipsql.ocr import ppocr
+
+        pixels = size[0] * size[1]
+        det = min(ppocr.DET_MAX_PIXELS * 1.1, pixels * ppocr.DET_MAX_UPSCALE ** 2)
+        return int(ppocr.IMAGE_BYTES_PER_PIXEL * pixels + ppocr.DET_BYTES_PER_PIXEL * det)
+
+    def recognise_prepared(self, prepared, factor: float, size: tuple[int, int]) -> OcrResult:
+        """:meth:`recognise` of an image :meth:`prepare` made (``size``: the original's)."""
+        from clipsql.ocr import ppocr
+
+        lower_priority()
+        text, words = ppocr.read(self.reader, prepared, factor, size, self.deadline_s)
+        confidence = (round(sum(w["conf"] for w in words) / len(words), 2) if words else None)
+        return OcrResult(text, confidence, words)
+
+
+class TesseractEngine(OcrEngine):
+    """Tesseract with the given languages (``"eng+rus"``; default: each of
+    :data:`TESSERACT_LANGUAGES` that is installed), safe to call from many threads."""
+
+    def __init__(self, languages=None, *, engine: str | None = None,
+                 tessdata: str | os.PathLike | None = None, psm: int | None = None):
         import tesserocr
 
         self._tesserocr = tesserocr
@@ -153,7 +332,7 @@ class OcrEngine:
         where = (f"in {self.tessdata}" if self.tessdata is not None else
                  f"(looked in ${ENV_TESSDATA} and {', '.join(TESSDATA_DIRS)})")
         if languages is None:
-            wanted = [lang for lang in DEFAULT_LANGUAGES if lang in installed]
+            wanted = [lang for lang in TESSERACT_LANGUAGES if lang in installed]
             if "eng" not in wanted:
                 raise OcrLanguageDataError(f"no Tesseract language data for English {where}; "
                                            f"{INSTALL}")
@@ -176,14 +355,6 @@ class OcrEngine:
         self._lock = threading.Lock()
         self._api()  # fails here, not in a worker thread, when the data does not load
 
-    def __repr__(self) -> str:
-        return f"OcrEngine({self.engine!r}, languages={self.languages!r})"
-
-    @property
-    def identity(self) -> tuple[str, str]:
-        """``(engine, languages)`` as recorded in ``clipsql.ocr``."""
-        return self.engine, self.languages
-
     def _api(self):
         api = getattr(self._local, "api", None)
         if api is None:
@@ -204,20 +375,11 @@ class OcrEngine:
         from PIL import Image
 
         factor = scale_for(*image.size)
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("RGBA") if "A" in image.getbands() else image.convert("RGB")
-            if image.mode == "RGBA":  # transparent parts read as white paper
-                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, image).convert("RGB")
+        image = _flatten(image)
         if factor != 1.0:
             size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
             image = image.convert("L").resize(size, Image.Resampling.LANCZOS)
         return image.convert("L"), factor
-
-    def recognise(self, image) -> OcrResult:
-        """The words of a PIL image (any mode and size; EXIF orientation already applied)."""
-        prepared, factor = self.prepare(image)
-        return self.recognise_prepared(prepared, factor, image.size)
 
     def recognise_prepared(self, prepared, factor: float, size: tuple[int, int]) -> OcrResult:
         """:meth:`recognise` of an image :meth:`prepare` made (``size``: the original's).
@@ -226,6 +388,7 @@ class OcrEngine:
         :data:`MIN_SKEW` degrees or more (:func:`skew_angle`); when neither reading found a
         sure word (:data:`SURE`), once more with Sauvola's threshold. The reading with the
         most characters in sure words is kept (the first of equals)."""
+        lower_priority()
         angle = skew_angle(prepared)
         straight = (_rotated(prepared, angle), _Back(factor, size, angle, prepared.size)) \
             if abs(angle) >= MIN_SKEW else None
@@ -281,12 +444,6 @@ class OcrEngine:
         for api in apis:
             api.End()
         self._local = threading.local()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def skew_angle(image, limit: int = MAX_SKEW) -> float:

@@ -13,7 +13,7 @@ changed since its load stays stale until it is loaded again. A video moment (``s
 is its keyframe, :func:`clipsql.ingest.video.frame_at` (budgeted, seeking to the keyframe
 before it, within its deadline, and shrunk to :data:`MAX_FRAME_SIDE`), recorded with the
 sha256 its load stored (the video is not hashed again); without that module moments are skipped. Tesseract's own memory
-(:data:`~clipsql.ocr.engine.WORK_BYTES_PER_PIXEL`) is taken from the same decode budget
+(:meth:`~clipsql.ocr.engine.OcrEngine.work_bytes`) is taken from the same decode budget
 as each image is read, and each of its readings stops at the decode deadline (``too_slow``):
 the threads read at once only what the budget holds. Rows imported
 without a file (no ``sha256``) are never read. A file that cannot be read is counted in
@@ -131,7 +131,6 @@ def _read_one(engine, item, frame_at):
     that cannot be read, a video frame that cannot be decoded, or Tesseract failing on one
     image stops only that image."""
     from clipsql.ingest import decode
-    from clipsql.ocr.engine import WORK_BYTES_PER_PIXEL
 
     image_id, path, sha, start_s = item
     try:
@@ -144,13 +143,13 @@ def _read_one(engine, item, frame_at):
             size = frame.size
             prepared, factor = engine.prepare(frame)
             del frame
-        with decode.BUDGET.reservation() as ticket:  # Tesseract's memory, in the same budget
-            decode.BUDGET.take(ticket, WORK_BYTES_PER_PIXEL * prepared.size[0] * prepared.size[1])
+        with decode.BUDGET.reservation() as ticket:  # the engine's memory, in the same budget
+            decode.BUDGET.take(ticket, engine.work_bytes(prepared.size))
             return image_id, engine.recognise_prepared(prepared, factor, size), sha
     except ImageError as exc:
         return image_id, f"{exc.reason}: {exc.detail}", path
-    except RuntimeError as exc:  # tesserocr's errors
-        return image_id, f"Tesseract failed on it: {exc}", path
+    except RuntimeError as exc:  # tesserocr's and ONNX Runtime's errors
+        return image_id, f"{engine.engine} failed on it: {exc}", path
 
 
 def ocr(connect, *, engine=None, batch_size: int = BATCH, where=None, params=(),
@@ -159,8 +158,9 @@ def ocr(connect, *, engine=None, batch_size: int = BATCH, where=None, params=(),
     """Read the words of every image without a current OCR row (see module docs).
 
     ``connect``: a psycopg connection, or a callable that opens one (closed at the end).
-    ``engine``: an :class:`~clipsql.ocr.engine.OcrEngine` (default: one with the installed
-    default languages), or a language string such as ``"eng+jpn"``. ``progress(done,
+    ``engine``: an :class:`~clipsql.ocr.engine.OcrEngine` (default: PP-OCR with the default
+    languages), or a language string such as ``"eng+jpn"`` (its engine:
+    :func:`~clipsql.ocr.engine.engine_for`). ``progress(done,
     total)`` is called before the first batch and after each (``total``: images to read).
     ``threads``: images read at once (default: the CPUs, at most 8).
     """

@@ -1,6 +1,7 @@
-"""Tesseract through clipsql's OCR engine, on images rendered here with Pillow and the
-system's DejaVu and Noto CJK fonts: English, Russian and Japanese text is read, boxes lie in
-the image (after a downscale too), and missing language data says what to install."""
+"""Tesseract through clipsql's OCR engine (the optional engine: Russian, or asked for), on
+images rendered here with Pillow and the system's DejaVu and Noto CJK fonts: English, Russian
+and Japanese text is read, boxes lie in the image (after a downscale too), and missing
+language data says what to install. PP-OCR, the default engine: tests/unit/test_ocr_ppocr.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def engine():
     from clipsql.ocr import OcrEngine
 
     try:
-        engine = OcrEngine()
+        engine = OcrEngine(engine="tesseract")
     except OcrLanguageDataError as exc:
         missing_ocr(str(exc))
     yield engine
@@ -121,7 +122,7 @@ def test_missing_language_data_says_how_to_install_it(tmp_path, monkeypatch):
     empty = tmp_path / "tessdata"
     empty.mkdir()
     with pytest.raises(OcrLanguageDataError) as caught:
-        OcrEngine(tessdata=empty)
+        OcrEngine(engine="tesseract", tessdata=empty)
     message = str(caught.value)
     assert "apt-get install tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-rus" in message
     assert "brew install tesseract tesseract-lang" in message and "TESSDATA_PREFIX" in message
@@ -129,7 +130,7 @@ def test_missing_language_data_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path / "nothing"))
     monkeypatch.setattr(module, "TESSDATA_DIRS", (str(tmp_path / "neither"),))
     with pytest.raises(OcrLanguageDataError, match="apt-get install tesseract-ocr-eng"):
-        OcrEngine()
+        OcrEngine(engine="tesseract")
     # a language asked for that is not installed
     installed = module.find_tessdata(None)
     assert installed == tmp_path / "nothing"
@@ -152,7 +153,7 @@ def test_tessdata_prefix_is_honoured(tmp_path, monkeypatch):
     assert module.find_tessdata(None) == mine
     from clipsql.ocr import OcrEngine
 
-    with OcrEngine() as only_english:
+    with OcrEngine(engine="tesseract") as only_english:
         assert only_english.languages == "eng"
         assert "stop" in only_english.recognise(render("STOP here", 40)).text.lower()
 
