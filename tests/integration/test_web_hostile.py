@@ -462,8 +462,10 @@ def test_clipsql_serve_on_ipv6_loopback(lib, hostile_dsn, tiny_model):
 
 @contextlib.contextmanager
 def statements_sent():
-    """Every statement this process sends to PostgreSQL meanwhile (the web server runs in it):
-    a spy on psycopg's cursor, which the server's connections and filter logins all use."""
+    """Every statement this process sends to PostgreSQL meanwhile (the web server runs in it),
+    with its parameters (a search hands the checked filter to clipsql's SQL functions as a
+    parameter): a spy on psycopg's cursor, which the server's connections and filter logins
+    all use."""
     import psycopg
 
     sent, real = [], psycopg.Cursor.execute
@@ -473,7 +475,8 @@ def statements_sent():
             text = query if isinstance(query, str) else query.as_string(cursor)
         except Exception:  # bytes, or a composed query without a context
             text = repr(query)
-        sent.append(text)
+        params = args[0] if args else kwargs.get("params")
+        sent.append(text if params is None else f"{text} -- {params!r}")
         return real(cursor, query, *args, **kwargs)
 
     psycopg.Cursor.execute = spy
