@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.ranking_reference import rrf
 from tests.conftest import kill_once, make_image
+from tests.ranking_reference import rrf
 
 #: open_clip's coca_ViT-B-32 config, shrunk: the decoder's width must equal embed_dim and
 #: the text tower's width (the image tokens and text tokens feed it directly).
