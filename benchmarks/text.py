@@ -1,26 +1,32 @@
 """Text queries: clipsql's text engine (ONNX Runtime) against open_clip's encode_text, one new
-query at a time.
+query at a time, and this export's text tower against the one it replaced (before/after).
 
     python benchmarks/text.py [--model ARCH/CHECKPOINT] [--repeats 5] [--check 300]
 
 Default model: ViT-B-32 with seeded random weights (``$CLIPSQL_BENCH_CHECKPOINT``: an existing
 ViT-B-32 state_dict instead; speed does not depend on the weights). Its export is made first
-if the cache has none (timed, once per checkpoint and machine). Per short query (2 to 9
-words), tokenizer included, the median over ``QUERIES x --repeats``; the ONNX Runtime rows
-interleaved query by query so a busy machine slows them alike:
+if the cache has none (timed, once per checkpoint and machine). Then the text tower is also
+exported as export format 2 made it ("before": plain attention ops, 862 nodes for ViT-B-32,
+the output projections of the attentions in fp32) into a scratch folder. Per short query
+(2 to 9 words), tokenizer included, the median over ``QUERIES x --repeats``; the ONNX
+Runtime rows interleaved query by query, in an order rotated from one query to the next, so
+a busy machine slows them alike:
 
 - open_clip ``encode_text`` (77 padded tokens, torch fp32), with torch's default threads and
   with one, each in a block of its own (between ONNX Runtime calls torch's OpenMP threads
   fall asleep, and changing its thread count rebuilds its pool: interleaving would slow the
   baseline unfairly); the faster of the two is the baseline the ratios are taken to;
-- ONNX Runtime fp32 and int8 on the export's text tower (real tokens only for CLIP towers),
-  with 1 and 2 intra-op threads (clipsql's setting: ``runtime.TEXT_THREADS``);
-- the public API: ``ClipModel.encode_text`` of a fresh, prepared model (int8 where the
-  export's check kept cosine >= 0.999, else fp32), and ``fp32=True`` (fp32, what is stored).
+- the public API, before and after: ``OnnxTextEncoder.encode`` on format 2's tower, and
+  ``ClipModel.encode_text`` of a fresh, prepared model on this export (int8 where the
+  export's check kept cosine >= 0.999, else fp32), and ``fp32=True`` (fp32, what is stored);
+- ONNX Runtime sessions alone on each int8 tower with 1 and 2 intra-op threads (clipsql's
+  setting: ``runtime.TEXT_THREADS``), this export's with its attentions' output projections
+  in fp32 (what each of the two changes gives) and through ONNX Runtime's transformer
+  optimizer (what it fuses is printed), and this export's fp32 tower.
 
 Each row's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12 words
-is printed beside it. Last: whether a new process answering a text query from the cache
-imports torch.
+is printed beside it; the load average at the start and the end. Last: whether a new process
+answering a text query from the cache imports torch.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import sys
 import time
 
 import numpy as np
-from common import print_machine, random_vitb32, scratch_dir, timed_prepare
+from common import load_average, print_machine, random_vitb32, scratch_dir, timed_prepare
 
 QUERIES = [
     "a dog", "two dogs in snow", "a red bicycle leaning on a wall",
@@ -69,15 +75,20 @@ def random_queries(n, seed=0):
 
 
 def p50s(paths: dict, repeats: int) -> dict:
-    """Median ms per query of each path, interleaved: each query through every path in turn."""
+    """Median ms per query of each path, interleaved: each query through every path in turn,
+    the order rotated from one query to the next, so that each path follows each other one
+    as often (a path that reads 150 MB of fp32 weights evicts the caches of the next)."""
     times = {name: [] for name in paths}
     for encode in paths.values():
         encode(["warm-up"])
+    names = list(paths)
+    turn = 0
     for _ in range(repeats):
         for q in QUERIES:
-            for name, encode in paths.items():
+            turn += 1
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
                 t = time.perf_counter()
-                encode([q])
+                paths[name]([q])
                 times[name].append(1000 * (time.perf_counter() - t))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -124,25 +135,53 @@ def main() -> None:
 
     paths = {BASELINE: full}
     folder = fresh.export_folder
-    meta = export.read(folder) or {}
-    tower = meta.get("text") or {}
+    tower = (export.read(folder) or {}).get("text") or {}
+    before_folder = tmp / "before"
+    before_folder.mkdir()
+    before = export._text(net, tok, before_folder, lambda what: None, {}, fused=False)
+    towers = {"before": (before_folder, before), "after": (folder, tower)}
+    if "int8" in tower and tower.get("graph") == "fused":
+        optimised = transformer_optimised(folder, tower, tmp / "optimised", arch)
+        if optimised:
+            towers["after + ORT transformer optimizer"] = (tmp / "optimised", optimised)
+        if tower["int8"].get("out_proj"):  # what each of the two changes gives
+            from clipsql.models.quantize import quantize
+
+            (tmp / "fp32-out-proj").mkdir()
+            quantize(folder / tower["fp32"]["file"], tmp / "fp32-out-proj" / "text-int8.onnx")
+            towers["after, output projections fp32"] = (
+                tmp / "fp32-out-proj", {**tower, "int8": {**tower["int8"], "out_proj": False,
+                                                           "file": "text-int8.onnx"}})
+    for when, (_, t) in towers.items():
+        if when.startswith("after +") or when.startswith("after,"):
+            continue
+        int8 = t.get("int8") or {}
+        print(f"{when}: text tower {t.get('graph', 'plain')}, {t.get('input')} tokens; int8 "
+              f"{int8.get('bytes', 0) / 1e6:.0f} MB, output projections "
+              f"{'int8' if int8.get('out_proj') else 'fp32'}, worst cosine on the export's "
+              f"reference texts {int8.get('min_cosine', float('nan')):.5f}", flush=True)
+    if "int8" in before:
+        old = OnnxTextEncoder(before_folder, before, arch, int8=True)
+        paths["before: public API, format 2's tower (onnx-int8)"] = old.encode
+    public = f"after: public API, ClipModel.encode_text ({fresh.engine.text_backend})"
+    paths[public] = fresh.encode_text
+    paths["after: encode_text(fp32=True) (fp32)"] = \
+        lambda texts: fresh.encode_text(texts, fp32=True)
     if "fp32" not in tower:
         print(f"the text tower has no ONNX export: {tower.get('error', 'no export')}")
-    else:
-        tokens = OnnxTextEncoder(folder, tower, arch, int8=False)
-        threads = [n for n in (1, 2) if n <= runtime.cores()]
-        for precision in ("fp32", "int8"):
-            if precision not in tower:
-                print(f"ONNX Runtime {precision}: none ({tower.get('int8_error', 'not exported')})")
-                continue
-            for n in threads:
-                session = runtime.open_session(folder / tower[precision]["file"], n)
-                paths[f"ONNX Runtime {precision}, {n} thread{'s' if n > 1 else ''}"] = \
-                    lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
-    public = f"public API: ClipModel.encode_text ({fresh.engine.text_backend})"
-    paths[public] = fresh.encode_text
-    paths["public API: encode_text(fp32=True) (fp32)"] = \
-        lambda texts: fresh.encode_text(texts, fp32=True)
+    threads = [n for n in (1, 2) if n <= runtime.cores()]
+    tokens = OnnxTextEncoder(folder, tower, arch, int8=False) if "fp32" in tower else None
+    for when, (where, t) in towers.items():
+        if "int8" not in t or tokens is None:
+            continue
+        for n in threads:
+            session = runtime.open_session(where / t["int8"]["file"], n)
+            paths[f"{when}: ONNX Runtime int8, {n} thread{'s' if n > 1 else ''}"] = \
+                lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
+    if tokens is not None:
+        session = runtime.open_session(folder / tower["fp32"]["file"], threads[-1])
+        paths[f"after: ONNX Runtime fp32, {threads[-1]} threads"] = \
+            lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
 
     # open_clip in blocks of its own (torch's default threads, then one thread): interleaved
     # with ONNX Runtime calls, torch's OpenMP threads fall asleep between its calls (and
@@ -169,13 +208,55 @@ def main() -> None:
           f"{torch.get_num_threads()}, clipsql's text threads runtime.TEXT_THREADS = "
           f"{runtime.TEXT_THREADS}")
     for name in order:
-        print(f"  {name:<50} p50 {ms[name]:6.2f} ms  {base / ms[name]:5.1f}x open_clip   "
+        print(f"  {name:<64} p50 {ms[name]:6.2f} ms  {base / ms[name]:5.1f}x open_clip   "
               f"worst cosine {cos[name]:.5f}")
+    old_public = "before: public API, format 2's tower (onnx-int8)"
+    if old_public in ms:
+        print(f"public API, after / before: {ms[old_public] / ms[public]:.2f}x faster per query "
+              f"({ms[public]:.2f} ms vs {ms[old_public]:.2f} ms, same run, interleaved)")
     print(f"public API / open_clip: {base / ms[public]:.1f}x faster per query "
           f"({ms[public]:.2f} ms vs {base:.2f} ms)")
     print(f"(a fresh model's prepare + first query on the cached export, sessions opened: "
           f"{opened:.0f} ms, once per process)")
+    print(f"machine: {load_average()} at the end", flush=True)
     check_new_process(spec)
+
+
+def transformer_optimised(folder, tower: dict, out, arch: str) -> dict | None:
+    """This export's fp32 text tower through ONNX Runtime's transformer optimizer (BERT
+    fusions: each residual Add and the LayerNorm after it into SkipLayerNormalization, bias
+    Add and GELU into BiasGelu; its attention is fused already), quantised as the export
+    quantised it: the tower's dict, or None where the optimizer is not there or fails."""
+    import warnings
+
+    import open_clip
+
+    from clipsql.models import export
+    from clipsql.models.quantize import quantize
+
+    out.mkdir()
+    fp32, int8 = out / export.FILES["text-fp32"], out / export.FILES["text-int8"]
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = open_clip.get_model_config(arch)["text_cfg"]
+        width = int(cfg["width"])
+        heads = int(cfg.get("heads") or width // int(cfg.get("head_width", 64)))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = optimize_model(str(folder / tower["fp32"]["file"]), model_type="bert",
+                                   num_heads=heads, hidden_size=width, opt_level=0,
+                                   use_gpu=False)
+        fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+        model.save_model_to_file(str(fp32))
+        quantize(fp32, int8, out_proj=bool(tower["int8"].get("out_proj")))
+    except Exception as exc:  # an optimizer that cannot read this graph
+        print(f"ONNX Runtime's transformer optimizer: not measured ({exc})"[:300])
+        return None
+    print(f"ONNX Runtime's transformer optimizer (bert) on this export's text tower fused: "
+          f"{fused}")
+    return {**tower, "fp32": {"file": fp32.name}, "int8": {**tower["int8"], "file": int8.name}}
 
 
 def check_new_process(spec: str) -> None:

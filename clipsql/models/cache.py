@@ -7,7 +7,7 @@ Everything lives under one folder, ``$CLIPSQL_CACHE`` (default ``$CLIPSQL_HOME/c
         image-fp32.onnx      the image tower (ViT-B-32: 351 MB)
         image-int8.onnx      its int8 quantisation (ViT-B-32: 118 MB)
         text-fp32.onnx       the text tower (ViT-B-32: 254 MB)
-        text-int8.onnx       its int8 quantisation (ViT-B-32: 150 MB: the token
+        text-int8.onnx       its int8 quantisation (ViT-B-32: 141 MB: the token
                              embedding table stays fp32)
 
 ``<key>`` is a hash of the model's identity (architecture, weights tag or checkpoint

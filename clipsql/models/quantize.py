@@ -22,24 +22,27 @@ def per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale
 
 
-def quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the weight MatMuls of :func:`weight_matmuls`, as ONNX
-    Runtime's ``quantize_dynamic(per_channel=True, weight_type=QInt8)`` writes it:
-    ``DynamicQuantizeLinear`` on the activations, ``MatMulInteger`` with int8 weights
-    (symmetric, one scale per output channel), ``Cast`` and one ``Mul`` by the two scales
-    (ONNX Runtime fuses these into one kernel). Done here with whole-matrix numpy instead of
-    ONNX Runtime's per-row Python loop: ViT-B-32's image tower in about a second, not ten.
+def quantize(src: Path, dst: Path, out_proj: bool = False) -> None:
+    """Dynamic int8 quantisation of the weight MatMuls of :func:`weight_matmuls` and of the
+    fused ``Attention`` nodes, as ONNX Runtime's ``quantize_dynamic(per_channel=True,
+    weight_type=QInt8)`` writes it: ``DynamicQuantizeLinear`` on the activations, then
+    ``MatMulInteger`` with int8 weights (symmetric, one scale per output channel), ``Cast``
+    and one ``Mul`` by the two scales (ONNX Runtime fuses these into one kernel), or
+    ``QAttention`` for an ``Attention``. Done here with whole-matrix numpy instead of ONNX
+    Runtime's per-row Python loop: ViT-B-32's image tower in about a second, not ten.
+    ``out_proj``: each attention's output projection is quantised too.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
-    chosen = set(weight_matmuls(graph))
+    chosen = set(weight_matmuls(graph, out_proj))
     inits = {i.name: i for i in graph.initializer}
     nodes, extra, replaced = [], [], set()
     for node in graph.node:
-        w = node.input[1] if node.name in chosen else None
+        attention = node.op_type == "Attention" and node.domain == "com.microsoft"
+        w = node.input[1] if node.name in chosen or attention else None
         if w not in inits or len(inits[w].dims) != 2:
             nodes.append(node)
             continue
@@ -49,17 +52,28 @@ def quantize(src: Path, dst: Path) -> None:
         extra += [numpy_helper.from_array(quantised, f"{p}/w"),
                   numpy_helper.from_array(np.zeros(weight.shape[1], np.int8), f"{p}/w_zero"),
                   numpy_helper.from_array(scale, f"{p}/w_scale")]
-        nodes += [
-            helper.make_node("DynamicQuantizeLinear", [node.input[0]],
-                             [f"{p}/a", f"{p}/a_scale", f"{p}/a_zero"], name=f"{p}/quantize"),
-            helper.make_node("MatMulInteger", [f"{p}/a", f"{p}/w", f"{p}/a_zero", f"{p}/w_zero"],
-                             [f"{p}/int"], name=f"{p}/matmul"),
-            helper.make_node("Cast", [f"{p}/int"], [f"{p}/float"], to=TensorProto.FLOAT,
-                             name=f"{p}/cast"),
-            helper.make_node("Mul", [f"{p}/a_scale", f"{p}/w_scale"], [f"{p}/scale"],
-                             name=f"{p}/scales"),
-            helper.make_node("Mul", [f"{p}/float", f"{p}/scale"], list(node.output),
-                             name=f"{p}/rescale")]
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [node.input[0]],
+                                      [f"{p}/a", f"{p}/a_scale", f"{p}/a_zero"],
+                                      name=f"{p}/quantize"))
+        if attention:  # QAttention's inputs: x, w, bias, x scale, w scale, mask, zero points
+            bias = node.input[2] if len(node.input) > 2 else ""
+            mask = node.input[3] if len(node.input) > 3 else ""
+            nodes.append(helper.make_node(
+                "QAttention", [f"{p}/a", f"{p}/w", bias, f"{p}/a_scale", f"{p}/w_scale", mask,
+                               f"{p}/a_zero", f"{p}/w_zero"],
+                list(node.output)[:1], name=f"{p}/attention", domain="com.microsoft",
+                **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+        else:
+            nodes += [
+                helper.make_node("MatMulInteger",
+                                 [f"{p}/a", f"{p}/w", f"{p}/a_zero", f"{p}/w_zero"],
+                                 [f"{p}/int"], name=f"{p}/matmul"),
+                helper.make_node("Cast", [f"{p}/int"], [f"{p}/float"], to=TensorProto.FLOAT,
+                                 name=f"{p}/cast"),
+                helper.make_node("Mul", [f"{p}/a_scale", f"{p}/w_scale"], [f"{p}/scale"],
+                                 name=f"{p}/scales"),
+                helper.make_node("Mul", [f"{p}/float", f"{p}/scale"], list(node.output),
+                                 name=f"{p}/rescale")]
         replaced.add(w)
     still_used = {i for n in nodes for i in n.input}
     kept = [i for i in graph.initializer if i.name not in replaced or i.name in still_used]
@@ -71,13 +85,19 @@ def quantize(src: Path, dst: Path) -> None:
     onnx.shape_inference.infer_shapes_path(str(dst), str(dst))  # as ONNX Runtime's quantiser
 
 
-def weight_matmuls(graph) -> list[str]:
-    """The MatMul nodes to quantise: those with a weight operand, except each attention's
-    output projection and the final projection. Quantising the activation products
-    (q @ k, scores @ v) and the token embedding as well, as ONNX Runtime does by default,
-    costs accuracy for no speed: measured on ViT-B-32's text tower, the worst cosine to fp32
-    over 160 queries was 0.99899 that way, 0.99914 with weight MatMuls only, and 0.99945
-    with the output projections kept in fp32 too (the bar is 0.999)."""
+def weight_matmuls(graph, out_proj: bool = False) -> list[str]:
+    """The MatMul nodes to quantise: those with a weight operand, except the final projection
+    and (unless ``out_proj``) each attention's output projection. Quantising the activation
+    products (q @ k, scores @ v) and the token embedding as well, as ONNX Runtime does by
+    default, costs accuracy for no speed: measured on ViT-B-32's text tower, the worst cosine
+    to fp32 over 160 queries was 0.99899 that way, 0.99914 with weight MatMuls only, and
+    0.99945 with the output projections kept in fp32 too (the bar is 0.999). The export
+    tries ``out_proj=True`` first on a text tower (a fifth fewer weight bytes a query
+    reads) and keeps it only where its check keeps the bar (:mod:`clipsql.models.export`).
+
+    An output projection is a MatMul named ``out_proj`` (the plain graph) or one that reads
+    an ``Attention`` node's output (the fused one).
+    """
     weights = {i.name for i in graph.initializer}
     made_by = {out: n for n in graph.node for out in n.output}
 
@@ -87,6 +107,10 @@ def weight_matmuls(graph) -> list[str]:
             return True
         return node is not None and node.op_type == "Transpose" and is_weight(node.input[0])
 
-    names = [n.name for n in graph.node
-             if n.op_type == "MatMul" and any(is_weight(i) for i in n.input)]
-    return [n for n in names[:-1] if "out_proj" not in n]
+    def projects_attention(node) -> bool:
+        source = made_by.get(node.input[0])
+        return "out_proj" in node.name or (source is not None and source.op_type == "Attention")
+
+    matmuls = [n for n in graph.node
+               if n.op_type == "MatMul" and any(is_weight(i) for i in n.input)]
+    return [n.name for n in matmuls[:-1] if out_proj or not projects_attention(n)]

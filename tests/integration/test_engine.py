@@ -124,8 +124,9 @@ def test_two_fresh_caches_give_the_same_export_and_backend(tiny_model, tmp_path,
 def test_the_export_is_made_once_with_its_steps_and_reused(tiny_model, own_cache):
     steps = []
     model = ClipModel(tiny_model, device="cpu").prepare(steps.append)
-    assert steps[:2] == ["importing torch and open_clip", "building the model from its weights"]
-    assert steps[2:] == list(export.STEPS)
+    assert steps[:3] == ["starting the export in a process of its own",
+                         "importing torch and open_clip", "building the model from its weights"]
+    assert steps[3:] == list(export.STEPS)
     folder = model.export_folder
     assert folder.parent == own_cache / "models"
     stamp = (folder / "image-fp32.onnx").stat().st_mtime_ns
@@ -211,20 +212,27 @@ def test_an_offline_first_load_leaves_the_collection_unbound(dsn, tiny_model, ph
 
 
 @pytest.mark.slow
-def test_the_real_vitb32_architecture_exports_and_keeps_the_bar(vitb32_model):
+def test_the_real_vitb32_architecture_exports_and_follows_the_rule(vitb32_model):
     """One test on the full-size ViT-B-32 (random weights): both towers exported, fp32
-    within 1e-4 of torch, int8 within the bar, queries on the torch-free tokenizer."""
+    within 1e-4 of torch, the text tower with fused attention, each tower's precision the
+    rule's on its recorded check (whether int8 keeps the bar on this CPU is
+    ``benchmarks/text.py``'s and ``benchmarks/precision.py``'s to measure, not a test's),
+    queries on the torch-free tokenizer."""
     model = ClipModel(vitb32_model, device="cpu").prepare()
     meta = export.read(model.export_folder)
     for tower in ("image", "text"):
         assert meta[tower]["fp32"]["max_diff"] <= export.FP32_TOLERANCE
-        assert meta[tower]["int8"]["min_cosine"] >= export.ACCURACY_BAR, meta[tower]
-    assert model.backend == "onnx-int8" and model.engine.text_backend == "onnx-int8"
+        assert 0.9 < meta[tower]["int8"]["min_cosine"] <= 1 + 1e-6, meta[tower]
+    image, text = (export.choose(meta[t], "auto")[0] for t in ("image", "text"))
+    assert model.backend == f"onnx-{image}" and model.engine.text_backend == f"onnx-{text}"
+    assert meta["text"]["graph"] == "fused" and meta["text"]["input"] == "trimmed"
+    if meta["text"]["int8"]["out_proj"]:  # kept only where its check kept the bar
+        assert meta["text"]["int8"]["min_cosine"] >= export.ACCURACY_BAR
     assert meta["text"]["tokenizer"] == "clip-bpe" and meta["preprocess"]["size"] == [224, 224]
     net, _, tokenizer = open_clip_reference(vitb32_model)
     with torch.no_grad():
         ref = net.encode_text(tokenizer(TEXTS)).numpy()
-    assert cos_min(model.encode_text(TEXTS), ref) >= export.ACCURACY_BAR
+    assert cos_min(model.encode_text(TEXTS), ref) >= (0.99 if text == "int8" else 1 - 1e-6)
     assert cos_min(model.encode_text(TEXTS, fp32=True), ref) >= 1 - 1e-6
 
 
