@@ -835,9 +835,9 @@ BEGIN
     RAISE EXCEPTION 'clipsql: the text query % has not been embedded yet, and this server has no in-database model',
                     quote_literal($1)
         USING ERRCODE = 'no_data_found',
-              HINT = 'embed it once with the collection''s model: clipsql embed-text '
-                     || clipsql._shell_quote($1)
-                     || ' (clipsql status says why the server cannot embed texts itself)';
+              HINT = 'clipsql status says why this server cannot embed texts itself; '
+                     || 'embed it once with the collection''s model: clipsql embed-text '
+                     || clipsql._shell_quote($1);
 END
 $function$;
 
