@@ -170,7 +170,7 @@ def _refuse_by_header(path: str, f) -> None:
     """Refuse, from its first bytes, a file Pillow would refuse: no format it knows
     (``unsupported``) or more pixels than :data:`MAX_PIXELS` (``decompression_bomb``). Any
     other doubt is left to the decode. RAW files are LibRaw's to judge."""
-    if is_raw(path) or f.read(4) == formats._ICO:  # Pillow decodes an ICO as it opens it
+    if is_raw(path) or f.read(4) == formats.ICO_MAGIC:  # Pillow decodes an ICO as it opens it
         f.seek(0)
         return
     f.seek(0)

@@ -92,7 +92,8 @@ def is_raw(name: str) -> bool:
 # --- the frames a file holds, by their own headers ------------------------------------------
 #: Pages of a multi-page TIFF whose headers are read (pages past it are never decoded).
 PAGES_CHECKED = 1000
-_ICO = b"\x00\x00\x01\x00"
+#: The first bytes of an ICO file (Pillow decodes one as it opens it).
+ICO_MAGIC = b"\x00\x00\x01\x00"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG2000 = (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 #: Deflate packs at most 1032 bytes into one (a margin added): PNG pixel data shorter than
@@ -121,7 +122,7 @@ def frame_sizes(fp, max_pixels: int | None = None) -> list[tuple[int, int]]:
     cut: list = []  # PNGs whose data is too short, told after the pixel limit
     fp.seek(0)
     head = fp.read(6)
-    if head[:4] == _ICO:
+    if head[:4] == ICO_MAGIC:
         sizes = _icon_sizes(fp, int.from_bytes(head[4:6], "little"), cut)
     else:
         fp.seek(0)

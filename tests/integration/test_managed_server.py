@@ -295,7 +295,7 @@ def test_serve_says_how_filters_run_at_start_up(before, tiny_model):
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     said, deadline = [], time.monotonic() + 120
     try:
-        while time.monotonic() < deadline and not any("clipsql: open" in x for x in said):
+        while time.monotonic() < deadline and not any("clipsql: open http" in x for x in said):
             with contextlib.suppress(queue.Empty):
                 said.append(lines.get(timeout=1))
             if proc.poll() is not None and lines.empty():

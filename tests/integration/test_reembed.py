@@ -103,6 +103,7 @@ def test_reembed_equals_a_fresh_load_with_the_new_model(dsn, pg_admin_url, tiny_
             clipsql.connect(fresh_dsn, model=wide_model) as ref:
         ref.load(photo_folder)
         ref.add_labels(LABELS, templates=TEMPLATES)
+        ref.store_texts(QUERIES)  # searched with the same (stored, fp32) query vectors
         expected = by_path(ref.conn)
         assert got.keys() == expected.keys()
         for path, vector in expected.items():

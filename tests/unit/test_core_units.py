@@ -78,7 +78,8 @@ def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as info:  # the export's own process says it
         ClipModel("ViT-B-32/laion2b_s34b_b79k").prepare()
     assert "ViT-B-32/laion2b_s34b_b79k" in str(info.value)
-    assert "local checkpoint: the model ViT-B-32/PATH/TO/weights.bin" in str(info.value)
+    assert "local checkpoint with the model ViT-B-32/PATH/TO/weights.bin" in str(info.value)
+    assert "CLIPSQL_MODEL" in str(info.value)
     assert time.perf_counter() - started < 30
 
 

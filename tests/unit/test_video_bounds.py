@@ -20,6 +20,7 @@ from PIL import Image
 from clipsql import config
 from clipsql.errors import ImageError
 from clipsql.ingest import decode, video
+from clipsql.ingest import h264 as sps
 from clipsql.ingest.reasons import Reason
 
 
@@ -60,7 +61,7 @@ def png_declaring(path: Path, width: int, height: int) -> Path:
 def refs_of(path: Path) -> int:
     with av.open(str(path)) as c:
         extradata = bytes(c.streams.video[0].codec_context.extradata)
-    return max(video.h264_refs(nal) for nal in video._avcc_sps(extradata))
+    return max(sps.h264_refs(nal) for nal in sps.avcc_sps(extradata))
 
 
 @pytest.fixture
@@ -148,10 +149,10 @@ def test_a_later_sps_declaring_more_reference_frames_is_charged_before_it_is_dec
 
 def test_an_sps_is_read_from_avcc_and_annex_b():
     nal = bytes.fromhex("6764003eac76110020000401a1")
-    assert video.h264_refs(nal) == 16
-    assert video._annexb_sps(b"\x00\x00\x00\x01" + nal + b"\x00\x00\x01\x68\xee") == [nal + b"\x00"]
-    assert video._lengthed_sps(len(nal).to_bytes(4, "big") + nal, 4) == [nal]
-    assert video.h264_refs(b"\x67") is None  # cut short: unreadable, never an exception
+    assert sps.h264_refs(nal) == 16
+    assert sps.annexb_sps(b"\x00\x00\x00\x01" + nal + b"\x00\x00\x01\x68\xee") == [nal + b"\x00"]
+    assert sps.lengthed_sps(len(nal).to_bytes(4, "big") + nal, 4) == [nal]
+    assert sps.h264_refs(b"\x67") is None  # cut short: unreadable, never an exception
 
 
 # --- time: a deadline per file, and seeking -------------------------------------------------

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from clipsql.ingest import video
+from clipsql.ingest import scenes, video
 
 W, H, FPS = 160, 96, 25
 
@@ -116,11 +116,11 @@ def test_a_flash_and_a_dip_to_black_are_no_cut(tmp_path):
 
 def test_the_detector_alone():
     flat = np.zeros((72, 128, 3), np.uint8)
-    red, blue = video.picture_features(flat + [200, 40, 40]), video.picture_features(
+    red, blue = scenes.picture_features(flat + [200, 40, 40]), scenes.picture_features(
         flat + [60, 60, 230])
-    assert video.picture_distance(red, red) == 0.0
-    assert video.picture_distance(red, blue) > video.SCENE_THRESHOLD
-    cuts = video.SceneCuts(video.SCENE_THRESHOLD)
+    assert scenes.picture_distance(red, red) == 0.0
+    assert scenes.picture_distance(red, blue) > scenes.SCENE_THRESHOLD
+    cuts = scenes.SceneCuts(scenes.SCENE_THRESHOLD)
     said = [cuts.push(p) for p in [red, red, blue, blue, blue]]
     assert said == [False, False, False, True, False]  # one sample behind: the blue at 2
-    assert video.picture_features(flat).blank and not red.blank
+    assert scenes.picture_features(flat).blank and not red.blank

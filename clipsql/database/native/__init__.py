@@ -76,7 +76,7 @@ def python_settings() -> dict[str, str]:
     lib = libpython()
     if lib is None:
         raise DatabaseError("this Python has no shared libpython, which the in-database "
-                            "model needs (build Python with --enable-shared)")
+                            "model needs (a Python built as a shared library)")
     here = str(Path(__file__).resolve().parents[3])  # the folder holding the clipsql package
     path = [p for p in sys.path if p and Path(p).is_dir()]
     if here not in path:
@@ -97,8 +97,10 @@ def _source_key(pg_config: Path) -> str:
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((HERE / name).read_bytes())
-    version = subprocess.run([str(pg_config), "--version"], capture_output=True, text=True,
-                             check=True).stdout.strip()
+    report = subprocess.run([str(pg_config)], capture_output=True, text=True,
+                            check=True).stdout   # every setting, VERSION = PostgreSQL 18.4 among them
+    version = next((line.split("=", 1)[1].strip() for line in report.splitlines()
+                    if line.startswith("VERSION")), "PostgreSQL unknown")
     digest.update(version.encode())
     return f"{version.split()[-1]}-{digest.hexdigest()[:12]}"
 
