@@ -3,6 +3,7 @@ watches found by SQL and by `clipsql search`, one line per sync, SIGINT: exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,8 +52,12 @@ def interrupt(proc, out: Lines, err: Lines, what: str) -> None:
     try:
         code = proc.wait(90)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # -X faulthandler: every thread's stack on stderr
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
         proc.kill()
-        pytest.fail(f"{what} did not stop on SIGINT")
+        err.thread.join(5)
+        pytest.fail(f"{what} did not stop on SIGINT:\n" + "\n".join(err.lines[-80:]))
     out.thread.join(5)
     err.thread.join(5)
     assert code == 0, "\n".join(out.lines + err.lines)
@@ -65,7 +70,7 @@ def test_load_watch_syncs_until_sigint(dsn, tiny_model, tmp_path):
         make_image(root / f"{i}.png", color=(i * 70, 20, 20), pattern=i)
     env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clipsql", "load", str(root), "--watch", "--debounce", "0.3",
+        [sys.executable, "-X", "faulthandler", "-m", "clipsql", "load", str(root), "--watch", "--debounce", "0.3",
          "--settle", "0.5"], env=env, text=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = Lines(proc.stdout), Lines(proc.stderr)
