@@ -46,6 +46,12 @@ class Lines:
         return any(text in line for line in self.lines)
 
 
+def as_at_a_terminal() -> None:
+    """The child's SIGINT as a terminal's foreground process has it (a parent that runs the
+    tests in the background, as `cmd &` does, ignores it, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(proc, out: Lines, err: Lines, what: str) -> None:
     """Ctrl-C (SIGINT) to ``proc``: it must stop with exit status 0 and no traceback."""
     proc.send_signal(signal.SIGINT)
@@ -72,7 +78,7 @@ def test_load_watch_syncs_until_sigint(dsn, tiny_model, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "clipsql", "load", str(root), "--watch", "--debounce", "0.3",
          "--settle", "0.5"], env=env, text=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_at_a_terminal)
     out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
         wait_until(lambda: err.has("watching 1 folder") or proc.poll() is not None,
@@ -125,7 +131,7 @@ def test_serve_watch_keeps_the_served_collection_in_sync(dsn, tiny_model, tmp_pa
     proc = subprocess.Popen(
         [sys.executable, "-m", "clipsql", "serve", "--port", str(port), "--watch", str(root)],
         env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+        stderr=subprocess.PIPE, preexec_fn=as_at_a_terminal)
     out, err = Lines(proc.stdout), Lines(proc.stderr)
 
     def found() -> set:
