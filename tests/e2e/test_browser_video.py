@@ -37,7 +37,9 @@ def test_a_moment_opens_its_video_at_its_start(serve, tmp_path):  # noqa: F811
     assert "/videos/" in src and src.endswith(f"#t={start:g}")
     assert page.locator("#viewer-img").is_hidden()
     page.click("#viewer-close")
-    assert page.eval_on_selector("#viewer-video", "v => v.hidden && !v.getAttribute('src')")
+    # the dialog's close event empties the player: awaited, not read at once
+    page.wait_for_function("() => { const v = document.getElementById('viewer-video'); "
+                           "return v.hidden && !v.getAttribute('src'); }", timeout=10000)
     # a still image opens as an image again
     page.locator("#grid .card", has_not=page.locator(".time")).locator(".thumb").click()
     page.wait_for_function("() => { const i = document.getElementById('viewer-img'); "
