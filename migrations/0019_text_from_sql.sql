@@ -85,31 +85,59 @@ BEGIN
 END
 $function$;
 
+-- The one home of the probability rule: labels with their logits (logit_scale * cosine) and
+-- the model's bias, to probabilities: a softmax over the labels for CLIP (no bias), each
+-- label's sigmoid(logit + bias) for SigLIP. Both label_probabilities call it.
+CREATE OR REPLACE FUNCTION clipsql._label_probabilities(labels text[], logits double precision[],
+                                                        bias double precision)
+ RETURNS TABLE(label text, probability double precision)
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    WITH e AS (
+        SELECT z.label, greatest(-700, least(700, z.logit + $3)) AS t,
+               exp(z.logit - max(z.logit) OVER ()) AS e
+        FROM unnest($1, $2) AS z(label, logit)
+    )
+    SELECT e.label,
+           CASE WHEN $3 IS NULL THEN e.e / sum(e.e) OVER ()
+                WHEN e.t >= 0 THEN 1 / (1 + exp(-e.t))
+                ELSE exp(e.t) / (1 + exp(e.t)) END
+    FROM e ORDER BY 2 DESC, 1
+$function$;
+
+CREATE OR REPLACE FUNCTION clipsql.label_probabilities(embedding halfvec, label_set text DEFAULT 'default')
+ RETURNS TABLE(label text, probability double precision)
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$
+    SELECT p.label, p.probability
+      FROM (SELECT array_agg(l.label ORDER BY l.label) AS labels,
+                   array_agg(s.logit_scale * (1 - (l.embedding <=> $1)) ORDER BY l.label) AS logits,
+                   min(s.logit_bias) AS bias
+              FROM clipsql.labels l JOIN clipsql.label_sets s ON s.name = l.set_name
+             WHERE l.set_name = $2) z
+     CROSS JOIN LATERAL clipsql._label_probabilities(z.labels, z.logits, z.bias) p
+     WHERE z.labels IS NOT NULL
+     ORDER BY 2 DESC, 1
+$function$;
+
 CREATE OR REPLACE FUNCTION clipsql.label_probabilities(embedding halfvec, labels text[],
                                                        templates text[] DEFAULT ARRAY['a photo of a {}.'])
  RETURNS TABLE(label text, probability double precision)
  LANGUAGE sql
  STABLE PARALLEL SAFE
 AS $function$
-    WITH m AS (
-        SELECT l[1]::double precision AS scale, nullif(l[2], 'NaN')::double precision AS bias
-          FROM clipsql._model_logits() AS l
-    ), z AS (
-        SELECT DISTINCT ON (x.label) x.label,
-               m.scale * (1 - (clipsql._label_embedding(x.label, $3) <=> $1)) AS logit,
-               m.bias
-          FROM unnest($2) AS x(label), m
-         WHERE x.label <> ''
-    ), e AS (
-        SELECT z.label, z.bias, greatest(-700, least(700, z.logit + z.bias)) AS t,
-               exp(z.logit - max(z.logit) OVER ()) AS e
-        FROM z
-    )
-    SELECT e.label,
-           CASE WHEN e.bias IS NULL THEN e.e / sum(e.e) OVER ()
-                WHEN e.t >= 0 THEN 1 / (1 + exp(-e.t))
-                ELSE exp(e.t) / (1 + exp(e.t)) END
-    FROM e ORDER BY 2 DESC, 1
+    SELECT p.label, p.probability
+      FROM (SELECT array_agg(x.label ORDER BY x.label) AS labels,
+                   array_agg(m.l[1] * (1 - (clipsql._label_embedding(x.label, $3) <=> $1))
+                             ORDER BY x.label) AS logits,
+                   min(nullif(m.l[2], 'NaN')) AS bias
+              FROM (SELECT DISTINCT u.label FROM unnest($2) AS u(label) WHERE u.label <> '') x,
+                   (SELECT clipsql._model_logits() AS l) m) z
+     CROSS JOIN LATERAL clipsql._label_probabilities(z.labels, z.logits, z.bias) p
+     WHERE z.labels IS NOT NULL
+     ORDER BY 2 DESC, 1
 $function$;
 
 -- The images whose most probable label among `labels` is `label`, most probable first
