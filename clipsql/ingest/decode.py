@@ -141,23 +141,25 @@ def bound_heap() -> bool:
     return ok
 
 
-def read(path: str, preprocess, draft_size: int | None = None) -> Decoded:
+def read(path: str, preprocess, draft_size: int | None = None, *, places=None) -> Decoded:
     """Decode ``path`` and run ``preprocess`` (open_clip's transform) on the oriented RGB image.
 
     ``draft_size`` lets JPEG decoding use DCT scaling so that both sides stay at least this
     large; 2x the model input keeps the preprocessed tensor close to the full decode. The
     file's bytes and decoded pixels count against :data:`BUDGET` until the pixels are
-    preprocessed.
+    preprocessed. ``places``: the file opened must lie inside them
+    (:func:`clipsql.ingest.confine.open_inside`), else ``link_outside``.
     """
+    from clipsql.ingest.confine import opened
+
     bound_heap()
     with BUDGET.reservation() as ticket:
         try:
-            st = os.stat(path)
-            if st.st_size == 0:
-                raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
-            if st.st_size > MAX_BYTES:
-                raise ImageError(Reason.TOO_LARGE, f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
-            with open(path, "rb") as f:
+            with opened(path, places) as f:
+                st = os.fstat(f.fileno())
+                if st.st_size > MAX_BYTES:
+                    raise ImageError(Reason.TOO_LARGE,
+                                     f"{st.st_size} bytes is over the {MAX_BYTES} byte limit")
                 _refuse_by_header(path, f)  # before the file is read whole, or hashed
                 BUDGET.take(ticket, st.st_size)
                 data = f.read()

@@ -36,60 +36,69 @@ from clipsql.ingest.video import is_video, read_moment, read_video
 _state: dict = {}
 
 
-def _start_process(preprocess, draft_size, workers) -> None:
+def _start_process(preprocess, draft_size, workers, places) -> None:
     if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
         sys.modules["torch"].set_num_threads(1)
     decode.BUDGET = decode.MemoryBudget(decode.DECODE_MEMORY // workers)  # a share each
-    _state.update(preprocess=preprocess, draft_size=draft_size)
+    _state.update(preprocess=preprocess, draft_size=draft_size, places=places)
 
 
 def _read_in_process(path: str):
-    return read_file(path, _state["preprocess"], _state["draft_size"])
+    return read_file(path, _state["preprocess"], _state["draft_size"], places=_state["places"])
 
 
 def _read_row_in_process(path: str, start_s):
-    return read_row(path, start_s, _state["preprocess"], _state["draft_size"])
+    return read_row(path, start_s, _state["preprocess"], _state["draft_size"],
+                    places=_state["places"])
 
 
-def read_file(path: str, preprocess, draft_size: int | None = None) -> list:
+def read_file(path: str, preprocess, draft_size: int | None = None, *, places=None) -> list:
     """The rows of one file: an image's one :class:`~clipsql.ingest.decode.Decoded`, or a
-    video's moments (:func:`clipsql.ingest.video.read_video`), all with the file's facts."""
+    video's moments (:func:`clipsql.ingest.video.read_video`), all with the file's facts.
+    ``places``: the file opened must lie inside them (:mod:`clipsql.ingest.confine`)."""
     if is_video(path):
-        return read_video(path, preprocess, draft_size)
-    return [read(path, preprocess, draft_size)]
+        return read_video(path, preprocess, draft_size, places=places)
+    return [read(path, preprocess, draft_size, places=places)]
 
 
-def read_row(path: str, start_s: float | None, preprocess, draft_size: int | None = None):
+def read_row(path: str, start_s: float | None, preprocess, draft_size: int | None = None, *,
+             places=None):
     """One stored row's file again (a reembed): a still image, or a video moment's keyframe
     with the video's facts, as the load read them (:func:`clipsql.ingest.video.read_moment`)."""
     if start_s is None:
-        return read(path, preprocess, draft_size)
-    return read_moment(path, start_s, preprocess, draft_size)
+        return read(path, preprocess, draft_size, places=places)
+    return read_moment(path, start_s, preprocess, draft_size, places=places)
 
 
 class Decoders:
-    """``submit(path)`` gives a future of the file's rows (:func:`read_file`, or ImageError)."""
+    """``submit(path)`` gives a future of the file's rows (:func:`read_file`, or ImageError);
+    every file opened must lie inside ``places`` (None: anywhere)."""
 
-    def __init__(self, preprocess, draft_size: int | None, workers: int, processes: bool = False):
+    def __init__(self, preprocess, draft_size: int | None, workers: int, processes: bool = False,
+                 *, places=None):
         self.processes = processes
         self._preprocess, self._draft = preprocess, draft_size
+        self._places = tuple(places) if places is not None else None
         if processes:
             self._pool = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_process, initargs=(preprocess, draft_size, workers))
+                initializer=_start_process,
+                initargs=(preprocess, draft_size, workers, self._places))
         else:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clipsql-decode")
 
     def submit(self, path: str) -> Future:
         if self.processes:
             return self._pool.submit(_read_in_process, path)
-        return self._pool.submit(read_file, path, self._preprocess, self._draft)
+        return self._pool.submit(read_file, path, self._preprocess, self._draft,
+                                 places=self._places)
 
     def submit_row(self, path: str, start_s: float | None) -> Future:
         """A future of one stored row's :class:`~clipsql.ingest.decode.Decoded` (:func:`read_row`)."""
         if self.processes:
             return self._pool.submit(_read_row_in_process, path, start_s)
-        return self._pool.submit(read_row, path, start_s, self._preprocess, self._draft)
+        return self._pool.submit(read_row, path, start_s, self._preprocess, self._draft,
+                                 places=self._places)
 
     @staticmethod
     def result(future: Future):

@@ -27,7 +27,7 @@ from clipsql import config
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
 from clipsql.errors import DatabaseError, ImageError
-from clipsql.ingest import accounting, roots
+from clipsql.ingest import accounting, confine, roots
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.reasons import Reason
@@ -90,7 +90,7 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
 
     ``workers`` decoders (default: the number of cores, 2 to 8) run as threads, or as
     processes with ``processes=True`` (see :mod:`clipsql.ingest.decoder_pool`).
-    ``pipeline(connect, model, todo, report, progress)``, if given, decodes and embeds the
+    ``pipeline(connect, model, todo, report, progress, places=...)``, if given, decodes and embeds the
     files to (re)load instead, writing through a :class:`Writer` (the Ray engine,
     :mod:`clipsql.ingest.ray_engine`); the walk, skip, prune and index steps stay these.
 
@@ -130,11 +130,12 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
             if steps is not None:
                 steps(f"embedding {len(todo)} files with {model.backend}")
             binding.bind_model(conn, identity, model.spec.resolved())
+            places = confine.places_of(found)  # each file opened is checked to be inside
             if pipeline is not None:
-                pipeline(connect, model, todo, report, progress)
+                pipeline(connect, model, todo, report, progress, places=places)
             else:
                 _run_pipeline(connect, model, todo, found.files, report, batch_size, workers,
-                              draft, processes, progress)
+                              draft, processes, progress, places)
             report.backend, report.backend_reason = model.backend, model.backend_reason
         if prune:
             report.removed = accounting.prune(conn, vanished)
@@ -144,7 +145,7 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
 
 
 def _run_pipeline(connect, model, todo, stats, report, batch_size, workers, draft, processes,
-                  progress):
+                  progress, places=None):
     """Decode, embed and write ``todo`` in passes: each pass takes the files no other load
     holds; between passes, holding nothing, it waits for the first file another one held."""
     claims = accounting.Claims(connect)
@@ -160,7 +161,7 @@ def _run_pipeline(connect, model, todo, stats, report, batch_size, workers, draf
             held: list = []
             items = claims.mine(todo, stats, batch_size, held, done_elsewhere)
             _one_pass(connect, model, items, claims, report, batch_size, workers, draft,
-                      processes, progress, counted)
+                      processes, progress, counted, places)
             if held:
                 claims.wait(held[0])
             todo = held
@@ -171,14 +172,14 @@ def _run_pipeline(connect, model, todo, stats, report, batch_size, workers, draf
 
 
 def _one_pass(connect, model, items, claims, report, batch_size, workers, draft, processes,
-              progress, counted):
+              progress, counted, places=None):
     preprocess = model.preprocess
     draft_size = 2 * model.image_size if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
     writer = Writer(connect, report, claims)
     writer.start()
     try:
-        with Decoders(preprocess, draft_size, workers, processes) as pool:
+        with Decoders(preprocess, draft_size, workers, processes, places=places) as pool:
             pending: deque = deque()
             batch, failed = [], []
 

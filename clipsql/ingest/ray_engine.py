@@ -85,9 +85,10 @@ def load(connect, model, paths, *, address=None, actors=None, prune=False, force
     if actors is not None and actors < 1:
         raise ConfigError(f"actors must be at least 1, not {actors}")
 
-    def pipeline(connect, model, todo, report, progress):
+    def pipeline(connect, model, todo, report, progress, places=None):
         with _runtime(ray, address):
-            _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
+            _run(ray, connect, model, todo, report, batch_size, actors, draft, progress,
+                 places)
 
     return loader.load(connect, model, paths, prune=prune, force=force, batch_size=batch_size,
                        draft=draft, progress=progress, pipeline=pipeline, steps=steps,
@@ -197,7 +198,7 @@ def _actor_precision(model, device):
     return asked
 
 
-def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress):
+def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress, places=None):
     from ray.data import DataContext
 
     context = DataContext.get_current()
@@ -211,7 +212,8 @@ def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress)
     ds = ray.data.from_items([{"path": p} for p in todo],
                              override_num_blocks=math.ceil(len(todo) / block))
     ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
-                        fn_kwargs={"preprocess": preprocess, "draft_size": draft_size},
+                        fn_kwargs={"preprocess": preprocess, "draft_size": draft_size,
+                                   "places": places},
                         num_cpus=decode_cpus)
     threads = max(1, int(actor_resources["num_cpus"])) if device == "cpu" else None
     with warnings.catch_warnings():  # Ray 2.60 deprecates passing actor options this way
@@ -260,10 +262,11 @@ def _batches(ray, ds, batch_size):
                         ) from exc
 
 
-def _decode_batch(batch, preprocess, draft_size):
+def _decode_batch(batch, preprocess, draft_size, places=None):
     """Decode one batch of paths (a Ray task): per file, its pickled rows (Decoded, one or
     a video's moments) without pixels and their pixels apart, stacked, or a pickled
-    (reason, detail) for a file that failed."""
+    (reason, detail) for a file that failed; files opened outside ``places`` fail
+    (:mod:`clipsql.ingest.confine`)."""
     import sys
 
     if "torch" in sys.modules:  # a torchvision transform (a numpy one needs no torch)
@@ -272,7 +275,7 @@ def _decode_batch(batch, preprocess, draft_size):
     ok, records, pixels = [], [], []
     for path in paths:
         try:
-            rows = read_file(path, preprocess, draft_size)
+            rows = read_file(path, preprocess, draft_size, places=places)
         except ImageError as exc:
             ok.append(False)
             records.append(pickle.dumps((exc.reason, exc.detail)))

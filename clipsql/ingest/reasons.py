@@ -62,6 +62,8 @@ class Reason(_Code):
                                                 "before decoding")
     TOO_SLOW = "too_slow", ("its decode took longer than its deadline (CPU seconds, scaled "
                             "by its size): stopped")
+    LINK_OUTSIDE = "link_outside", ("replaced by a link to a place outside the loaded "
+                                    "folders after the folder was listed: not read")
 
 
 class Ignored(_Code):

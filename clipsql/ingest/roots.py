@@ -40,6 +40,12 @@ def record(conn, found) -> None:
         (list(rows), list(rows.values())))
 
 
+def places(conn) -> tuple[str, ...]:
+    """Every recorded place: where later reads of the rows' files (OCR, a reembed, the web
+    server's renditions) may open a file (:mod:`clipsql.ingest.confine`)."""
+    return tuple(p for (p,) in conn.execute("SELECT path FROM clipsql.roots").fetchall())
+
+
 def holds(conn, real: str) -> bool:
     """Whether the resolved path ``real`` lies inside a place that was loaded."""
     return bool(conn.execute(HOLDS, {"real": real}).fetchone()[0])

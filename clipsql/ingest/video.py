@@ -45,7 +45,7 @@ from PIL import Image
 
 from clipsql import config
 from clipsql.errors import ImageError
-from clipsql.ingest import decode, h264
+from clipsql.ingest import confine, decode, h264
 from clipsql.ingest.decode import Decoded, mtime_of, read_error
 from clipsql.ingest.reasons import Reason
 from clipsql.ingest.scenes import SCENE_THRESHOLD, THUMB, SceneCuts, picture_features
@@ -119,7 +119,7 @@ def is_video(path: str) -> bool:
 
 def read_video(path: str, preprocess, draft_size: int | None = None, *,
                max_interval_s: float = MAX_INTERVAL_S, max_moments: int = MAX_MOMENTS,
-               scene_threshold: float = SCENE_THRESHOLD) -> list[Decoded]:
+               scene_threshold: float = SCENE_THRESHOLD, places=None) -> list[Decoded]:
     """The moments of the video at ``path``, in order, each a :class:`Decoded` whose
     ``pixels`` are ``preprocess`` (open_clip's transform) of its keyframe (RGB, upright).
 
@@ -131,17 +131,17 @@ def read_video(path: str, preprocess, draft_size: int | None = None, *,
     The decoder's memory (:func:`stream_cost`) is taken from :data:`~clipsql.ingest.decode.BUDGET`
     before a frame is decoded (a stream that cannot fit is refused), and the decode and the
     hash share the file's :class:`Deadline`; the file is hashed only once FFmpeg read it.
-    Thread-safe: each call opens the file on its own.
+    Thread-safe: each call opens the file on its own, once: ``places`` as
+    :func:`clipsql.ingest.decode.read` (:mod:`clipsql.ingest.confine`).
     """
     decode.bound_heap()
-    st = _stat(path)
     with decode.BUDGET.reservation() as ticket, _image_errors(), \
-            _Video(path, ticket, st) as video:
+            _Video(path, ticket, places=places) as video:
         moments, end, incomplete = _read(video, preprocess, draft_size, ticket,
                                          float(max_interval_s), max(1, int(max_moments)),
                                          float(scene_threshold))
-        digest = _hash(path, video.deadline)
-        return _decoded(path, st, digest, video, moments, end, incomplete)
+        digest = _hash(video.source, video.deadline)
+        return _decoded(path, video.st, digest, video, moments, end, incomplete)
 
 
 @contextlib.contextmanager
@@ -160,7 +160,7 @@ def _image_errors():
 
 
 def frame_at(path: str, seconds: float, max_side: int | None = None, *,
-             min_side: int | None = None) -> Image.Image:
+             min_side: int | None = None, places=None) -> Image.Image:
     """The frame shown ``seconds`` into the video (RGB, upright): the last frame that starts
     at or before that time, or the last frame of all past the end. Shrunk (never enlarged)
     so that its longer side is at most ``max_side``, or its shorter side ``min_side`` (as
@@ -169,23 +169,24 @@ def frame_at(path: str, seconds: float, max_side: int | None = None, *,
     at or before that time, then decodes forward: never from the start of a video that has
     keyframes since. Budgeted and bounded by its deadline as :func:`read_video` is (the
     thumbnails, detail views and OCR of moments all read through here); raises
-    :class:`ImageError` as it does."""
+    :class:`ImageError` as it does, ``places`` too."""
     decode.bound_heap()
-    with decode.BUDGET.reservation() as ticket, _image_errors(), _Video(path, ticket) as video:
+    with decode.BUDGET.reservation() as ticket, _image_errors(), \
+            _Video(path, ticket, places=places) as video:
         frame = video.frame_at(max(0.0, float(seconds)))
         return video.image(frame, min_side=min_side, max_side=max_side)
 
 
 def read_moment(path: str, start_s: float, preprocess, draft_size: int | None = None,
-                end_s: float | None = None) -> Decoded:
+                end_s: float | None = None, *, places=None) -> Decoded:
     """One moment again (a reembed): the :class:`Decoded` :func:`read_video` made for the
     moment starting at ``start_s`` (the same keyframe, file facts and metadata; ``exif``
     without the facts only a whole read knows), ``end_s`` as given. Read as
-    :func:`frame_at` reads (seeking), then hashed."""
+    :func:`frame_at` reads (seeking), then hashed; ``places`` as :func:`read_video`."""
     decode.bound_heap()
-    st = _stat(path)
     with decode.BUDGET.reservation() as ticket, _image_errors(), \
-            _Video(path, ticket, st) as video:
+            _Video(path, ticket, places=places) as video:
+        st = video.st
         frame = video.frame_at(max(0.0, float(start_s)))
         pixels = preprocess(video.image(frame, min_side=draft_size))
         del frame
@@ -194,7 +195,7 @@ def read_moment(path: str, start_s: float, preprocess, draft_size: int | None = 
         if video.rotation:
             meta["exif"]["rotation"] = video.rotation
         width, height = video.display_size
-        digest = _hash(path, video.deadline)
+        digest = _hash(video.source, video.deadline)
         return Decoded(path=path, sha256=digest, bytes=st.st_size, mtime=mtime_of(st),
                        width=width, height=height, format=video.format, meta=meta,
                        pixels=pixels, start_s=start_s, end_s=end_s)
@@ -260,17 +261,6 @@ class Deadline:
 
 
 # --- reading --------------------------------------------------------------------------------
-def _stat(path: str):
-    """The file's stat; an empty file, or I/O failures, as :class:`ImageError`."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise read_error(exc) from None
-    if st.st_size == 0:
-        raise ImageError(Reason.EMPTY, "the file is empty (0 bytes)")
-    return st
-
-
 def _hash(path: str, deadline: Deadline) -> str:
     """The sha256 (hex) of the file, read in chunks within ``deadline``; I/O failures as
     :class:`ImageError`. Called once FFmpeg read the file: one it refuses is never hashed."""
@@ -398,26 +388,34 @@ class _Video:
     """One opened video: its chosen stream, its facts, frames with their times. Opening it
     refuses a stream whose decoder cannot fit the budget and takes its cost from ``ticket``
     (a reservation of :data:`~clipsql.ingest.decode.BUDGET`); its :class:`Deadline` starts
-    now (``st``: the file's stat, if known)."""
+    now. The file is opened once, inside ``places``
+    (:func:`clipsql.ingest.confine.open_inside`), and read only through that descriptor
+    (:attr:`source`): FFmpeg, the hash and the checks all read the file that was checked."""
 
-    def __init__(self, path: str, ticket=None, st=None):
+    def __init__(self, path: str, ticket=None, *, places=None):
         import av
 
         self.path = path
         self.container = None
         self.ticket = ticket
-        self.deadline = Deadline(deadline_s(st if st is not None else _stat(path)))
+        self._fd = confine.open_inside(path, places)
+        self.st = os.fstat(self._fd)
+        self.source = confine.source(self._fd, path)
+        self.deadline = Deadline(deadline_s(self.st))
         self.frames_decoded = 0
         try:
             self.container = av.open(
-                "file:" + os.path.abspath(path), metadata_errors="replace",
+                "file:" + self.source, metadata_errors="replace",
                 container_options={"format_whitelist": ",".join(DEMUXERS),
                                    "protocol_whitelist": "file"})
-        except av.error.ArgumentError:  # a format FFmpeg knows but not a video one we read
-            raise ImageError(Reason.UNSUPPORTED, "not a video container clipsql reads "
-                             f"({', '.join(DEMUXERS)})") from None
-        except av.error.InvalidDataError:
-            raise _unreadable_container(path) from None
+        except BaseException as exc:
+            if isinstance(exc, av.error.ArgumentError):  # known to FFmpeg, not a video we read
+                exc = ImageError(Reason.UNSUPPORTED, "not a video container clipsql reads "
+                                 f"({', '.join(DEMUXERS)})")
+            elif isinstance(exc, av.error.InvalidDataError):
+                exc = _unreadable_container(self.source)
+            self.close()
+            raise exc from None
         try:
             self._setup()
         except BaseException:
@@ -526,7 +524,7 @@ class _Video:
             entries = self.stream.index_entries
             n = len(entries)
             last = max(entries[i].pos + entries[i].size for i in range(max(0, n - 16), n))
-            return n > 0 and last > os.path.getsize(self.path)
+            return n > 0 and last > self.st.st_size
         except Exception:  # no index: cannot tell
             return False
 
@@ -628,6 +626,9 @@ class _Video:
         if self.container is not None:
             self.container.close()
             self.container = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> _Video:
         return self

@@ -126,20 +126,22 @@ def _video_reader():
     return frame_at
 
 
-def _read_one(engine, item, frame_at):
+def _read_one(engine, item, frame_at, places=None):
     """``(id, result, sha256)`` of one pending row, or ``(id, why, path)``: a file
     that cannot be read, a video frame that cannot be decoded, or Tesseract failing on one
-    image stops only that image."""
+    image stops only that image. Only files inside ``places`` (the loaded folders,
+    :func:`clipsql.ingest.roots.places`) are read: a row's file replaced since by a link
+    out of them is ``link_outside``."""
     from clipsql.ingest import decode
 
     image_id, path, sha, start_s = item
     try:
         if start_s is None:  # decoded within the budget and the pixel limit
-            decoded = decode.read(path, engine.prepare)
+            decoded = decode.read(path, engine.prepare, places=places)
             (prepared, factor), sha = decoded.pixels, decoded.sha256
             size = (decoded.width, decoded.height)
         else:  # budgeted, seeking and within its deadline; 8K and smaller frames whole
-            frame = frame_at(path, start_s, max_side=MAX_FRAME_SIDE)
+            frame = frame_at(path, start_s, max_side=MAX_FRAME_SIDE, places=places)
             size = frame.size
             prepared, factor = engine.prepare(frame)
             del frame
@@ -190,7 +192,10 @@ def _run(conn, engine, batch_size, where, params, progress, redo, threads) -> Oc
     report = OcrReport(engine.engine, engine.languages)
     todo, report.skipped = pending(conn, engine.engine, engine.languages, where=where,
                                    params=params, redo=redo)
+    from clipsql.ingest import roots
+
     frame_at = _video_reader() if any(item[3] is not None for item in todo) else None
+    places = roots.places(conn)
     if frame_at is None:
         report.moments_skipped = sum(1 for item in todo if item[3] is not None)
         todo = [item for item in todo if item[3] is None]
@@ -202,8 +207,8 @@ def _run(conn, engine, batch_size, where, params, progress, redo, threads) -> Oc
         for first in range(0, len(todo), batch_size):
             batch = todo[first:first + batch_size]
             rows = []
-            for image_id, result, sha in pool.map(lambda item: _read_one(engine, item, frame_at),
-                                                  batch):
+            for image_id, result, sha in pool.map(
+                    lambda item: _read_one(engine, item, frame_at, places), batch):
                 if isinstance(result, str):  # why it could not be read
                     report.failed[sha] = result
                     continue

@@ -67,11 +67,21 @@ RETRY_AFTER_S = 2
 BUSY = "the server is busy with other images and videos; try again in a moment"
 #: Threads that read file bodies for responses, a chunk at a time.
 READERS = 8
+#: The niceness added to the media threads (Linux: per thread): decoding and hashing take
+#: the CPU only when ``/api/status``, searches and the database do not want it.
+MEDIA_NICE = 10
 
 
 def busy() -> HTTPException:
     """The 503 of a full (or too slow) media pool."""
     return HTTPException(503, BUSY, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _lower_priority() -> None:
+    """Run by each media thread as it starts: lower its own scheduling priority (a no-op
+    where threads have no priority of their own)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MEDIA_NICE)
 
 
 def _consume(future) -> None:  # nobody may be left to read it: no "never retrieved" warning
@@ -87,7 +97,7 @@ class MediaPool:
                  wait_s: float = MEDIA_WAIT_S, readers: int = READERS):
         self.threads, self.limit, self.wait_s = threads, threads + queue, wait_s
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="clipsql-media")
+            threads, thread_name_prefix="clipsql-media", initializer=_lower_priority)
         self._readers = concurrent.futures.ThreadPoolExecutor(
             readers, thread_name_prefix="clipsql-read")
         self._lock = threading.Lock()
@@ -200,7 +210,7 @@ def add_file_routes(app, backend, thumbs: ThumbnailCache, pool: MediaPool) -> No
                                    size=row.bytes, wait=False)
         with f:
             files.still_at(f, row.path)
-            path = keyframe(thumbs, row, size) if moment else \
+            path = keyframe(thumbs, row, size, backend.places()) if moment else \
                 thumbs.get(row.id, row.sha256, row.path, size)
             try:  # the name still leads to the checked file: the thumbnail shows its content
                 files.still_at(f, row.path)
@@ -322,10 +332,11 @@ def moment_key(row) -> str:
     return hashlib.sha256(f"{row.sha256}@{row.start_s!r}".encode()).hexdigest()
 
 
-def keyframe(thumbs: ThumbnailCache, row, size: int) -> Path | None:
+def keyframe(thumbs: ThumbnailCache, row, size: int, places=None) -> Path | None:
     """The cached JPEG (``size`` px) of a video moment's keyframe, made now if missing
-    (:func:`clipsql.ingest.video.frame_at`); None when the frame cannot be read. Called in
-    the media pool, which bounds how many decode at once."""
+    (:func:`clipsql.ingest.video.frame_at`, from a file inside ``places``, the loaded
+    folders); None when the frame cannot be read. Called in the media pool, which bounds how
+    many decode at once."""
     from PIL import Image
 
     from clipsql.ingest.video import frame_at
@@ -334,7 +345,7 @@ def keyframe(thumbs: ThumbnailCache, row, size: int) -> Path | None:
     if target.is_file():
         return target
     try:
-        frame = frame_at(row.path, row.start_s, max_side=size)
+        frame = frame_at(row.path, row.start_s, max_side=size, places=places)
         with frame:
             rgb = frame.convert("RGB")
         rgb.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -120,6 +120,44 @@ def test_a_file_replaced_by_a_link_out_of_the_folder_is_not_served(db, attack, t
         assert client.get(f"/images/{c_id}").content == c
 
 
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_read(db, attack, monkeypatch):
+    """The walk lists ``b.jpg`` (a photo, inside); before it is read, the folder's writer
+    replaces it by a link to a private photo. The file opened is checked, not the name: no row
+    takes the secret, the file is a failure (``link_outside``), the rest is loaded."""
+    from clipsql.ingest import loader
+
+    photos, private = attack
+    walk = loader.discover
+
+    def walk_then_swap(*args, **kwargs):
+        found = walk(*args, **kwargs)
+        os.unlink(photos / "b.jpg")
+        os.symlink(private / "secret.png", photos / "b.jpg")
+        return found
+
+    monkeypatch.setattr(loader, "discover", walk_then_swap)
+    report = db.load(photos)
+    assert str(photos / "b.jpg") not in rows(db)
+    assert sha(private / "secret.png") not in set(rows(db).values())
+    assert db.conn.execute("SELECT reason FROM clipsql.failures WHERE path = %s",
+                           (str(photos / "b.jpg"),)).fetchone() == ("link_outside",)
+    assert report.added == 3 and report.failed == 1
+
+
+def test_ocr_reads_no_file_swapped_for_a_link_since_the_load(db, attack):
+    """A loaded photo later replaced by a link to a private one: the OCR run reads the
+    loaded folders only, so the private file's words are never read into the database."""
+    photos, private = attack
+    db.load(photos)
+    os.unlink(photos / "b.jpg")
+    os.symlink(private / "secret.png", photos / "b.jpg")
+    report = db.ocr()
+    assert report.failed.get(str(photos / "b.jpg"), "").startswith("link_outside"), report.failed
+    assert not db.conn.execute(
+        "SELECT 1 FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id "
+        "WHERE i.path = %s", (str(photos / "b.jpg"),)).fetchone()
+
+
 def test_rows_loaded_through_links_are_served_only_while_their_place_is_recorded(
         db, attack, tiny_model, tmp_path):
     from clipsql.web import create_app, serve_in_thread

@@ -85,7 +85,9 @@ def test_internals_names_every_failure_and_ignored_reason():
     assert named == [r.value for r in Reason] + [i.value for i in Ignored], (
         "docs/internals.md's reasons table is not clipsql/ingest/reasons.py's: " + ", ".join(named))
     for code in [*Reason, *Ignored]:
-        row = next(line for line in section.splitlines() if line.startswith(f"| `{code.value}` |"))
+        table = "clipsql.failures" if isinstance(code, Reason) else "clipsql.ignored"
+        row = next(line for line in section.splitlines()
+                   if line.startswith(f"| `{code.value}` | `{table}` |"))
         assert code.description in row, (code.value, row)
 
 

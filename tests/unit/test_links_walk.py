@@ -105,3 +105,80 @@ def test_the_server_sends_nothing_that_resolves_outside_or_was_swapped_in(tmp_pa
         with pytest.raises(HTTPException) as refused:
             files.open_verified(real, digest)
         assert refused.value.status_code == 404
+
+
+# --- the file opened is checked, not the name the walk listed (clipsql.ingest.confine) -------
+@pytest.fixture
+def swapped(tmp_path):
+    """``photos/`` with a real photo and a real video, each then replaced by a link to a
+    private file of the same kind (what a folder writer does between the walk and the read),
+    and a FIFO in the place of a third file."""
+    from tests.conftest import make_image
+    from tests.videos import make_video
+
+    photos, private = tmp_path / "photos", tmp_path / "private"
+    make_image(private / "secret.png", color=(1, 2, 3), pattern=3)
+    make_video(private / "secret.mp4", [((10, 10, 200), 1.0)])
+    make_image(photos / "a.png", color=(200, 10, 10), pattern=1)
+    make_video(photos / "v.mp4", [((200, 10, 10), 1.0)])
+    (photos / "f.jpg").write_bytes(b"x")
+    for name, target in (("a.png", "secret.png"), ("v.mp4", "secret.mp4")):
+        os.replace(photos / name, tmp_path / f"was-{name}")
+        os.symlink(private / target, photos / name)
+    os.unlink(photos / "f.jpg")
+    os.mkfifo(photos / "f.jpg")
+    return photos, private
+
+
+def _reason(call):
+    from clipsql.errors import ImageError
+
+    with pytest.raises(ImageError) as raised:
+        call()
+    return str(raised.value.reason)
+
+
+def test_decoders_refuse_a_file_that_leads_outside_the_places(swapped):
+    from clipsql.ingest import decode, video
+    from clipsql.ingest.decoder_pool import read_file
+
+    photos, private = swapped
+    places = [str(photos.resolve())]
+    same = lambda img: img  # noqa: E731
+    assert _reason(lambda: decode.read(str(photos / "a.png"), same, places=places)) == \
+        "link_outside"
+    assert _reason(lambda: video.read_video(str(photos / "v.mp4"), same, places=places)) == \
+        "link_outside"
+    assert _reason(lambda: video.frame_at(str(photos / "v.mp4"), 0.0, places=places)) == \
+        "link_outside"
+    assert _reason(lambda: video.read_moment(str(photos / "v.mp4"), 0.0, same,
+                                             places=places)) == "link_outside"
+    assert _reason(lambda: read_file(str(photos / "a.png"), same, places=places)) == \
+        "link_outside"
+    # the same files, read where the user allowed their place (follow_links), or unconfined
+    allowed = places + [str(private.resolve())]
+    assert decode.read(str(photos / "a.png"), same, places=allowed).width == 96
+    assert len(video.read_video(str(photos / "v.mp4"), same, places=allowed)) >= 1
+    assert decode.read(str(photos / "a.png"), same).width == 96
+
+
+def test_a_fifo_in_the_place_of_a_file_is_refused_not_waited_on(swapped):
+    """Opening a FIFO for reading waits for a writer for ever; the decoders open without
+    waiting and refuse what is not a regular file (run in a thread: a hang fails the test)."""
+    import threading
+
+    from clipsql.ingest import decode, video
+
+    photos, _ = swapped
+    answers = []
+
+    def read_all():
+        for call in (lambda: decode.read(str(photos / "f.jpg"), lambda i: i),
+                     lambda: video.read_video(str(photos / "f.jpg"), lambda i: i)):
+            answers.append(_reason(call))
+
+    worker = threading.Thread(target=read_all, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "a decoder waited on the FIFO"
+    assert answers == ["unreadable", "unreadable"]
