@@ -30,7 +30,12 @@ on it):
 * ``web sparse``: the loaded refs16 video replaced by a 20 GB sparse file, 45 concurrent
   ``GET /videos/ID`` (the same measures).
 
-An attack that runs past ``--timeout`` is killed and shown as such. ``--rev REV`` exports that
+* ``load NAME`` (``--corpus DIR``, repeatable): ``clipsql load`` of any folder, whole, e.g.
+  Pillow's own test corpus (``pip download --no-deps --no-binary :all: pillow==13.0.0``, then
+  ``--corpus pillow-13.0.0/Tests/images``: 1,060 files, bombs, truncated and exotic ones).
+
+``--only load`` or ``--only web`` runs one group. An attack that runs past ``--timeout`` is
+killed and shown as such. ``--rev REV`` exports that
 revision with ``git archive`` into the scratch folder (the repository is not touched) and runs
 the same attacks on it first, so "before" and "after" come from one run on one machine. The
 first lines are the machine (CPU model and features, load average).
@@ -235,7 +240,14 @@ def attacks(code: Code, made: dict[str, Path], args) -> list[tuple[str, dict]]:
 
     try:
         for kind in ("refs16", "skip", "sparse"):
-            report(f"load {kind}", code.load(made[kind].parent, args.timeout))
+            if "load" in args.only:
+                report(f"load {kind}", code.load(made[kind].parent, args.timeout))
+        for corpus in args.corpus:  # any folder, e.g. Pillow's own test images
+            report(f"load {corpus.name}", code.load(corpus, args.timeout))
+        if "web" not in args.only:
+            return found
+        if "load" not in args.only:  # the web attacks need the refs16 video loaded
+            code.load(made["refs16"].parent, args.timeout)
         server = Server(code)
         try:
             ids = moments(server, made["refs16"].name)
@@ -283,7 +295,13 @@ def main() -> None:
     ap.add_argument("--flood", type=int, default=42, help="concurrent media GETs")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per attack")
     ap.add_argument("--model", help="ARCH/CHECKPOINT (default: a tiny CLIP, random weights)")
+    ap.add_argument("--corpus", type=Path, action="append", default=[], metavar="DIR",
+                    help="also load this folder whole (peak RSS, seconds): e.g. Pillow's "
+                         "Tests/images from its sdist (see docs/performance.md)")
+    ap.add_argument("--only", default="load,web",
+                    help="which attacks: load, web or both (default load,web)")
     args = ap.parse_args()
+    args.only = set(args.only.split(","))
     print_machine()
     tmp = scratch_dir("clipsql-media-attacks-")
     spec = args.model or tiny_model(tmp)

@@ -165,6 +165,10 @@ def read(path: str, preprocess, draft_size: int | None = None, *, places=None) -
                 data = f.read()
         except OSError as exc:
             raise read_error(exc) from None
+        except (ImageError, MemoryError):
+            raise
+        except Exception as exc:  # a plugin's bug on a hostile header must not stop the load
+            raise ImageError(Reason.CORRUPT, f"{type(exc).__name__}: {exc}") from None
         return decode_bytes(path, data, st, preprocess, draft_size, ticket)
 
 
@@ -178,10 +182,10 @@ def _refuse_by_header(path: str, f) -> None:
     f.seek(0)
     import warnings
 
-    try:
-        with warnings.catch_warnings():
+    try:  # Pillow gets a handle of its own: some plugins (FTEX) close the file they read
+        with warnings.catch_warnings(), os.fdopen(os.dup(f.fileno()), "rb") as probe:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(f) as img:
+            with Image.open(probe) as img:
                 w, h = img.size
     except UnidentifiedImageError:
         raise ImageError(Reason.UNSUPPORTED, "not an image format Pillow can read") from None

@@ -70,6 +70,18 @@ def read_row(path: str, start_s: float | None, preprocess, draft_size: int | Non
     return read_moment(path, start_s, preprocess, draft_size, places=places)
 
 
+def _light(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its :class:`ImageError` raised again without the frames it
+    came through. A failed decode's exception waits in its Future until the loader takes it,
+    and its traceback (and the context of the decoder's own exception) holds the decoder's
+    locals: for a hostile file, hundreds of MB per file still queued."""
+    try:
+        return fn(*args, **kwargs)
+    except ImageError as exc:
+        light = ImageError(exc.reason, exc.detail)
+    raise light  # outside the handler: no context, a traceback of this frame only
+
+
 class Decoders:
     """``submit(path)`` gives a future of the file's rows (:func:`read_file`, or ImageError);
     every file opened must lie inside ``places`` (None: anywhere)."""
@@ -90,15 +102,15 @@ class Decoders:
     def submit(self, path: str) -> Future:
         if self.processes:
             return self._pool.submit(_read_in_process, path)
-        return self._pool.submit(read_file, path, self._preprocess, self._draft,
+        return self._pool.submit(_light, read_file, path, self._preprocess, self._draft,
                                  places=self._places)
 
     def submit_row(self, path: str, start_s: float | None) -> Future:
         """A future of one stored row's :class:`~clipsql.ingest.decode.Decoded` (:func:`read_row`)."""
         if self.processes:
             return self._pool.submit(_read_row_in_process, path, start_s)
-        return self._pool.submit(read_row, path, start_s, self._preprocess, self._draft,
-                                 places=self._places)
+        return self._pool.submit(_light, read_row, path, start_s, self._preprocess,
+                                 self._draft, places=self._places)
 
     @staticmethod
     def result(future: Future):

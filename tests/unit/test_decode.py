@@ -182,3 +182,26 @@ def test_an_isolated_decode_cannot_pass_its_memory_limit(tmp_path):
     with pytest.raises(ImageError) as info:
         decode_isolated(str(tmp_path / "junk.png"), 400 << 20)
     assert info.value.reason in (Reason.CORRUPT, Reason.UNSUPPORTED, Reason.TRUNCATED)
+
+
+def test_a_failed_decode_keeps_none_of_the_decoders_frames(tmp_path):
+    """A failure waits in its Future until the loader takes it (up to 64 files ahead): its
+    exception must not hold the decoder's frames, whose locals are the file's buffers
+    (Pillow's corpus: 3.3 GB peak from a few BLP files queued, 0.8 GB without)."""
+    import traceback
+
+    from clipsql.errors import ImageError
+    from clipsql.ingest.decoder_pool import Decoders
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with Decoders(lambda img: img, None, 1) as pool:
+        exc = pool.submit(str(bad)).exception()
+        row_exc = pool.submit_row(str(bad), None).exception()
+    for e in (exc, row_exc):
+        assert isinstance(e, ImageError) and e.reason in ("corrupt", "unsupported", "truncated")
+        assert e.__context__ is None and e.__cause__ is None
+        frames = [frame.f_code for frame, _ in traceback.walk_tb(e.__traceback__)]
+        assert frames[-1].co_name == "_light", frames  # the decoder's own frames are gone
+        assert not [f for f in frames if f.co_filename.endswith(("decode.py", "video.py"))
+                    or "PIL" in f.co_filename], frames
