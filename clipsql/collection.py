@@ -17,7 +17,8 @@ import numpy as np
 
 from clipsql.collection_ingest import IngestMixin
 from clipsql.collection_labels import LabelsMixin
-from clipsql.database import binding, connection, hnsw, images, migrations
+from clipsql.database import binding, connection, hnsw, migrations
+from clipsql.database.queries import SQL
 from clipsql.errors import ClipsqlError
 from clipsql.models import cache
 from clipsql.query import duplicates, relevance, search, text_cache
@@ -217,12 +218,9 @@ def status_of(c, url: str, model=None) -> dict:
     server embeds any text itself (:func:`clipsql.database.native.mode`)."""
     from clipsql.database import filter_login, native
 
-    rows, videos, moments = c.execute(
-        f"SELECT count(*), count(DISTINCT path) FILTER (WHERE start_s IS NOT NULL), "
-        f"count(*) FILTER (WHERE start_s IS NOT NULL) FROM {images.TABLE}").fetchone()
-    failures = dict(c.execute(
-        "SELECT reason, count(*) FROM clipsql.failures GROUP BY reason ORDER BY 1").fetchall())
-    size = c.execute(f"SELECT pg_total_relation_size('{images.TABLE}')").fetchone()[0]
+    rows, videos, moments = c.execute(SQL["image_status"]).fetchone()
+    failures = dict(c.execute(SQL["image_failures_by_reason"]).fetchall())
+    size = c.execute(SQL["image_table_bytes"]).fetchone()[0]
     try:
         backend = model().describe() if model else None
     except ClipsqlError as exc:  # e.g. the bound checkpoint is gone: status still answers
@@ -238,7 +236,7 @@ def status_of(c, url: str, model=None) -> dict:
         "moments": moments,
         "failures": sum(failures.values()),
         "failures_by_reason": failures,
-        "ignored": c.execute("SELECT count(*) FROM clipsql.ignored").fetchone()[0],
+        "ignored": c.execute(SQL["ignored_count"]).fetchone()[0],
         "index": hnsw.index_name(hnsw.index_kind(c)[0]) if hnsw.has_index(c) else None,
         "table_bytes": size,
         "backend": backend,

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsql import config
-from clipsql.database import binding, images
+from clipsql.database import binding, connection, images
+from clipsql.database.queries import SQL
 from clipsql.errors import ClipsqlError, EmptyCollectionError, ImageError, QueryError
 from clipsql.query import algebra, relevance, search, text_cache
 
@@ -55,6 +56,7 @@ class QueryService:
         self._device = device
         self._precision = precision
         self._models: dict[str, ClipModel] = {}
+        self._identities: dict[str, dict] = {}  # spec -> its model's identity, computed once
         self._seen: dict[tuple, object] = {}  # database -> the binding the request was seen with
         self._last: ClipModel | None = None
         self._lock = threading.RLock()
@@ -71,8 +73,22 @@ class QueryService:
                 model = ClipModel(spec, device=self._device, precision=self._precision)
                 self._models[spec or ""] = model
                 while len(self._models) > MAX_MODELS:
-                    self._models.pop(next(iter(self._models)))
+                    self._identities.pop(old := next(iter(self._models)), None)
+                    self._models.pop(old)
             return model
+
+    def _open(self, spec: str | None) -> tuple[ClipModel, dict]:
+        """:meth:`open`, with the model's identity (arch, pretrained, dim: fixed for a model
+        object, so computed once, when first asked for)."""
+        model = self.open(spec)
+        with self._lock:
+            identity = self._identities.get(spec or "")
+        if identity is None:
+            identity = model.identity()
+            with self._lock:
+                if self._models.get(spec or "") is model:
+                    self._identities[spec or ""] = identity
+        return model, identity
 
     def pin(self, model: ClipModel | None) -> None:
         """Use ``model`` from now on (a reembed just switched to it); None: the bound model."""
@@ -83,6 +99,7 @@ class QueryService:
                 return
             self._request = model.spec.resolved()
             self._models[self._request] = model
+            self._identities.pop(self._request, None)
             self._last = model
 
     @property
@@ -94,14 +111,20 @@ class QueryService:
         """The model to embed with for the collection on ``conn``: the bound one (or the
         requested one until a switch), checked against the binding."""
         row = binding_row if binding_row is not None else _binding(conn)
-        model = self.open(self._spec(text_cache.database_key(conn), row))
-        bound = binding.bound_from_row(row[:4]) if row else None
-        if bound is not None:
-            binding.check_identity(bound, model.identity())
-        self._last = model
-        return model
+        return self._checked(conn, row)[0]
 
-    def _spec(self, database: tuple, row) -> str | None:
+    def _checked(self, conn, row) -> tuple[ClipModel, dict, tuple]:
+        """The model for the binding's ``row`` (read once by the caller), its identity checked
+        against the row, and the database: ``(model, identity, database)``, passed down."""
+        database = connection.database_key(conn)
+        bound = binding.bound_from_row(row) if row else None
+        model, identity = self._open(self._spec(database, row, bound))
+        if bound is not None:
+            binding.check_identity(bound, identity)
+        self._last = model
+        return model, identity, database
+
+    def _spec(self, database: tuple, row, bound: dict | None) -> str | None:
         generation = None if row is None else row[4]
         with self._lock:
             if self._request is not None:
@@ -112,7 +135,7 @@ class QueryService:
                     return self._request
         if row is None:
             return None  # nothing bound yet: the default model (a first load binds it)
-        return binding.usable_spec(binding.bound_from_row(row[:4]))
+        return binding.usable_spec(bound)
 
     def _needs_no_model(self, row) -> bool:
         """Whether the collection's own model, not yet open, would embed (then a text
@@ -125,21 +148,29 @@ class QueryService:
                    row=text_cache.UNREAD) -> np.ndarray:
         """The embedding of ``text``: from memory, from ``clipsql.text_embeddings`` or
         computed (and stored there unless ``store`` is False: anonymous web queries).
-        ``row``: the binding's row (:data:`binding.GENERATION_SQL`) the caller read."""
-        text_cache.check_text(text)  # before any model loads
+        ``row``: the binding's row (:data:`binding.BINDING_SQL`) the caller read."""
+        algebra.check_text(text)  # before any model loads
         if row is text_cache.UNREAD:
             row = _binding(conn)
+        return self._embed_text(conn, text, store, row)
+
+    def _embed_text(self, conn, text: str, store: bool, row) -> np.ndarray:
+        """:meth:`embed_text` of a checked text, with the binding's row the caller read: the
+        model is chosen and checked here once, and the text cache told so."""
         if self._needs_no_model(row):
             vec = text_cache.stored(conn, text)  # embedded before: no model needed at all
             if vec is not None:
                 return vec
-        return text_cache.embed(conn, self.model(conn, row), text, store=store, bound_row=row)
+        model, identity, database = self._checked(conn, row)
+        return text_cache.embed(conn, model, text, store=store, bound_row=row,
+                                checked=(identity, database))
 
     async def embed_text_async(self, conn, text: str) -> np.ndarray:
         """:meth:`embed_text` on an async psycopg connection."""
-        text_cache.check_text(text)
-        row = await (await conn.execute(binding.GENERATION_SQL)).fetchone()
-        model = self.open(self._spec(text_cache.database_key(conn), row))
+        algebra.check_text(text)
+        row = await (await conn.execute(binding.BINDING_SQL)).fetchone()
+        bound = binding.bound_from_row(row) if row else None
+        model = self.open(self._spec(connection.database_key(conn), row, bound))
         self._last = model
         return await text_cache.embed_async(conn, model, text)
 
@@ -207,9 +238,13 @@ class QueryService:
         plus already embedded ``vectors`` as ``(vector, weight)`` (an upload), combined by
         ``clipsql.combine``. ``row``: the binding's row, if the caller read it."""
         parts = algebra.as_parts(query) if query is not None else []
+        return self._embed_parts(conn, parts, store, vectors, row)
+
+    def _embed_parts(self, conn, parts, store, vectors, row) -> np.ndarray:
+        """:meth:`embed_query` of parts already checked (:func:`algebra.as_parts`)."""
         if row is text_cache.UNREAD and parts:
             row = _binding(conn)
-        embedded = [(self.embed_text(conn, p.text, store=store, row=row)
+        embedded = [(self._embed_text(conn, p.text, store, row)
                      if isinstance(p, algebra.Text) else self.embed_image(conn, p.image, row),
                      p.weight) for p in parts]
         embedded += list(vectors)
@@ -227,15 +262,13 @@ class QueryService:
         """Rank images by a query (texts, images, weighted parts, ``vectors``), best first;
         the keywords of :func:`clipsql.query.search.find`. A switch of models that overlaps
         the call is followed: the call is done again, once, with the new model."""
-        parts = [] if query is None else algebra.as_parts(query)
-        if image is not None:
-            parts.append(algebra.Image(image))
+        parts, own = algebra.parse(query, image)
         if not parts and not vectors:
             raise QueryError("give a text query, an image, or both")
+        own = None if vectors else own
 
         def rank(row):
-            vector = self.embed_query(conn, parts or None, store=store, vectors=vectors, row=row)
-            own = algebra.self_reference(parts) if not vectors else None
+            vector = self._embed_parts(conn, parts, store, vectors, row)
             exclude = self.stored(conn, own.image, "id") if own is not None else None
             return search.find(conn, vector, where=where, params=params, limit=limit,
                                candidates=candidates, exclude_id=exclude, **cutoffs)
@@ -273,16 +306,18 @@ class QueryService:
         """Whether another model was switched in since ``before``; then the call's texts,
         which the old model may have stored after the switch, are removed so that the call
         done again stores the new model's."""
-        if before is None or binding.generation(conn) == before:
+        now = _binding(conn)
+        if before is None or (None if now is None else tuple(now)) == before:
             return False
         texts = [p.text for p in parts if isinstance(p, algebra.Text)]
         if texts:
-            conn.execute("DELETE FROM clipsql.text_embeddings WHERE query = ANY(%s)", (texts,))
+            conn.execute(SQL["text_delete"], (texts,))
         return True
 
 
 def _binding(conn):
-    return conn.execute(binding.GENERATION_SQL).fetchone()
+    """The binding's row (:data:`binding.BINDING_SQL`), or None before the first load."""
+    return conn.execute(binding.BINDING_SQL).fetchone()
 
 
 def _required(conn):
@@ -319,7 +354,7 @@ def _lookup_sql(column: str, where: str) -> str:
     """The one row a lookup names: for a video, the latest moment starting at or before the
     time (the first moment without one)."""
     order = "start_s DESC NULLS LAST" if "start_s" in where else "start_s NULLS FIRST"
-    return f"SELECT {column} FROM {images.TABLE} WHERE {where} ORDER BY {order} LIMIT 1"
+    return SQL["image_lookup"].format(column=column, where=where, order=order)
 
 
 def _stored_vector(value, image) -> np.ndarray:

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from clipsql.database import images, user_sql
+from clipsql.database import user_sql
+from clipsql.database.queries import SQL
 from clipsql.errors import ImageError, ModelError, QueryError
 from clipsql.models.captioner import DEFAULT_CAPTION_MODEL, MAX_LENGTH, Captioner
 
@@ -49,18 +50,7 @@ class CaptionReport:
                 "seconds": round(self.seconds, 3), "images_per_s": round(self.rate, 3)}
 
 
-_PENDING = (
-    f"SELECT i.id, i.path, i.sha256, c.image_id IS NULL OR c.image_sha256 IS DISTINCT FROM i.sha256 "
-    f"FROM {images.TABLE} i LEFT JOIN {TABLE} c ON c.image_id = i.id AND c.model = %s "
-    "WHERE i.sha256 IS NOT NULL {where} ORDER BY i.id")
-
-_WRITE = (
-    f"INSERT INTO {TABLE} (image_id, model, caption, image_sha256) "
-    "SELECT v.id, %s, v.caption, v.sha256 "
-    "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, caption, sha256) "
-    f"WHERE EXISTS (SELECT 1 FROM {images.TABLE} i WHERE i.id = v.id) "
-    "ON CONFLICT (image_id, model) DO UPDATE SET caption = EXCLUDED.caption, "
-    "image_sha256 = EXCLUDED.image_sha256, created_at = now()")
+_PENDING, _WRITE = SQL["captions_pending"], SQL["captions_write"]
 
 
 def pending(conn, caption_model: str, *, where=None, params=()) -> tuple[list, int]:
@@ -89,8 +79,7 @@ def remembered_model(conn) -> str | None:
     wrote one (captions written by hand, with a model name that is not ``ARCH/...``, do not
     count). ModelError when it was a checkpoint file: only its name and fingerprint are
     recorded, not where it is."""
-    row = conn.execute(f"SELECT model FROM {TABLE} WHERE strpos(model, '/') > 0 "
-                       "ORDER BY created_at DESC, image_id DESC LIMIT 1").fetchone()
+    row = conn.execute(SQL["captions_latest_model"]).fetchone()
     if row is None:
         return None
     if row[0].partition("/")[2].startswith("file:"):

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import fields, make_dataclass
 
 from clipsql.database import user_sql
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 from clipsql.query import search
 
@@ -52,6 +53,8 @@ HybridHit = make_dataclass(
                           "score, with each ranking's rank and score, the caption and the "
                           "words recognised in the image (``ocr_text``)."})
 
+#: The fused ranking :func:`hybrid` runs: ``clipsql.hybrid_ranking``'s rows as hits.
+HYBRID_SQL = search.hits_sql(SQL["hybrid_ranking"], SQL["hybrid_columns"])
 
 def text_ranking(conn, text: str, *, where=None, params=(), limit: int = CANDIDATES,
                  caption_model: str | None = None) -> list[tuple[int, float, str]]:
@@ -76,10 +79,7 @@ def captions_for(conn, ids: Sequence[int], caption_model: str | None = None) -> 
     ids = [int(i) for i in ids]
     if not ids:
         return {}
-    rows = conn.execute(
-        "SELECT c.id, c.caption FROM unnest(%s::bigint[]) AS u(id), "
-        "LATERAL (SELECT u.id, clipsql.current_caption(u.id, %s) AS caption) c "
-        "WHERE c.caption IS NOT NULL", [ids, caption_model]).fetchall()
+    rows = conn.execute(SQL["captions_current"], [ids, caption_model]).fetchall()
     return dict(rows)
 
 
@@ -119,18 +119,11 @@ def hybrid(conn, vector, text: str, *, where=None, params=(), limit: int = 10,
         raise QueryError(f"rrf_k must be an integer of 0 or more, not {rrf_k!r}")
     weights = check_weights(weights)
     query = HalfVector(vector) if weights["clip"] and vector is not None else None
-    with user_sql.read_only(conn, where) as ro:
-        sql = search.hits_sql(
-            "clipsql.hybrid_ranking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) WITH ORDINALITY "
-            "AS r(id, score, clip_rank, text_rank, ocr_rank, clip_score, text_score, ocr_score, "
-            "caption, ocr_text, n)",
-            ", r.clip_score, r.text_score, r.clip_rank, r.text_rank, r.caption, r.ocr_score, "
-            "r.ocr_rank, r.ocr_text")
-        rows = ro.execute(sql, [text, query, limit, rrf_k, candidates, weights["clip"],
-                                weights["text"], weights["ocr"],
-                                search.filter_sql(ro, where, params), caption_model,
-                                strategy]).fetchall()
-        plan = ro.execute("SELECT current_setting('clipsql_rank.strategy', true)").fetchone()[0]
+    with user_sql.filtered(conn, where, params) as (ro, bound_filter):
+        rows = ro.execute(HYBRID_SQL, [text, query, limit, rrf_k, candidates, weights["clip"],
+                                       weights["text"], weights["ocr"], bound_filter,
+                                       caption_model, strategy]).fetchall()
+        plan = ro.execute(SQL["ranking_settings"]).fetchone()[0]
     names = [f.name for f in fields(HybridHit) if f.name != "found_by"]
     results = search.Results()
     for row in rows:

@@ -12,22 +12,26 @@ from __future__ import annotations
 import os
 
 from clipsql import config
+from clipsql.database.queries import SQL
 from clipsql.errors import EmptyCollectionError, ModelError, ModelMismatchError
 
-#: The binding's columns; ``bound_from_row`` turns its row into a dict.
-BOUND_SQL = "SELECT arch, pretrained, dim, spec FROM clipsql.model"
+#: The binding's row (``queries.sql``'s ``binding``): ``arch, pretrained, dim, spec`` (which
+#: :func:`bound_from_row` turns into a dict) and ``bound_at``, the moment it was made (it
+#: changes when a reembed switches models).
+BINDING_SQL = SQL["binding"]
 EMPTY_MESSAGE = "the collection is empty: load a folder into it first (clipsql load FOLDER)"
 
 
 def bound_from_row(row) -> dict | None:
-    """``{"arch", "pretrained", "dim", "spec"}`` from a row of :data:`BOUND_SQL`, or None."""
-    return None if row is None else dict(zip(("arch", "pretrained", "dim", "spec"), row))
+    """``{"arch", "pretrained", "dim", "spec"}`` from a row of :data:`BINDING_SQL` (its
+    first four columns), or None."""
+    return None if row is None else dict(zip(("arch", "pretrained", "dim", "spec"), row[:4]))
 
 
 def bound_model(conn) -> dict | None:
     """The model identity (arch, pretrained, dim) recorded for this collection, or None
     before the first load."""
-    bound = bound_from_row(conn.execute(BOUND_SQL).fetchone())
+    bound = bound_from_row(conn.execute(BINDING_SQL).fetchone())
     return None if bound is None else {k: bound[k] for k in ("arch", "pretrained", "dim")}
 
 
@@ -41,7 +45,7 @@ def require_model(conn) -> dict:
 
 def bound_spec(conn) -> str | None:
     """The model spec the collection was loaded with (checkpoint paths absolute)."""
-    bound = bound_from_row(conn.execute(BOUND_SQL).fetchone())
+    bound = bound_from_row(conn.execute(BINDING_SQL).fetchone())
     return None if bound is None else bound["spec"]
 
 
@@ -85,31 +89,25 @@ def check_identity(bound: dict, identity: dict) -> None:
 def bind_model(conn, identity: dict, spec: str | None = None) -> None:
     """Record the model and fix the embedding column's dimension (first load only)."""
     with conn.transaction():
-        conn.execute("LOCK TABLE clipsql.model IN EXCLUSIVE MODE")
+        conn.execute(SQL["binding_lock"])
         bound = bound_model(conn)
         if bound is None:
             conn.execute(
-                "INSERT INTO clipsql.model (arch, pretrained, dim, spec) VALUES (%s, %s, %s, %s)",
+                SQL["binding_insert"],
                 (identity["arch"], identity["pretrained"], identity["dim"],
                  spec or f"{identity['arch']}/{identity['pretrained']}"),
             )
-            conn.execute(
-                f"ALTER TABLE clipsql.images ALTER COLUMN embedding TYPE halfvec({int(identity['dim'])})"
-            )
+            conn.execute(SQL["binding_fix_dim"].format(dim=int(identity["dim"])))
             # Cached query embeddings of a previous model would rank wrongly.
-            if conn.execute("SELECT to_regclass('clipsql.text_embeddings')").fetchone()[0]:
-                conn.execute("DELETE FROM clipsql.text_embeddings")
+            if conn.execute(SQL["binding_has_texts"]).fetchone()[0]:
+                conn.execute(SQL["text_delete_all"])
     check_model(conn, identity)
-
-
-#: The binding with the moment it was made: changes when a reembed switches models.
-GENERATION_SQL = "SELECT arch, pretrained, dim, spec, bound_at FROM clipsql.model"
 
 
 def generation(conn) -> tuple | None:
     """The binding's row with its ``bound_at``; a different value means another model was
     switched in since (:mod:`clipsql.reembed`). None before the first load."""
-    row = conn.execute(GENERATION_SQL).fetchone()
+    row = conn.execute(BINDING_SQL).fetchone()
     return None if row is None else tuple(row)
 
 
@@ -117,6 +115,5 @@ def rebind(conn, identity: dict, spec: str) -> None:
     """Record another model for a collection already bound (the switch of a reembed, in
     its transaction; the embedding column was replaced by then)."""
     conn.execute(
-        "UPDATE clipsql.model SET arch = %s, pretrained = %s, dim = %s, spec = %s, "
-        "bound_at = clock_timestamp()",
+        SQL["binding_rebind"],
         (identity["arch"], identity["pretrained"], identity["dim"], spec))

@@ -229,3 +229,9 @@ def ensure_vector(conn) -> tuple[int, ...]:
         )
     register_types(conn)
     return version
+
+
+def database_key(conn) -> tuple:
+    """Which database ``conn`` is connected to (host, port, name)."""
+    info = conn.info
+    return (info.host, info.port, info.dbname)

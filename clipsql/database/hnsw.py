@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from clipsql.database.binding import bound_model
 from clipsql.database.migrations import LOCK_KEY
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 
 INDEX_NAME = "images_embedding_hnsw"
@@ -46,11 +47,9 @@ def build_memory_mb(conn, dim: int | None = None, kind: str = "halfvec") -> int:
     it does not (a 512-d halfvec graph takes about 1.8 kB per row, a binary one 0.85 kB).
     ``dim`` defaults to the bound model's (a reembed builds for the new one's).
     """
-    rows, bound_dim = conn.execute(
-        "SELECT greatest(c.reltuples, 0), m.dim FROM pg_class c, clipsql.model m "
-        "WHERE c.oid = 'clipsql.images'::regclass").fetchone()
+    rows, bound_dim = conn.execute(SQL["index_build_rows"]).fetchone()
     if rows == 0:  # never analysed (reltuples -1): count; a load or import just ran
-        rows = conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0]
+        rows = conn.execute(SQL["image_count"]).fetchone()[0]
     dim = dim or bound_dim
     return graph_memory_mb(rows, dim, vector_bytes=dim / 8 if kind == "binary" else None)
 
@@ -75,7 +74,7 @@ def graph_memory_mb(rows: float, dim: int, vector_bytes: float | None = None) ->
 
 def index_kind(conn) -> tuple[str, int]:
     """The collection's index kind and binary oversampling factor (``clipsql.index_config``)."""
-    return tuple(conn.execute("SELECT kind, oversample FROM clipsql.index_config").fetchone())
+    return tuple(conn.execute(SQL["index_kind"]).fetchone())
 
 
 def index_name(kind: str) -> str:
@@ -88,9 +87,7 @@ def index_name(kind: str) -> str:
 def has_index(conn, kind: str | None = None) -> bool:
     """Whether the index of ``kind`` (default: the configured one) exists."""
     name = index_name(kind or index_kind(conn)[0])
-    return conn.execute(
-        "SELECT 1 FROM pg_indexes WHERE schemaname = 'clipsql' AND indexname = %s", (name,)
-    ).fetchone() is not None
+    return conn.execute(SQL["index_exists"], (name,)).fetchone() is not None
 
 
 def set_index_kind(conn, kind: str, *, oversample: int | None = None) -> bool:
@@ -105,14 +102,13 @@ def set_index_kind(conn, kind: str, *, oversample: int | None = None) -> bool:
     if oversample is not None and not (isinstance(oversample, int) and 1 <= oversample <= 1000):
         raise QueryError(f"oversample must be an integer from 1 to 1000, not {oversample!r}")
     with conn.transaction():
-        conn.execute("UPDATE clipsql.index_config SET kind = %s, "
-                     "oversample = coalesce(%s, oversample)", (kind, oversample))
+        conn.execute(SQL["index_set_kind"], (kind, oversample))
     # An empty collection gets its index after its first load (faster than row by row).
-    has_rows = conn.execute("SELECT EXISTS (SELECT FROM clipsql.images)").fetchone()[0]
+    has_rows = conn.execute(SQL["image_exists"]).fetchone()[0]
     built = ensure_index(conn) if has_rows else False
     if built or not has_rows or has_index(conn, kind):
         other = index_name("halfvec" if kind == "binary" else "binary")
-        conn.execute(f"DROP INDEX IF EXISTS clipsql.{other}")
+        conn.execute(SQL["index_drop"].format(name=other))
     if not conn.autocommit:
         conn.commit()
     return built
@@ -150,20 +146,16 @@ def create_sql(name: str, column: str, *, if_not_exists: bool = False,
         using = f"(binary_quantize({column})::bit({dim})) bit_hamming_ops"
     else:
         using = f"{column} halfvec_cosine_ops"
-    return (f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}"
-            f"{'IF NOT EXISTS ' if if_not_exists else ''}{name} ON clipsql.images "
-            f"USING hnsw ({using}) "
-            f"WITH (m = {HNSW_M}, ef_construction = "
-            f"{BINARY_EF_CONSTRUCTION if kind == 'binary' else HNSW_EF_CONSTRUCTION})")
+    return SQL["index_create"].format(
+        concurrently="CONCURRENTLY " if concurrently else "",
+        if_not_exists="IF NOT EXISTS " if if_not_exists else "", name=name, using=using,
+        m=HNSW_M, ef_construction=BINARY_EF_CONSTRUCTION if kind == "binary" else HNSW_EF_CONSTRUCTION)
 
 
 def index_valid(conn, name: str) -> bool | None:
     """Whether the index ``name`` is usable: None if absent, False if a build was cut short
     (``CREATE INDEX CONCURRENTLY`` leaves an invalid index behind)."""
-    row = conn.execute(
-        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'clipsql' AND c.relname = %s", (name,)).fetchone()
+    row = conn.execute(SQL["index_valid"], (name,)).fetchone()
     return None if row is None else row[0]
 
 
@@ -174,7 +166,7 @@ def build_concurrently(conn, name: str, column: str, dim: int) -> bool:
     if state:
         return False
     if state is False:
-        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS clipsql.{name}")
+        conn.execute(SQL["index_drop_concurrently"].format(name=name))
     conn.execute(f"SET maintenance_work_mem = '{build_memory_mb(conn, dim)}MB'")
     conn.execute(f"SET max_parallel_maintenance_workers = {BUILD_WORKERS}")
     try:

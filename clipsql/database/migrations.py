@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipsql.database.queries import SQL
 from clipsql.errors import MigrationError
 
 #: Arbitrary constant shared by every clipsql process ("clipsql" in ASCII, as a number).
@@ -57,10 +58,10 @@ def available() -> list[Migration]:
 
 def current_version(conn) -> int:
     """The highest applied migration, 0 for a database clipsql never touched."""
-    exists = conn.execute("SELECT to_regclass('clipsql.schema_version')").fetchone()[0]
+    exists = conn.execute(SQL["schema_version_exists"]).fetchone()[0]
     if exists is None:
         return 0
-    return conn.execute("SELECT coalesce(max(version), 0) FROM clipsql.schema_version").fetchone()[0]
+    return conn.execute(SQL["schema_version"]).fetchone()[0]
 
 
 def apply(conn) -> list[Migration]:
@@ -75,12 +76,8 @@ def apply(conn) -> list[Migration]:
     applied = []
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS clipsql")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS clipsql.schema_version ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        conn.execute(SQL["schema_create"])
+        conn.execute(SQL["schema_version_create"])
         done = current_version(conn)  # another process may have migrated while we waited
         for migration in available():
             if migration.version <= done:
@@ -89,7 +86,7 @@ def apply(conn) -> list[Migration]:
                 with conn.transaction():
                     conn.execute(migration.sql())
                     conn.execute(
-                        "INSERT INTO clipsql.schema_version (version, name) VALUES (%s, %s)",
+                        SQL["schema_version_insert"],
                         (migration.version, migration.name),
                     )
             except psycopg.Error as exc:

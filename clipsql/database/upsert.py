@@ -12,9 +12,8 @@ holds the transaction, so a batch is in the table wholly or not at all.
 
 from __future__ import annotations
 
-from clipsql.database.images import TABLE, WRITTEN
-
-_TABLE = "clipsql_staging"
+from clipsql.database.images import WRITTEN
+from clipsql.database.queries import SQL
 
 
 def upsert(conn, columns, rows) -> tuple[int, int]:
@@ -24,16 +23,13 @@ def upsert(conn, columns, rows) -> tuple[int, int]:
     (rows added, rows written). Runs inside the caller's transaction.
     """
     columns = list(columns)
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_TABLE} ("
-                 + ", ".join(f"{c} {t}" for c, t in WRITTEN.items()) + ") ON COMMIT DELETE ROWS")
+    conn.execute(SQL["upsert_staging"].format(
+        columns=", ".join(f"{c} {t}" for c, t in WRITTEN.items())))
     cols = ", ".join(columns)
-    with conn.cursor() as cur, cur.copy(f"COPY {_TABLE} ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+    with conn.cursor() as cur, cur.copy(SQL["upsert_copy"].format(columns=cols)) as copy:
         copy.set_types([WRITTEN[c] for c in columns])
         for row in rows:
             copy.write_row(row)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("path", "start_s"))
-    inserted = conn.execute(
-        f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {_TABLE} "
-        f"ON CONFLICT (path, start_s) DO UPDATE SET {updates}, updated_at = now() "
-        "RETURNING (xmax = 0)").fetchall()
+    inserted = conn.execute(SQL["upsert"].format(columns=cols, updates=updates)).fetchall()
     return sum(1 for (new,) in inserted if new), len(inserted)

@@ -40,8 +40,8 @@ from clipsql.database import filter_login
 from clipsql.database.placeholders import escape_percents, without_placeholders
 from clipsql.errors import QueryError
 
-__all__ = ["wrap", "read_only", "describe", "escape_percents", "without_placeholders",
-           "STATEMENT_TIMEOUT_MS", "FILTER_ROLE"]
+__all__ = ["wrap", "bind", "read_only", "filtered", "describe", "escape_percents",
+           "without_placeholders", "STATEMENT_TIMEOUT_MS", "FILTER_ROLE"]
 
 #: The deadline of one filtered block (search, classify, flag), in milliseconds.
 STATEMENT_TIMEOUT_MS = 30_000
@@ -66,6 +66,18 @@ def wrap(where: str | None) -> str | None:
     if "\x00" in where:
         raise QueryError("the WHERE fragment contains a NUL character")
     return f"(\n{escape_percents(where)}\n)"
+
+
+def bind(conn, where, params=()) -> str | None:
+    """The filter as the text the SQL functions take: wrapped (:func:`wrap`) and its
+    parameters bound by psycopg's client-side quoting; None for no filter. Called inside
+    :func:`read_only` so that a mismatch is reported as the filter's error."""
+    import psycopg
+
+    wrapped = wrap(where)
+    if wrapped is None:
+        return None
+    return psycopg.ClientCursor(conn).mogrify(wrapped, list(params or ()))
 
 
 class _Deadline:
@@ -181,6 +193,16 @@ def read_only(conn, where: str | None = None, *, what: str = "search",
                                   role=FILTER_ROLE if where else None)) from None
     except (IndexError, TypeError) as exc:  # placeholder / parameter count mismatch
         raise QueryError(f"the WHERE fragment and its parameters do not match: {exc}") from None
+
+
+@contextlib.contextmanager
+def filtered(conn, where: str | None = None, params=(), *, what: str = "search",
+             timeout_s: float | None = None):
+    """:func:`read_only` that also binds the filter: yields ``(connection, filter text)``,
+    the text as :func:`bind` makes it (None for no filter), for the SQL functions that take
+    a filter."""
+    with read_only(conn, where, what=what, timeout_s=timeout_s) as ro:
+        yield ro, bind(ro, where, params)
 
 
 _DENIED = re.compile(r"^permission denied for (schema|table|view|materialized view|function|"

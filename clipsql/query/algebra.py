@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 
 
@@ -42,6 +43,15 @@ def Not(part, weight: float = 1.0):
     return replace(_one(part), weight=-abs(weight) * abs(_one(part).weight))
 
 
+def check_text(text) -> str:
+    """The text itself, or :class:`QueryError` if it cannot be a query (or a text part)."""
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("the text query is empty")
+    if "\x00" in text:
+        raise QueryError("the text query contains a NUL character")
+    return text
+
+
 def _one(part) -> Text | Image:
     if isinstance(part, (Text, Image)):
         return part
@@ -63,7 +73,18 @@ def as_parts(query) -> list[Text | Image]:
         if isinstance(p.weight, bool) or not isinstance(p.weight, (int, float)) \
                 or not math.isfinite(p.weight) or p.weight == 0:
             raise QueryError(f"a part's weight must be a finite non-zero number, not {p.weight!r}")
+        if isinstance(p, Text):
+            check_text(p.text)
     return parts
+
+
+def parse(query, image=None) -> tuple[list[Text | Image], Image | None]:
+    """A search's parts (``query``'s, then ``image`` as one more part; none for neither)
+    with :func:`self_reference`'s image: the one image the query is made of, or None."""
+    parts = [] if query is None else as_parts(query)
+    if image is not None:
+        parts.append(Image(image))
+    return parts, self_reference(parts)
 
 
 def combine(conn, vectors, weights=None) -> np.ndarray:
@@ -82,7 +103,7 @@ def combine(conn, vectors, weights=None) -> np.ndarray:
     weights = None if weights is None else [None if w is None else float(w) for w in weights]
     try:
         with conn.transaction():
-            row = conn.execute("SELECT clipsql.combine(%s::halfvec[], %s::float8[])",
+            row = conn.execute(SQL["combine"],
                                [[HalfVector(np.asarray(v, np.float32)) for v in vectors],
                                 weights]).fetchone()
     except psycopg.errors.DataError as exc:

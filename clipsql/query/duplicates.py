@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from clipsql.database import binding, images
+from clipsql.database import binding
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 
 DEFAULT_THRESHOLD = 0.97
 DEFAULT_K = 10
 #: The near pairs (id, other, similarity) of every representative: parameters (k, threshold).
-NEAR_PAIRS_SQL = "SELECT id, other, similarity FROM clipsql.near_duplicates(%s, %s)"
+NEAR_PAIRS_SQL = SQL["near_pairs"]
 
 
 @dataclass
@@ -93,9 +94,7 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
-            exact = conn.execute(f"SELECT array_agg(id ORDER BY id) FROM {images.TABLE} "
-                                 "WHERE sha256 IS NOT NULL GROUP BY sha256 HAVING count(*) > 1"
-                                 ).fetchall()
+            exact = conn.execute(SQL["duplicates_exact"]).fetchall()
             for (ids,) in exact:
                 for other in ids[1:]:
                     uf.union(ids[0], other)
@@ -116,8 +115,7 @@ def find(conn, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_K) -> list
 def _groups(conn, uf: UnionFind, edges: dict, rep: dict) -> list[DuplicateGroup]:
     groups = uf.groups()
     wanted = [i for g in groups for i in g]
-    paths = dict(conn.execute(f"SELECT id, path FROM {images.TABLE} WHERE id = ANY(%s)",
-                              (wanted,)).fetchall()) if wanted else {}
+    paths = dict(conn.execute(SQL["duplicates_paths"], (wanted,)).fetchall()) if wanted else {}
     root_edges: dict = {}
     for (a, _), sim in edges.items():
         root_edges.setdefault(uf.find(a), []).append(sim)

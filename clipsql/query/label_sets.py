@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsql.database import binding
+from clipsql.database.queries import SQL
 from clipsql.errors import LabelError
 
 DEFAULT_SET = "default"
@@ -135,8 +136,7 @@ def add(conn, model, labels, label_set: str = DEFAULT_SET, templates=None) -> La
     from pgvector import HalfVector
 
     labels, name = clean_labels(labels), _set_name(label_set)
-    row = conn.execute("SELECT templates, model FROM clipsql.label_sets WHERE name = %s",
-                       (name,)).fetchone()
+    row = conn.execute(SQL["label_set_templates"], (name,)).fetchone()
     templates = clean_templates(templates) if templates else (row[0] if row else list(DEFAULT_TEMPLATES))
     existing = _label_names(conn, name)
     mid = model_id(model)
@@ -147,15 +147,11 @@ def add(conn, model, labels, label_set: str = DEFAULT_SET, templates=None) -> La
     vectors = embed_labels(model, todo, templates) if todo else []
     with conn.transaction():
         conn.execute(
-            "INSERT INTO clipsql.label_sets (name, templates, model, logit_scale, logit_bias) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET templates = "
-            "EXCLUDED.templates, model = EXCLUDED.model, logit_scale = EXCLUDED.logit_scale, "
-            "logit_bias = EXCLUDED.logit_bias",
+            SQL["label_set_upsert"],
             (name, templates, mid, float(model.logit_scale), model.logit_bias))
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO clipsql.labels (set_name, label, embedding) VALUES (%s, %s, %s) "
-                "ON CONFLICT (set_name, label) DO UPDATE SET embedding = EXCLUDED.embedding",
+                SQL["label_upsert"],
                 [(name, label, HalfVector(v)) for label, v in zip(todo, vectors)])
     return read_set(conn, name)
 
@@ -165,28 +161,22 @@ def remove(conn, label_set: str, labels=None) -> int:
     Returns how many labels were removed."""
     name = _set_name(label_set)
     known = _label_names(conn, name)
-    if not conn.execute("SELECT 1 FROM clipsql.label_sets WHERE name = %s", (name,)).fetchone():
+    if not conn.execute(SQL["label_set_exists"], (name,)).fetchone():
         raise LabelError(f"there is no label set {name!r}{_known_sets(conn)}")
     with conn.transaction():
         if labels is None:
-            conn.execute("DELETE FROM clipsql.label_sets WHERE name = %s", (name,))
+            conn.execute(SQL["label_set_delete"], (name,))
             return len(known)
         labels = clean_labels(labels)
         missing = [x for x in labels if x not in known]
         if missing:
             raise LabelError(f"set {name!r} has no label {missing[0]!r}; it has: {', '.join(known)}")
-        return conn.execute("DELETE FROM clipsql.labels WHERE set_name = %s AND label = ANY(%s)",
-                            (name, labels)).rowcount
+        return conn.execute(SQL["labels_delete"], (name, labels)).rowcount
 
 
 def sets(conn) -> list[dict]:
     """Every label set with its labels, templates, model, version and stored result rows."""
-    rows = conn.execute(
-        "SELECT s.name, s.templates, s.model, s.version, "
-        "  coalesce((SELECT array_agg(l.label ORDER BY l.position) FROM clipsql.labels l "
-        "            WHERE l.set_name = s.name), '{}'), "
-        "  (SELECT count(*) FROM clipsql.image_labels i WHERE i.set_name = s.name) "
-        "FROM clipsql.label_sets s ORDER BY s.name").fetchall()
+    rows = conn.execute(SQL["label_sets"]).fetchall()
     keys = ("name", "templates", "model", "version", "labels", "stored_rows")
     return [dict(zip(keys, r)) for r in rows]
 
@@ -194,13 +184,11 @@ def sets(conn) -> list[dict]:
 def read_set(conn, label_set: str = DEFAULT_SET) -> LabelSet:
     """A stored set with its embeddings (as stored: halfvec, read back as float32)."""
     name = _set_name(label_set)
-    row = conn.execute("SELECT templates, model, logit_scale, version, logit_bias "
-                       "FROM clipsql.label_sets WHERE name = %s", (name,)).fetchone()
+    row = conn.execute(SQL["label_set"], (name,)).fetchone()
     if row is None:
         raise LabelError(f"there is no label set {name!r}{_known_sets(conn)}; "
                          "create it by adding labels to it")
-    rows = conn.execute("SELECT label, embedding FROM clipsql.labels WHERE set_name = %s "
-                        "ORDER BY position", (name,)).fetchall()
+    rows = conn.execute(SQL["label_embeddings"], (name,)).fetchall()
     if not rows:
         raise LabelError(f"label set {name!r} has no labels; add some to it first")
     emb = normalize(np.stack([r[1].to_numpy().astype(np.float32) for r in rows]))
@@ -226,12 +214,11 @@ def _set_name(name) -> str:
 
 
 def _label_names(conn, name) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT label FROM clipsql.labels WHERE set_name = %s "
-                                       "ORDER BY position", (name,))]
+    return [r[0] for r in conn.execute(SQL["label_names"], (name,))]
 
 
 def _known_sets(conn) -> str:
-    names = [r[0] for r in conn.execute("SELECT name FROM clipsql.label_sets ORDER BY name")]
+    names = [r[0] for r in conn.execute(SQL["label_set_names"])]
     return f" (sets: {', '.join(names)})" if names else " (no label sets yet)"
 
 

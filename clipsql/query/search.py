@@ -24,6 +24,7 @@ from dataclasses import asdict, make_dataclass
 from datetime import datetime
 
 from clipsql.database import images, user_sql
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 from clipsql.query.relevance import ADAPTIVE, CANDIDATES
 
@@ -71,25 +72,21 @@ class Results(list):
         return results_html(self)
 
 
-def filter_sql(conn, where, params=()) -> str | None:
-    """The filter as the text the SQL functions take: wrapped (:func:`user_sql.wrap`) and its
-    parameters bound by psycopg's client-side quoting; None for no filter. Called inside
-    :func:`user_sql.read_only` so that a mismatch is reported as the filter's error."""
-    import psycopg
-
-    wrapped = user_sql.wrap(where)
-    if wrapped is None:
-        return None
-    return psycopg.ClientCursor(conn).mogrify(wrapped, list(params or ()))
+#: The filter as the text the SQL functions take (:func:`user_sql.bind`).
+filter_sql = user_sql.bind
 
 
 def hits_sql(function: str, extra: str = "") -> str:
     """A SELECT of :class:`Hit` rows (then the ``extra`` columns) from a ranking function's
     rows ``r`` (an ``id``, a ``score`` and its ordinality ``n``), joined to the image rows,
-    in the function's order."""
+    in the function's order (``queries.sql``'s ``hits``)."""
     first, second, rest = images.select_list(images.HIT, "i.").split(", ", 2)
-    return (f"SELECT {first}, {second}, r.score, {rest}{extra} FROM {function} "
-            f"JOIN {images.TABLE} i ON i.id = r.id ORDER BY r.n")
+    return SQL["hits"].format(first=first, second=second, rest=rest, extra=extra,
+                              ranking=function)
+
+
+#: The ranking :func:`find` runs: ``clipsql.relevant_ranking``'s rows as hits.
+RELEVANT_SQL = hits_sql(SQL["relevant_ranking"])
 
 
 def _check_limit(limit, name="limit"):
@@ -128,16 +125,11 @@ def find(conn, query, *, limit=10, min_score=None, within=None, adaptive=None, o
     min_score, within = _number("min_score", min_score), _number("within", within)
     if order_by is not None and not isinstance(order_by, str):
         raise QueryError(f"order_by must be 'COLUMN [asc|desc]', not {order_by!r}")
-    with user_sql.read_only(conn, where) as ro:
-        sql = hits_sql("clipsql.relevant_ranking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                       "WITH ORDINALITY AS r(id, path, score, n)")
-        rows = ro.execute(sql, [HalfVector(query), limit, filter_sql(ro, where, params), within,
-                                min_score, adaptive, order_by, candidates, exclude_id,
-                                strategy]).fetchall()
-        plan, cutoff, binary = ro.execute(
-            "SELECT current_setting('clipsql_rank.strategy', true), "
-            "current_setting('clipsql_rank.cutoff', true), "
-            "current_setting('clipsql_rank.candidates', true)").fetchone()
+    with user_sql.filtered(conn, where, params) as (ro, bound_filter):
+        rows = ro.execute(RELEVANT_SQL, [HalfVector(query), limit, bound_filter, within,
+                                         min_score, adaptive, order_by, candidates,
+                                         exclude_id, strategy]).fetchall()
+        plan, cutoff, binary = ro.execute(SQL["ranking_settings"]).fetchone()
     results = Results(Hit(*r) for r in rows)
     results.strategy = plan or None
     results.cutoff = json.loads(cutoff) if cutoff else None

@@ -30,7 +30,10 @@ from collections import OrderedDict
 import numpy as np
 
 from clipsql.database import binding
+from clipsql.database.connection import database_key
+from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, EmptyCollectionError, QueryError
+from clipsql.query.algebra import check_text
 
 #: Texts kept in memory per process (a 512-d vector is 2 KB).
 MAXSIZE = 4096
@@ -38,35 +41,16 @@ MAXSIZE = 4096
 _lru: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
-_SELECT = "SELECT embedding FROM clipsql.text_embeddings WHERE query = %s"
-_INSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s) "
-           "ON CONFLICT (query) DO NOTHING")
-_UPSERT = ("INSERT INTO clipsql.text_embeddings (query, embedding) VALUES (%s, %s) "
-           "ON CONFLICT (query) DO UPDATE SET embedding = EXCLUDED.embedding")
-
+_SELECT, _INSERT, _UPSERT = SQL["text_select"], SQL["text_insert"], SQL["text_upsert"]
 
 #: ``bound_row`` not given: :func:`embed` reads the binding itself.
 UNREAD = object()
+__all__ = ["check_text", "database_key", "embed", "embed_async", "save", "stored", "clear",
+           "MAXSIZE", "UNREAD"]
 
 
-def check_text(text) -> str:
-    """The text itself, or :class:`QueryError` if it cannot be a query."""
-    if not isinstance(text, str) or not text.strip():
-        raise QueryError("the text query is empty")
-    if "\x00" in text:
-        raise QueryError("the text query contains a NUL character")
-    return text
-
-
-def database_key(conn) -> tuple:
-    """Which database ``conn`` is connected to (host, port, name)."""
-    info = conn.info
-    return (info.host, info.port, info.dbname)
-
-
-def _key(conn, model, text) -> tuple:
-    ident = model.identity()
-    return (database_key(conn), ident["arch"], ident["pretrained"], ident["dim"], text)
+def _key(database: tuple, ident: dict, text) -> tuple:
+    return (database, ident["arch"], ident["pretrained"], ident["dim"], text)
 
 
 def _get(key):
@@ -91,11 +75,12 @@ def clear() -> None:
         _lru.clear()
 
 
-def _is_bound(bound_row, model) -> bool:
-    """Whether ``model`` is the collection's bound model (raising if another one is)."""
+def _is_bound(bound_row, identity: dict) -> bool:
+    """Whether the model of ``identity`` is the collection's bound model (raising if another
+    one is)."""
     if bound_row is None:
         return False
-    binding.check_identity(binding.bound_from_row(bound_row), model.identity())
+    binding.check_identity(binding.bound_from_row(bound_row), identity)
     return True
 
 
@@ -117,26 +102,33 @@ def stored(conn, text: str) -> np.ndarray | None:
     return None if row is None else _vector(row[0])
 
 
-def embed(conn, model, text: str, *, store: bool = True, bound_row=UNREAD) -> np.ndarray:
+def embed(conn, model, text: str, *, store: bool = True, bound_row=UNREAD,
+          checked: tuple[dict, tuple] | None = None) -> np.ndarray:
     """The embedding of ``text`` by ``model``: from memory, from the table, or computed and stored.
 
     ``conn`` is a sync psycopg connection with pgvector's types registered. Storing runs in a
     savepoint, so a read-only transaction of the caller is left intact (the vector is just
     not stored). ``store=False`` keeps a new vector in memory only (anonymous web queries).
-    ``bound_row``: the caller's row of the binding (:data:`clipsql.database.binding.BOUND_SQL`
-    columns first, None: nothing bound), read once per call and passed down; by default
-    it is read here.
+    ``bound_row``: the caller's row of the binding (:data:`clipsql.database.binding.BINDING_SQL`,
+    None: nothing bound), read once per call and passed down; by default it is read here.
+    ``checked``: ``(identity, database)`` when the caller (the query service) has checked
+    the text (:func:`check_text`) and ``model``'s identity against ``bound_row`` already, and
+    knows the database (:func:`database_key`): nothing is checked twice.
     """
     from pgvector import HalfVector
 
-    check_text(text)
-    key = _key(conn, model, text)
+    if checked is None:
+        check_text(text)
+        identity, database = model.identity(), database_key(conn)
+    else:
+        identity, database = checked
+    key = _key(database, identity, text)
     vec = _get(key)
     if vec is not None:
         return vec
     if bound_row is UNREAD:
-        bound_row = conn.execute(binding.BOUND_SQL).fetchone()
-    if not _is_bound(bound_row[:4] if bound_row else None, model):
+        bound_row = conn.execute(binding.BINDING_SQL).fetchone()
+    if bound_row is None if checked is not None else not _is_bound(bound_row, identity):
         return model.encode_text([text])[0]
     vec = stored(conn, text)
     if vec is None:
@@ -157,12 +149,13 @@ async def embed_async(conn, model, text: str) -> np.ndarray:
     from pgvector import HalfVector
 
     check_text(text)
-    key = _key(conn, model, text)
+    identity = model.identity()
+    key = _key(database_key(conn), identity, text)
     vec = _get(key)
     if vec is not None:
         return vec
-    bound = await (await conn.execute(binding.BOUND_SQL)).fetchone()
-    if not _is_bound(bound, model):
+    bound = await (await conn.execute(binding.BINDING_SQL)).fetchone()
+    if not _is_bound(bound, identity):
         return (await asyncio.to_thread(model.encode_text, [text]))[0]
     row = await (await conn.execute(_SELECT, (text,))).fetchone()
     if row is not None:
@@ -187,7 +180,7 @@ def save(conn, model, texts) -> list[dict]:
     texts = [check_text(t) for t in texts]
     if not texts:
         raise QueryError("give at least one text to embed")
-    if not _is_bound(conn.execute(binding.BOUND_SQL).fetchone(), model):
+    if not _is_bound(conn.execute(binding.BINDING_SQL).fetchone(), model.identity()):
         raise EmptyCollectionError(binding.EMPTY_MESSAGE + ", then embed queries")
     import psycopg
     from pgvector import HalfVector
@@ -201,6 +194,6 @@ def save(conn, model, texts) -> list[dict]:
         except psycopg.Error as exc:
             reason = exc.diag.message_primary or exc
             raise DatabaseError(f"cannot store the query embedding: {reason}") from None
-        _put(_key(conn, model, text), vec)
+        _put(_key(database_key(conn), model.identity(), text), vec)
         out.append({"query": text, "dim": int(vec.shape[0]), "new": not known})
     return out

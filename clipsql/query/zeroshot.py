@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsql.database import binding, images, user_sql
+from clipsql.database import binding, user_sql
+from clipsql.database.queries import SQL
 from clipsql.errors import LabelError
 from clipsql.query.label_sets import LabelSet, normalize, probabilities
 
@@ -168,10 +169,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
     args = list(params or ())
     conditions, scan_args = list(user), list(args)
     if unstored:
-        conditions.append(
-            f"NOT EXISTS (SELECT 1 FROM clipsql.image_labels l WHERE l.id = {images.TABLE}.id "
-            "AND l.set_name = %s AND l.version = %s AND l.rank = %s "
-            f"AND l.image_updated_at = {images.TABLE}.updated_at)")
+        conditions.append(SQL["classify_unstored"])
         scan_args += list(unstored)
     where_sql = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     seen = 0
@@ -179,8 +177,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
         # Every row is read: plan for the total, not for the first rows of the cursor.
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
         with conn.cursor(name="clipsql_scan", binary=True) as cur:
-            cur.execute(f"SELECT id, path, updated_at, embedding FROM {images.TABLE} {where_sql}",
-                        scan_args)
+            cur.execute(SQL["classify_scan"].format(where=where_sql), scan_args)
             while rows := cur.fetchmany(batch):
                 seen += len(rows)
                 on_batch(np.fromiter((r[0] for r in rows), np.int64, len(rows)),
@@ -188,7 +185,7 @@ def scan(conn, where, params, on_batch, *, batch=BATCH, unstored=None) -> int:
                          np.stack([r[3].to_numpy() for r in rows]))
         if unstored:
             user_sql_where = ("WHERE " + " AND ".join(user)) if user else ""
-            return conn.execute(f"SELECT count(*) FROM {images.TABLE} {user_sql_where}",
+            return conn.execute(SQL["classify_count"].format(where=user_sql_where),
                                 args).fetchone()[0]
     return seen
 
@@ -203,29 +200,22 @@ def _concat(chunks, k):
 
 def _store(conn, label_set: LabelSet, ids, updated, idx, prob) -> None:
     """Replace the set's stored rows of these images, in one transaction."""
-    staging = "clipsql_label_staging"
     with conn.transaction():
-        row = conn.execute("SELECT version FROM clipsql.label_sets WHERE name = %s FOR SHARE",
-                           (label_set.name,)).fetchone()
+        row = conn.execute(SQL["label_set_version"], (label_set.name,)).fetchone()
         if row is None or row[0] != label_set.version:
             raise LabelError(f"the labels of set {label_set.name!r} changed while classifying; "
                              "nothing was stored, run classify again")
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (id int8, updated_at timestamptz, "
-                     "label int4, probability float4, rank int2) ON COMMIT DELETE ROWS")
+        conn.execute(SQL["classify_staging"])
         prob = np.clip(prob, 0.0, 1.0).tolist()
-        with conn.cursor() as cur, cur.copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy:
+        with conn.cursor() as cur, cur.copy(SQL["classify_copy"]) as copy:
             copy.set_types(["int8", "timestamptz", "int4", "float4", "int2"])
             for i, (image, when, labels) in enumerate(zip(ids.tolist(), updated, idx.tolist())):
                 for rank, (label, p) in enumerate(zip(labels, prob[i]), start=1):
                     copy.write_row((image, when, label, p, rank))
-        conn.execute(f"DELETE FROM clipsql.image_labels l USING {staging} s "
-                     "WHERE s.rank = 1 AND l.id = s.id AND l.set_name = %s", (label_set.name,))
-        # Joined to images: a row deleted meanwhile is skipped instead of failing the FK.
+        conn.execute(SQL["classify_replace"], (label_set.name,))
         conn.execute(
-            "INSERT INTO clipsql.image_labels (id, set_name, label, probability, rank, version, "
-            "image_updated_at) SELECT s.id, %s, (%s::text[])[s.label + 1], s.probability, s.rank, "
-            f"%s, s.updated_at FROM {staging} s JOIN {images.TABLE} i ON i.id = s.id",
+            SQL["classify_store"],
             (label_set.name, list(label_set.labels), label_set.version))
     if len(ids) >= ANALYZE_ROWS:
         # Fresh statistics, so the next incremental scan's anti-join is planned as a hash join.
-        conn.execute("ANALYZE clipsql.image_labels")
+        conn.execute(SQL["classify_analyze"])

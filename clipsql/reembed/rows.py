@@ -13,12 +13,14 @@ together.
 
 from __future__ import annotations
 
+from clipsql.database.queries import SQL
 from clipsql.errors import ImageError, LoadError
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.models.image import stack
 
+#: The new model's column (``queries.sql`` names it in the reembed's statements; a row still
+#: to embed holds the all-zero placeholder there).
 NEXT = "embedding_next"
-MISSING = f"l2_norm({NEXT}) = 0"
 #: Unreadable files named in the error (all are in the report's ``failures``).
 SHOWN_FAILURES = 3
 #: The reason of a file whose content changed since its row was loaded.
@@ -36,15 +38,11 @@ class RowEmbedder:
 
     def fill(self) -> None:
         """One pass, in id order, over the rows still to embed (resumable at any batch)."""
-        done, total = self.conn.execute(
-            f"SELECT count(*) FILTER (WHERE NOT {MISSING}), count(*) FROM clipsql.images"
-        ).fetchone()
+        done, total = self.conn.execute(SQL["reembed_counts"]).fetchone()
         self.report.total = total
         last = 0
         while True:
-            rows = self.conn.execute(
-                "SELECT id, path, updated_at, sha256, start_s FROM clipsql.images "
-                f"WHERE id > %s AND {MISSING} ORDER BY id LIMIT %s", (last, self.batch_size)).fetchall()
+            rows = self.conn.execute(SQL["reembed_rows_todo"], (last, self.batch_size)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -70,8 +68,7 @@ class RowEmbedder:
     def _rewritten(self, row) -> bool:
         """Whether a load rewrote the row since it was read (it then holds the placeholder
         again, and the next pass embeds it)."""
-        now = self.conn.execute("SELECT updated_at FROM clipsql.images WHERE id = %s",
-                                (row[0],)).fetchone()
+        now = self.conn.execute(SQL["reembed_row_updated_at"], (row[0],)).fetchone()
         return now is None or now[0] != row[2]
 
     def _write(self, decoded) -> int:
@@ -79,12 +76,9 @@ class RowEmbedder:
         texts = ["[" + ",".join(f"{x:.6g}" for x in v.tolist()) + "]" for v in vectors]
         with self.conn.transaction():
             n = self.conn.execute(
-                f"UPDATE clipsql.images i SET {NEXT} = v.e::halfvec "
-                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, at, e) "
-                "WHERE i.id = v.id AND i.updated_at = v.at",
+                SQL["reembed_rows_write"],
                 ([r[0] for r, _ in decoded], [r[2] for r, _ in decoded], texts)).rowcount
-            self.conn.execute("UPDATE clipsql.reembed SET embedded = embedded + %s, "
-                              "updated_at = now() WHERE id = %s", (n, self.run_id))
+            self.conn.execute(SQL["reembed_count_batch"], (n, self.run_id))
         self.report.embedded += n
         return n
 

@@ -27,20 +27,21 @@ from dataclasses import asdict, dataclass, field
 
 from clipsql import config
 from clipsql.database import binding, hnsw, migrations
+from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, LoadError, ReembedUnfinishedError
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.reembed import rows, texts
 
+#: The new column (named in the reembed's statements of ``queries.sql`` too), its HNSW index,
+#: and the partial index of the rows still to embed; the trigger is named only there.
 NEXT = rows.NEXT
 NEXT_INDEX = "images_embedding_next_hnsw"
 TODO_INDEX = "images_embedding_next_todo"
-TRIGGER = "images_reembed_row_changed"
 #: One reembed at a time (a session lock: a killed run releases it).
 LOCK_KEY = migrations.LOCK_KEY + 2
 #: How long the switch waits for a lock before it rolls back and tries again.
 SWITCH_LOCK_TIMEOUT_MS = 3000
 SWITCH_TRIES = 5
-_MISSING = rows.MISSING
 _COLUMNS = ("arch", "pretrained", "dim", "spec")
 
 
@@ -72,8 +73,7 @@ def progress(conn) -> dict | None:
     """The latest ``clipsql.reembed`` row (unfinished first) as a dict, or None; an
     unfinished one's ``embedded`` and ``total`` are counted now (rows loaded or removed
     since it started count), not as its last batch left them."""
-    cur = conn.execute("SELECT * FROM clipsql.reembed ORDER BY finished_at IS NULL DESC, id DESC "
-                       "LIMIT 1")
+    cur = conn.execute(SQL["reembed_latest"])
     row = cur.fetchone()
     if row is None:
         return None
@@ -86,14 +86,10 @@ def progress(conn) -> dict | None:
 def _counts(conn, recorded: int) -> tuple[int, int]:
     """(rows embedded with the new model, rows) now; ``recorded`` where the new column is
     not there (yet)."""
-    has_next = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'clipsql.images'::regclass "
-        "AND attname = %s AND NOT attisdropped)", (NEXT,)).fetchone()[0]
-    if not has_next:
-        total = conn.execute("SELECT count(*) FROM clipsql.images").fetchone()[0]
+    if not conn.execute(SQL["reembed_has_next"]).fetchone()[0]:
+        total = conn.execute(SQL["image_count"]).fetchone()[0]
         return min(recorded, total), total
-    done, total = conn.execute(f"SELECT count(*) FILTER (WHERE NOT {_MISSING}), count(*) "
-                               "FROM clipsql.images").fetchone()
+    done, total = conn.execute(SQL["reembed_counts"]).fetchone()
     return done, total
 
 
@@ -161,10 +157,9 @@ def cancel(conn) -> ReembedReport:
         if run_row is None:
             return report
         with conn.transaction():
-            conn.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON clipsql.images")
-            conn.execute(f"ALTER TABLE clipsql.images DROP COLUMN IF EXISTS {NEXT}")
-            conn.execute("UPDATE clipsql.reembed SET state = 'cancelled', finished_at = now(), "
-                         "updated_at = now() WHERE id = %s", (run_row["id"],))
+            conn.execute(SQL["reembed_cancel_trigger"])
+            conn.execute(SQL["reembed_cancel_column"])
+            conn.execute(SQL["reembed_cancelled"], (run_row["id"],))
             texts.discard(conn)
         report.model, report.state = _identity(run_row), "cancelled"
         return report
@@ -173,9 +168,9 @@ def cancel(conn) -> ReembedReport:
 def drop_old_data(conn) -> int:
     """Remove the vectors a finished reembed kept of the replaced model; how many rows."""
     with conn.transaction():
-        n = conn.execute("SELECT count(*) FROM clipsql.reembed_old").fetchone()[0]
-        conn.execute("TRUNCATE clipsql.reembed_old")
-        conn.execute("UPDATE clipsql.reembed SET old_kept = false WHERE old_kept")
+        n = conn.execute(SQL["reembed_old_count"]).fetchone()[0]
+        conn.execute(SQL["reembed_old_truncate"])
+        conn.execute(SQL["reembed_old_not_kept"])
     return n
 
 
@@ -205,8 +200,7 @@ def _unfinished(conn) -> dict | None:
 
 
 def _check_files(conn) -> None:
-    n, example = conn.execute("SELECT count(*), min(path) FROM clipsql.images "
-                              "WHERE sha256 IS NULL").fetchone()
+    n, example = conn.execute(SQL["reembed_imported"]).fetchone()
     if n:
         raise LoadError(
             f"{n} rows were imported from precomputed embeddings (e.g. {example!r}): a "
@@ -221,22 +215,17 @@ def _start(conn, model, bound: dict) -> int:
     with conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '10s'")
         run_id = conn.execute(
-            "INSERT INTO clipsql.reembed (arch, pretrained, dim, spec, old_arch, old_pretrained,"
-            " old_dim, old_spec, total) SELECT %s, %s, %s, %s, %s, %s, %s, %s, count(*) "
-            "FROM clipsql.images RETURNING id",
+            SQL["reembed_start"],
             (ident["arch"], ident["pretrained"], ident["dim"], spec, bound["arch"],
              bound["pretrained"], bound["dim"], old_spec)).fetchone()[0]
-        conn.execute(f"ALTER TABLE clipsql.images ADD COLUMN {NEXT} "
-                     f"halfvec({int(ident['dim'])}) NOT NULL DEFAULT '{zero}'")
-        conn.execute(f"CREATE TRIGGER {TRIGGER} BEFORE UPDATE OF embedding ON clipsql.images "
-                     "FOR EACH ROW EXECUTE FUNCTION clipsql.reembed_row_changed()")
+        conn.execute(SQL["reembed_add_column"].format(dim=int(ident["dim"]), zero=zero))
+        conn.execute(SQL["reembed_add_trigger"])
         texts.discard(conn)
     return run_id
 
 
 def _set_state(conn, run_id: int, state: str) -> None:
-    conn.execute("UPDATE clipsql.reembed SET state = %s, updated_at = now() WHERE id = %s",
-                 (state, run_id))
+    conn.execute(SQL["reembed_set_state"], (state, run_id))
 
 
 def _build_todo_index(conn) -> None:
@@ -245,9 +234,8 @@ def _build_todo_index(conn) -> None:
     if state:
         return
     if state is False:
-        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS clipsql.{TODO_INDEX}")
-    conn.execute(f"CREATE INDEX CONCURRENTLY {TODO_INDEX} ON clipsql.images (id) "
-                 f"WHERE {_MISSING}")
+        conn.execute(SQL["index_drop_concurrently"].format(name=TODO_INDEX))
+    conn.execute(SQL["reembed_todo_index"].format(name=TODO_INDEX))
 
 
 def _switch(conn, model, filler, *, keep_old: bool) -> None:
@@ -259,30 +247,25 @@ def _switch(conn, model, filler, *, keep_old: bool) -> None:
         try:
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = {SWITCH_LOCK_TIMEOUT_MS}")
-                conn.execute("LOCK TABLE clipsql.images IN SHARE ROW EXCLUSIVE MODE")
+                conn.execute(SQL["switch_lock_loads"])
                 filler.fill()  # loaded since the last pass: loads wait from here on
                 filler.raise_failures()
-                conn.execute("LOCK TABLE clipsql.label_sets, clipsql.labels, "
-                             "clipsql.text_embeddings IN SHARE ROW EXCLUSIVE MODE")
+                conn.execute(SQL["switch_lock_texts"])
                 texts.prepare(conn, model)
-                conn.execute("TRUNCATE clipsql.reembed_old")
+                conn.execute(SQL["reembed_old_truncate"])
                 if keep_old:
-                    conn.execute("INSERT INTO clipsql.reembed_old (id, embedding) "
-                                 "SELECT id, embedding FROM clipsql.images")
-                conn.execute("LOCK TABLE clipsql.images IN ACCESS EXCLUSIVE MODE")
-                conn.execute(f"DROP TRIGGER {TRIGGER} ON clipsql.images")
-                conn.execute(f"DROP INDEX clipsql.{TODO_INDEX}")
-                conn.execute("ALTER TABLE clipsql.images DROP COLUMN embedding")
-                conn.execute(f"ALTER TABLE clipsql.images RENAME COLUMN {NEXT} TO embedding")
-                conn.execute("ALTER TABLE clipsql.images ALTER COLUMN embedding DROP DEFAULT")
-                conn.execute(f"ALTER INDEX clipsql.{NEXT_INDEX} RENAME TO {hnsw.INDEX_NAME}")
+                    conn.execute(SQL["switch_keep_old"])
+                conn.execute(SQL["switch_lock_all"])
+                conn.execute(SQL["switch_drop_trigger"])
+                conn.execute(SQL["switch_drop_index"].format(name=TODO_INDEX))
+                conn.execute(SQL["switch_drop_embedding"])
+                conn.execute(SQL["switch_rename_next"])
+                conn.execute(SQL["switch_drop_default"])
+                conn.execute(SQL["switch_rename_index"].format(next=NEXT_INDEX,
+                                                               name=hnsw.INDEX_NAME))
                 binding.rebind(conn, ident, spec)
                 moved = texts.switch(conn, model)
-                conn.execute(
-                    "UPDATE clipsql.reembed SET state = 'done', finished_at = now(), "
-                    "updated_at = now(), old_kept = %s, "
-                    "total = (SELECT count(*) FROM clipsql.images) WHERE finished_at IS NULL",
-                    (keep_old,))
+                conn.execute(SQL["switch_done"], (keep_old,))
             filler.report.labels, filler.report.texts = moved["labels"], moved["texts"]
             return
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):

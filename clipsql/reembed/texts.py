@@ -13,6 +13,7 @@ and drop its stored ``classify`` results, which were the old model's.
 
 from __future__ import annotations
 
+from clipsql.database.queries import SQL
 from clipsql.query import label_sets, text_cache
 
 #: Stored texts embedded per model call.
@@ -24,46 +25,32 @@ def prepare(conn, model) -> dict:
     from pgvector import HalfVector
 
     todo: dict[tuple, list[str]] = {}
-    for set_name, label, templates in conn.execute(
-            "SELECT l.set_name, l.label, s.templates FROM clipsql.labels l "
-            "JOIN clipsql.label_sets s ON s.name = l.set_name "
-            "LEFT JOIN clipsql.reembed_labels r ON (r.set_name, r.label) = (l.set_name, l.label)"
-            " WHERE r.templates IS DISTINCT FROM s.templates ORDER BY l.set_name, l.position"
-    ).fetchall():
+    for set_name, label, templates in conn.execute(SQL["reembed_labels_todo"]).fetchall():
         todo.setdefault((set_name, tuple(templates)), []).append(label)
     n_labels = 0
     for (set_name, templates), names in todo.items():
         vectors = label_sets.embed_labels(model, names, list(templates))
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO clipsql.reembed_labels (set_name, label, templates, embedding) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (set_name, label) DO UPDATE SET "
-                "templates = EXCLUDED.templates, embedding = EXCLUDED.embedding",
+                SQL["reembed_labels_insert"],
                 [(set_name, n, list(templates), HalfVector(v)) for n, v in zip(names, vectors)])
         n_labels += len(names)
-    queries = [r[0] for r in conn.execute(
-        "SELECT t.query FROM clipsql.text_embeddings t WHERE NOT EXISTS "
-        "(SELECT 1 FROM clipsql.reembed_texts r WHERE r.query = t.query) ORDER BY 1")]
+    queries = [r[0] for r in conn.execute(SQL["reembed_texts_todo"])]
     for i in range(0, len(queries), TEXT_BATCH):
         chunk = queries[i:i + TEXT_BATCH]
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO clipsql.reembed_texts (query, embedding) VALUES (%s, %s) "
-                "ON CONFLICT (query) DO NOTHING",
+                SQL["reembed_texts_insert"],
                 [(q, HalfVector(v)) for q, v in zip(chunk, model.encode_text(chunk, fp32=True))])
     return {"labels": n_labels, "texts": len(queries)}
 
 
 def switch(conn, model) -> dict:
     """Move the new embeddings in (inside the switch's transaction, after :func:`prepare`)."""
-    n_labels = conn.execute(
-        "UPDATE clipsql.labels l SET embedding = r.embedding FROM clipsql.reembed_labels r "
-        "WHERE (r.set_name, r.label) = (l.set_name, l.label)").rowcount
-    conn.execute("UPDATE clipsql.label_sets SET model = %s, logit_scale = %s, logit_bias = %s",
+    n_labels = conn.execute(SQL["reembed_labels_move"]).rowcount
+    conn.execute(SQL["reembed_label_sets_model"],
                  (label_sets.model_id(model), float(model.logit_scale), model.logit_bias))
-    n_texts = conn.execute(
-        "UPDATE clipsql.text_embeddings t SET embedding = r.embedding "
-        "FROM clipsql.reembed_texts r WHERE r.query = t.query").rowcount
+    n_texts = conn.execute(SQL["reembed_texts_move"]).rowcount
     discard(conn)
     text_cache.clear()
     return {"labels": n_labels, "texts": n_texts}
@@ -71,4 +58,4 @@ def switch(conn, model) -> dict:
 
 def discard(conn) -> None:
     """Empty the side tables (a new or cancelled reembed)."""
-    conn.execute("TRUNCATE clipsql.reembed_labels, clipsql.reembed_texts")
+    conn.execute(SQL["reembed_discard"])
