@@ -29,6 +29,26 @@ def own_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="module")
+def session_exports(tiny_model, other_tiny_model):
+    """The exports of both tiny checkpoints in the session's cache, made once for the module:
+    ``{spec: folder}``."""
+    return {spec: ClipModel(spec, device="cpu").prepare().export_folder
+            for spec in (tiny_model, other_tiny_model)}
+
+
+@pytest.fixture
+def seeded_cache(session_exports, tmp_path, monkeypatch):
+    """A cache of this test's own holding a copy of the session's exports (copy2 keeps their
+    mtimes, so they are trusted as they are): for tests about what is done with an existing
+    export, not about making one (an export costs a process importing torch)."""
+    cache_root = tmp_path / "cache"
+    for folder in session_exports.values():
+        shutil.copytree(folder, cache_root / "models" / folder.name)
+    monkeypatch.setenv("CLIPSQL_CACHE", str(cache_root))
+    return cache_root
+
+
 def open_clip_reference(spec):
     """open_clip's own fp32 model, preprocessing and tokenizer for ``spec`` (the reference)."""
     import open_clip
@@ -50,7 +70,7 @@ def cos_min(a, b) -> float:
     return float(export.cosines(a, b).min())
 
 
-def test_auto_follows_the_rule_and_matches_open_clip(tiny_model, own_cache):
+def test_auto_follows_the_rule_and_matches_open_clip(tiny_model, seeded_cache):
     model = ClipModel(tiny_model, device="cpu")
     images, pixels = pixels_of(model)
     got_images, got_texts = model.encode_images(pixels), model.encode_text(TEXTS)
@@ -73,7 +93,7 @@ def test_auto_follows_the_rule_and_matches_open_clip(tiny_model, own_cache):
     assert model.logit_bias is None and model.engine.text_backend.startswith("onnx-")
 
 
-def test_forced_precisions(tiny_model, own_cache):
+def test_forced_precisions(tiny_model, seeded_cache):
     fp32 = ClipModel(tiny_model, device="cpu", precision="fp32")
     int8 = ClipModel(tiny_model, device="cpu", precision="int8")
     _, pixels = pixels_of(fp32)
@@ -96,7 +116,7 @@ def test_forced_precisions(tiny_model, own_cache):
     assert forced.backend == "onnx-int8" and "0.98000" in forced.backend_reason
 
 
-def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
+def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, seeded_cache):
     model = ClipModel(tiny_model, device="cpu").prepare()
     meta_path = model.export_folder / "meta.json"
     meta = json.loads(meta_path.read_text())
@@ -107,18 +127,21 @@ def test_int8_below_the_bar_is_fp32_by_the_rule(tiny_model, own_cache):
     assert again.backend == "onnx-fp32" and "0.98000 < 0.999" in again.backend_reason
 
 
-def test_two_fresh_caches_give_the_same_export_and_backend(tiny_model, tmp_path, monkeypatch):
+def test_two_fresh_caches_give_the_same_export_and_backend(tiny_model, session_exports,
+                                                           tmp_path, monkeypatch):
     """The same checkpoint with the same packages: the same checks, hence the same backend,
-    wherever it is exported (nothing is timed)."""
+    wherever it is exported (nothing is timed): the session's cache (fresh when it exported
+    this checkpoint) and a brand-new one."""
     seen = []
-    for name in ("one", "two"):
-        monkeypatch.setenv("CLIPSQL_CACHE", str(tmp_path / name))
+    for cache_root in (session_exports[tiny_model].parent.parent, tmp_path / "two"):
+        monkeypatch.setenv("CLIPSQL_CACHE", str(cache_root))
         model = ClipModel(tiny_model, device="cpu").prepare()
         meta = export.read(model.export_folder)
         seen.append((model.backend, model.engine.text_backend,
                      meta["image"]["int8"]["min_cosine"], meta["text"]["int8"]["min_cosine"],
                      model.export_folder.name))
     assert seen[0] == seen[1]
+    assert (tmp_path / "two" / "models" / seen[1][-1] / "meta.json").is_file()  # made anew
 
 
 def test_the_export_is_made_once_with_its_steps_and_reused(tiny_model, own_cache):
@@ -138,7 +161,7 @@ def test_the_export_is_made_once_with_its_steps_and_reused(tiny_model, own_cache
     assert entry["bytes"] == cache.size_of(folder)
 
 
-def test_a_broken_export_is_made_again_not_trusted(tiny_model, own_cache):
+def test_a_broken_export_is_made_again_not_trusted(tiny_model, seeded_cache):
     model = ClipModel(tiny_model, device="cpu").prepare()
     folder = model.export_folder
     with open(folder / "image-int8.onnx", "ab") as f:
@@ -199,7 +222,7 @@ def test_a_load_and_a_text_query_never_import_torch(dsn, tiny_model, photo_folde
 
 
 def test_an_offline_first_load_leaves_the_collection_unbound(dsn, tiny_model, photo_folder,
-                                                             monkeypatch, own_cache):
+                                                             monkeypatch, seeded_cache):
     """The default model's weights cannot be downloaded: the load fails before binding, so
     the advised local checkpoint then works (no model mismatch)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -237,7 +260,7 @@ def test_the_real_vitb32_architecture_exports_and_follows_the_rule(vitb32_model)
 
 
 def test_a_forged_export_is_made_again_and_queries_are_the_true_models(
-        tiny_model, other_tiny_model, own_cache):
+        tiny_model, other_tiny_model, seeded_cache):
     """Valid ONNX files of another model (same architecture: same sizes) under this
     checkpoint's key, with a meta.json that says all is well: not used, exported again."""
     true = ClipModel(tiny_model, device="cpu")
@@ -269,7 +292,7 @@ def test_a_forged_export_is_made_again_and_queries_are_the_true_models(
     assert export.read(folder)["identity"] == true.identity()
 
 
-def test_a_malformed_meta_is_exported_again_without_a_traceback(tiny_model, own_cache):
+def test_a_malformed_meta_is_exported_again_without_a_traceback(tiny_model, seeded_cache):
     """A string where the int8 check's cosine belongs: by hand (unsealed), or sealed again
     (a bug, or a forger): never trusted nor crashed on, at load or status."""
     model = ClipModel(tiny_model, device="cpu").prepare()
@@ -293,7 +316,7 @@ def test_a_malformed_meta_is_exported_again_without_a_traceback(tiny_model, own_
         assert isinstance(export.read(folder)["image"]["int8"]["min_cosine"], float)
 
 
-def test_a_copied_cache_is_hashed_once_moved_and_still_used(tiny_model, own_cache):
+def test_a_copied_cache_is_hashed_once_moved_and_still_used(tiny_model, seeded_cache):
     """A cache copied elsewhere (new mtimes, same bytes) is still trusted: the files are
     hashed then, and match."""
     model = ClipModel(tiny_model, device="cpu").prepare()
