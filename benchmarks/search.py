@@ -175,6 +175,10 @@ def text_rows(dsn: str, spec: str, db) -> None:
     print(f"text query end to end (text: {engine.text_backend}, images: {engine.backend}): "
           f"p50 {statistics.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms; a new "
           f"connection's first query (opens the export's sessions): {first:.0f} ms", flush=True)
+    p50 = statistics.median(lat)
+    print(f"bound: a text query answers in under 1 s with the model loaded (the median the web "
+          f"API's test asserted over HTTP until issue 31): p50 {p50:.1f} ms, "
+          f"{'met' if p50 < 1000 else 'NOT MET'}", flush=True)
     emb = []
     for i in range(20):
         t = time.perf_counter()

@@ -1,6 +1,14 @@
 """Peak memory of the web server for hostile uploads: container files whose directory says
 256x256 or 1024x1024 but that hold a 13000x13000 PNG (a complete one: black pixels, about
-0.5 MB), alone and three at once, and an ordinary camera JPEG for reference.
+0.5 MB), alone and three at once, a 1-bit 13000x13000 PNG (a decompression bomb), and an
+ordinary camera JPEG for reference; and for a hostile search filter (issue 22:
+``repeat('x',300000000)``, five times), refused by its parser.
+
+Each hostile case prints the bound on its peak above idle that the tests asserted on whatever
+machine ran them until issue 31 (tests/integration/test_upload_memory.py: 300 MB for the
+containers; test_web_hostile.py: 500 MiB for the bomb, 50 MiB for the filter), and whether it
+was met here; the tests now assert the behaviour (refused from the headers, never sent to
+PostgreSQL).
 
     python benchmarks/upload_memory.py                     # a small random model
     python benchmarks/upload_memory.py --model ARCH/CHECKPOINT
@@ -27,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import SERVER, camera_jpeg, print_machine, proc_status, scratch_dir
-from hostile import UNDER, giant_png, icns_with, ico_with
+from common import ENV_CACHE, SERVER, camera_jpeg, print_machine, proc_status, scratch_dir
+from hostile import UNDER, giant_png, icns_with, ico_with, png_bomb_1bit
 
 SIDE = UNDER  # the giant frame's side
 TINY = {"embed_dim": 32,
@@ -44,14 +52,14 @@ def reset_peak(pid: int) -> bool:
 
 
 class Server:
-    def __init__(self, spec: str, env: dict):
+    def __init__(self, spec: str, env: dict, settle: float = 1.0):
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER, spec], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         info = json.loads(self.proc.stdout.readline() or "null")
         if not info:
             raise SystemExit(f"the web server did not start (exit {self.proc.wait()})")
         self.url, self.pid = info["url"], info["pid"]
-        time.sleep(1.0)
+        time.sleep(settle)  # its threads started, its memory settled before the idle figure
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -63,15 +71,22 @@ class Server:
 
 
 def post(url: str, name: str, data: bytes) -> str:
-    kind = "image/jpeg" if name.endswith(".jpg") else "application/octet-stream"
-    r = httpx.post(f"{url}/api/search/image?limit=3", files={"file": (name, data, kind)}, timeout=600)
+    if name.startswith("where="):  # not an upload: a text search with this filter
+        r = httpx.get(f"{url}/api/search", params={"q": "x", "where": name[6:]}, timeout=600)
+    else:
+        kind = "image/jpeg" if name.endswith(".jpg") else "application/octet-stream"
+        r = httpx.post(f"{url}/api/search/image?limit=3", files={"file": (name, data, kind)},
+                       timeout=600)
     detail = "" if r.status_code == 200 else ": " + r.json().get("detail", "")[:90]
     return f"{r.status_code}{detail}"
 
 
-def measure(spec: str, env: dict, what: str, uploads: list) -> None:
-    server = Server(spec, env)
+def measure(spec: str, env: dict, what: str, uploads: list, bound_mb: float | None = None,
+            settle: float = 1.0) -> None:
+    server = Server(spec, env, settle)
     try:
+        if uploads[0][0].startswith("where="):  # a filter's first use imports the parser: untimed
+            post(server.url, *uploads[0])
         fresh = reset_peak(server.pid)
         before = {k: v / 1024 for k, v in proc_status(server.pid).items()}  # MB
         started = time.perf_counter()
@@ -81,10 +96,15 @@ def measure(spec: str, env: dict, what: str, uploads: list) -> None:
         after = {k: v / 1024 for k, v in proc_status(server.pid).items()}
     finally:
         server.close()
-    peak = f"{after['VmHWM'] - before['VmRSS']:+,.0f} MB" if fresh else "(not reset: start-up incl.)"
+    grew = after['VmHWM'] - before['VmRSS']
+    peak = f"{grew:+,.0f} MB" if fresh else "(not reset: start-up incl.)"
+    bound = ""
+    if bound_mb is not None:
+        verdict = "met" if fresh and grew < bound_mb else "NOT MET" if fresh else "not measured"
+        bound = f"; bound: peak under +{bound_mb:,.0f} MB above idle: {verdict}"
     print(f"{what}: idle VmRSS {before['VmRSS']:,.0f} MB, peak VmHWM {after['VmHWM']:,.0f} MB "
           f"{peak}, VmRSS after {after['VmRSS']:,.0f} MB, {took:.2f} s; "
-          f"answers: {'; '.join(sorted(set(answers)))}", flush=True)
+          f"answers: {'; '.join(sorted(set(answers)))}{bound}", flush=True)
 
 
 def tiny_model(tmp: Path) -> str:
@@ -104,13 +124,17 @@ def tiny_model(tmp: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ARCH/CHECKPOINT (default: a tiny CLIP with random weights)")
+    ap.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                    help="wait after each server's start before its idle figure (default 1)")
     args = ap.parse_args()
     print_machine()
     import clipsql
 
     print(f"clipsql from {Path(clipsql.__file__).parent}", flush=True)
     tmp = scratch_dir("clipsql-upload-memory-")
-    env = {**os.environ, "CLIPSQL_HOME": str(tmp / "home"), "CLIPSQL_CACHE": str(tmp / "cache"),
+    # the model's export: in $CLIPSQL_BENCH_CACHE where set (the tests share theirs), else here
+    env = {**os.environ, "CLIPSQL_HOME": str(tmp / "home"),
+           "CLIPSQL_CACHE": os.environ.get(ENV_CACHE) or str(tmp / "cache"),
            "PYTHONWARNINGS": "ignore"}
     env.pop("CLIPSQL_DATABASE_URL", None)
     spec = args.model or tiny_model(tmp)
@@ -130,14 +154,21 @@ def main() -> None:
     print(f"made the files in {time.perf_counter() - t:.1f} s: ICNS {len(icns) / 1000:,.0f} KB, "
           f"ICO {len(ico) / 1000:,.0f} KB (a {SIDE}x{SIDE} PNG each), camera JPEG "
           f"{len(photo) / 1e6:.1f} MB", flush=True)
-    cases = [("camera JPEG 4000x3000", [("photo.jpg", photo)]),
-             (f"ICNS, ic10 holding a {SIDE}x{SIDE} PNG", [("giant.icns", icns)]),
-             (f"ICO, one 256x256 entry holding a {SIDE}x{SIDE} PNG", [("giant.ico", ico)]),
-             ("three ICO at once", [(f"giant{i}.ico", ico) for i in range(3)]),
-             ("three ICNS at once", [(f"giant{i}.icns", icns) for i in range(3)])]
+    bomb = png_bomb_1bit(0)[0]
+    repeat = "where=CAST(repeat('x',300000000) AS int)=1"
+    # (what, uploads, bound on the peak above idle in MB, from the tests that asserted it)
+    cases = [("camera JPEG 4000x3000", [("photo.jpg", photo)], None),
+             (f"ICNS, ic10 holding a {SIDE}x{SIDE} PNG", [("giant.icns", icns)], 300),
+             (f"ICO, one 256x256 entry holding a {SIDE}x{SIDE} PNG", [("giant.ico", ico)], 300),
+             ("three ICO at once", [(f"giant{i}.ico", ico) for i in range(3)], 300),
+             ("three ICNS at once", [(f"giant{i}.icns", icns) for i in range(3)], 300),
+             (f"PNG, 1-bit {SIDE}x{SIDE} ({len(bomb) / 1000:,.0f} KB)", [("bomb.png", bomb)],
+              500 * 1.048576),
+             ("filter repeat('x',300000000), five times", [(repeat, b"")] * 5,
+              50 * 1.048576)]
     try:
-        for what, uploads in cases:
-            measure(spec, env, what, uploads)
+        for what, uploads, bound_mb in cases:
+            measure(spec, env, what, uploads, bound_mb, args.settle)
     finally:
         subprocess.run([sys.executable, "-m", "clipsql", "db", "stop"], env=env, capture_output=True)
 

@@ -49,6 +49,13 @@ def short_deadline(monkeypatch):
     return 1.5
 
 
+#: The attacks below sleep 30 s in PostgreSQL (per row, or once): a call that returns within
+#: CUT_OFF_S was cut off at its deadline (or never slept), one that was not takes 30 s or more.
+#: Generous on purpose: how soon after the deadline it returns is not what is tested (a bound
+#: of a few seconds fails on a busy machine).
+CUT_OFF_S = 20
+
+
 def _flag(db, where, batch=None):
     """flag() through the library, optionally with a small cursor batch."""
     from clipsql.query import label_sets, zeroshot
@@ -164,7 +171,7 @@ def test_deadline_cannot_be_lifted(loaded, short_deadline, runner):
     started = time.monotonic()
     with pytest.raises(QueryError, match=r"^the query ran longer than 1\.5 s and was cancelled$"):
         runs[runner]()
-    assert time.monotonic() - started < short_deadline + 5
+    assert time.monotonic() - started < CUT_OFF_S
     conn = loaded.conn
     assert conn.execute("SELECT 1").fetchone() == (1,)
     assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"  # the server default
@@ -177,14 +184,14 @@ def test_a_search_runs_its_filter_in_one_statement(loaded, short_deadline):
     attack that sleeps from the block's second statement on never sleeps in a search."""
     started = time.monotonic()
     hits = loaded.search("x", where=LIFT_THEN_SLEEP, limit=50, strategy="index")
-    assert len(hits) == 12 and time.monotonic() - started < short_deadline
+    assert len(hits) == 12 and time.monotonic() - started < CUT_OFF_S  # no row slept
 
 
 def test_plain_sleep_is_cut_off(loaded, short_deadline):
     started = time.monotonic()
     with pytest.raises(QueryError, match="longer than 1.5 s"):
         loaded.search("x", where="pg_sleep(30) IS NOT NULL")
-    assert time.monotonic() - started < short_deadline + 5
+    assert time.monotonic() - started < CUT_OFF_S
 
 
 def test_deadline_parameter(loaded):
@@ -193,7 +200,7 @@ def test_deadline_parameter(loaded):
         with user_sql.read_only(loaded.conn, "x", timeout_s=1) as conn:
             conn.execute("SELECT set_config('statement_timeout', '0', true)")
             conn.execute("SELECT pg_sleep(30)")
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < CUT_OFF_S
     # between statements: no statement to cancel, the block still fails
     with pytest.raises(QueryError, match="longer than 0.5 s"):
         with user_sql.read_only(loaded.conn, "x", timeout_s=0.5):

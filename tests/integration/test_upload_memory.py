@@ -4,20 +4,21 @@ frames' own headers (HEAD decoded them: +2 GB peak for the ICNS), every upload t
 is test-decoded in a process of its own with a memory limit, and at most
 ``files.UPLOAD_SLOTS`` decode at once (503 past them, with a readable message).
 
-The server runs in a process of its own (``create_app`` + ``serve_in_thread``), so its peak
-resident memory (VmHWM in /proc/PID/status, reset before each case) is its own. The figures
-before and after are from ``benchmarks/upload_memory.py``."""
+The server runs in a process of its own (``create_app`` + ``serve_in_thread``), as it does for
+users. What the tests assert is the behaviour that bounds its memory: the refusal comes from
+the frames' headers (its message names the frame's size and the pixel limit), alone and three
+at once, and the server serves on. Its peak resident memory for each case, against the bound
+these tests asserted until issue 31 (300 MB above idle), is measured by
+``benchmarks/upload_memory.py``, which prints it: a bound on the memory of whatever machine
+runs the tests is a benchmark's figure, not a test's."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,10 +28,6 @@ from tests.conftest import ROOT, fresh_database, make_image
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the hostile files the memory benchmark uploads
 from hostile import UNDER, giant_png, icns_with, ico_with, png
 
-#: What refused uploads may add to the server's peak resident memory: generous (each
-#: 13000x13000 frame below is 676 MB decoded; HEAD's server peaked 2 GB above idle).
-BOUND_MB = 300
-
 SERVER = r"""
 import json, os, sys
 from clipsql.web import create_app, serve_in_thread
@@ -39,42 +36,6 @@ with serve_in_thread(app) as url:
     print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
     sys.stdin.readline()
 """
-
-
-def status_mb(pid: int) -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-
-
-def peak_growth_mb(pid: int, run) -> tuple[float, object]:
-    """(how far the process's resident memory rose above its level before, in MB, while
-    ``run()`` ran; what it returned): VmHWM after a reset where the kernel allows one, else
-    VmRSS sampled every 2 ms."""
-    before = status_mb(pid)["VmRSS"]
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    except OSError:
-        peak, stop = [before], threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], status_mb(pid)["VmRSS"])
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            result = run()
-        finally:
-            stop.set()
-            sampler.join()
-        return peak[0] - before, result
-    result = run()
-    return status_mb(pid)["VmHWM"] - before, result
 
 
 @pytest.fixture(scope="module")
@@ -116,27 +77,22 @@ def test_an_ordinary_upload_is_decoded_and_finds_its_own_image(server):
 
 
 @pytest.mark.parametrize("name, make", [("giant.icns", icns_with), ("giant.ico", ico_with)])
-def test_a_container_holding_a_giant_frame_is_refused_within_bounded_memory(server, name, make):
+def test_a_container_holding_a_giant_frame_is_refused_from_its_headers(server, name, make):
     body = make(giant_png())
     assert len(body) < 1_000_000  # the whole attack is a small upload
-    grew, r = peak_growth_mb(server["pid"], lambda: post(server["url"], name, body))
-    assert grew < BOUND_MB, f"the server's resident memory rose {grew:.0f} MB"
+    r = post(server["url"], name, body)
     assert r.status_code == 413, r.text
     detail = r.json()["detail"]
     assert f"holds a frame of {UNDER}x{UNDER}" in detail and "pixel limit" in detail, detail
 
 
-def test_three_giant_uploads_at_once_stay_within_bounded_memory(server):
+def test_three_giant_uploads_at_once_are_refused_and_the_server_serves_on(server):
     bodies = [("a.ico", ico_with(giant_png())), ("b.icns", icns_with(giant_png())),
               ("c.ico", ico_with(giant_png()))]
-
-    def all_three():
-        with ThreadPoolExecutor(3) as pool:
-            return list(pool.map(lambda b: post(server["url"], *b), bodies))
-
-    grew, answers = peak_growth_mb(server["pid"], all_three)
-    assert grew < BOUND_MB, f"the server's resident memory rose {grew:.0f} MB"
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda b: post(server["url"], *b), bodies))
     assert [a.status_code for a in answers] == [413] * 3, [a.text for a in answers]
+    assert all(f"holds a frame of {UNDER}x{UNDER}" in a.json()["detail"] for a in answers)
     assert post(server["url"], "q.png", server["photo"].read_bytes()).status_code == 200
 
 

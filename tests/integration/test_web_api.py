@@ -311,9 +311,20 @@ def test_concurrent_requests_get_their_own_answers(server, lib):
         assert all(pool.map(work, range(40)))
 
 
-def test_text_query_latency(client):
-    """The model stays loaded: a text query answers well under a second (tiny model, CPU)."""
+def test_the_model_stays_loaded_between_text_queries(client, monkeypatch):
+    """The model stays loaded: after the first query, new text queries build no model and open
+    no ONNX Runtime session. How fast they answer is measured, not asserted, by
+    ``benchmarks/search.py`` (a text query end to end, with the 1 s bound this test used to
+    assert on whatever machine ran it)."""
+    from clipsql.models import openclip, runtime
+
     client.get("/api/search", params={"q": "warm"})
+    opened, built = [], []
+    open_session, init = runtime.open_session, openclip.ClipModel.__init__
+    monkeypatch.setattr(runtime, "open_session",
+                        lambda *a, **k: opened.append(a) or open_session(*a, **k))
+    monkeypatch.setattr(openclip.ClipModel, "__init__",
+                        lambda self, *a, **k: built.append(a) or init(self, *a, **k))
     times = []
     for i in range(20):
         start = time.perf_counter()
@@ -321,7 +332,7 @@ def test_text_query_latency(client):
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     print(f"\ntext query over HTTP: median {median * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
-    assert median < 1.0
+    assert opened == [] and built == []
 
 
 def store_labels(lib):

@@ -160,14 +160,12 @@ def test_lookups_answer_while_slow_searches_run(server, client, lib, hostile_dsn
     with labels_locked(hostile_dsn), ThreadPoolExecutor(4) as pool:
         searches = [pool.submit(slow, i) for i in range(4)]
         time.sleep(0.5)  # all four are waiting in the database now
+        # the searches wait for the lock until the block ends: a lookup queued behind them
+        # would never answer (the client's timeout), so answering at all is the behaviour
         for url in ("/api/status", f"/api/images/{image_id}", f"/thumbs/{image_id}",
                     "/api/status"):
-            start = time.perf_counter()
-            assert client.get(url).status_code == 200
-            assert time.perf_counter() - start < 1.0, url
-        start = time.perf_counter()
+            assert client.get(url).status_code == 200, url
         assert client.get("/api/search", params={"q": "fast", "limit": 2}).status_code == 200
-        assert time.perf_counter() - start < 1.0
         assert not any(f.done() for f in searches)  # they were still running
         assert [f.result() for f in searches] == [200] * 4
 
@@ -182,10 +180,11 @@ def test_a_full_pool_answers_503_readably(lib, hostile_dsn, tiny_model, tmp_path
         slow = threading.Thread(target=lambda: c.get("/api/search", params={"q": "a", **SLOW}))
         slow.start()
         time.sleep(0.5)
-        start = time.perf_counter()
+        # the one connection is held until the block ends: an answer at all is the pool's
+        # wait (1 s) running out, not the slow search finishing
         r = httpx.get(url + "/api/search", params={"q": "b"}, timeout=30)
         assert r.status_code == 503 and "busy" in r.json()["detail"]
-        assert time.perf_counter() - start < 3
+        assert slow.is_alive()
         assert httpx.get(url + "/api/status", timeout=30).status_code == 200  # own pool
         slow.join()
         assert c.get("/api/search", params={"q": "b"}).status_code == 200
@@ -272,35 +271,13 @@ def bomb_png(path, side=13000):
     return path
 
 
-def rss_mb():
-    import psutil
+def test_a_decompression_bomb_upload_is_refused_before_decoding(client, tmp_path, monkeypatch):
+    """Refused from its header: no pixel is decoded, neither in the server (it runs in this
+    process) nor in the decoding process. The server's peak memory for it is measured by
+    ``benchmarks/upload_memory.py`` (with the 500 MiB bound this test used to assert)."""
+    from PIL import Image, ImageFile
 
-    return psutil.Process().memory_info().rss / 2**20
-
-
-@contextlib.contextmanager
-def rss_peak():
-    """``[peak]``: this process's highest RSS (MiB) while the block runs, sampled every 5 ms."""
-    peak, stop = [0.0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        sampler.join()
-
-
-def test_a_decompression_bomb_upload_is_refused_before_decoding(client, tmp_path):
-    import resource
-
-    from PIL import Image
+    from clipsql.ingest import decoder_pool
 
     bomb = bomb_png(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 100_000
@@ -308,15 +285,16 @@ def test_a_decompression_bomb_upload_is_refused_before_decoding(client, tmp_path
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(bomb) as img:
             assert img.size == (13000, 13000) and img.mode == "1"
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    base = rss_mb()
-    with rss_peak() as peak:
-        r = client.post("/api/search/image", files={"file": ("b.png", bomb.read_bytes(),
-                                                             "image/png")})
-    assert peak[0] - base < 500, (base, peak[0])
-    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    assert peak_after - max(peak_before, base) < 500
+    decoded = []
+    load, isolated = ImageFile.ImageFile.load, decoder_pool.decode_isolated
+    monkeypatch.setattr(ImageFile.ImageFile, "load",
+                        lambda self, *a, **k: decoded.append(self.size) or load(self, *a, **k))
+    monkeypatch.setattr(decoder_pool, "decode_isolated",
+                        lambda *a, **k: decoded.append(a) or isolated(*a, **k))
+    r = client.post("/api/search/image", files={"file": ("b.png", bomb.read_bytes(),
+                                                         "image/png")})
     assert r.status_code == 413, r.text
+    assert decoded == []
     assert "13000x13000" in r.json()["detail"] and "pixel limit" in r.json()["detail"]
 
 
@@ -372,10 +350,9 @@ def test_edited_fifo_and_directory_files_get_404(client, lib):
         assert client.get(f"/images/{image_id}").status_code == 404
         os.unlink(path)
         os.mkfifo(path)  # opening a FIFO must not hang the request
-        start = time.perf_counter()
+        # a request that opened it would hang: the client's timeout (30 s) fails the test
         assert client.get(f"/images/{image_id}").status_code == 404
         assert client.get(f"/thumbs/{image_id}").status_code == 404
-        assert time.perf_counter() - start < 5
         os.unlink(path)
         os.mkdir(path)
         assert client.get(f"/images/{image_id}").status_code == 404
@@ -504,35 +481,30 @@ PAYLOADS = [
 
 
 @pytest.mark.parametrize(("payload", "named"), PAYLOADS, ids=range(len(PAYLOADS)))
-def test_payloads_are_refused_quickly_and_never_sent(client, payload, named):
+def test_payloads_are_refused_and_never_sent(client, payload, named):
+    """Refused by the parser before any statement (before the allowlist the repeat payload
+    ran 13-18 s in the database): nothing of it is sent."""
     marker = str(900_000_000 + PAYLOADS.index((payload, named)))  # in whatever would be sent
     with statements_sent() as sent:
-        start = time.perf_counter()
         r = client.get("/api/search", params={"q": "x", "where": f"{payload} AND id <> -{marker}"})
-        took = time.perf_counter() - start
     assert r.status_code == 400 and named in r.json()["detail"], r.text
-    assert took < 2, took  # before the allowlist: 13-18 s for the repeat payload
     assert not any(marker in q for q in sent), sent
     with statements_sent() as sent:  # the spy does see an accepted filter's statements
         r = client.get("/api/search", params={"q": "x", "limit": 2, "where": f"id <> -{marker}"})
     assert r.status_code == 200 and any(marker in q for q in sent)
 
 
-def test_the_repeat_payload_does_not_grow_the_server(client, capsys):
-    """Issue 22: each such request cost the server about 1.7 GB at its peak. Refused by the
-    parser, it costs nothing: the process (it runs the server) is sampled every 5 ms."""
+def test_the_repeat_payload_never_reaches_the_database(client):
+    """Issue 22: each such request cost the server about 1.7 GB at its peak, the result of
+    ``repeat`` coming back from PostgreSQL. Refused by the parser, no statement of it is
+    sent, however often it comes; the server's memory for it is measured by
+    ``benchmarks/upload_memory.py`` (with the 50 MiB bound this test used to assert)."""
     payload = {"q": "x", "where": "CAST(repeat('x',300000000) AS int)=1"}
-    client.get("/api/search", params=payload)  # first use: imports the parser
-    base = rss_mb()
-    with rss_peak() as peak:
+    with statements_sent() as sent:
         answers = [client.get("/api/search", params=payload) for _ in range(5)]
-    after = rss_mb()
-    with capsys.disabled():
-        print(f"\nrepeat payload x5: RSS before {base:.1f} MiB, peak {peak[0]:.1f} MiB, "
-              f"after {after:.1f} MiB")
     assert all(r.status_code == 400 and "the function repeat" in r.json()["detail"]
                for r in answers)
-    assert peak[0] - base < 50 and after - base < 50, (base, peak[0], after)
+    assert not any("repeat" in q for q in sent), sent
 
 
 def test_random_filters_refused_by_the_grammar_never_reach_the_database(client):
