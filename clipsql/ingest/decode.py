@@ -182,10 +182,10 @@ def _refuse_by_header(path: str, f) -> None:
     f.seek(0)
     import warnings
 
-    try:  # Pillow gets a handle of its own: some plugins (FTEX) close the file they read
-        with warnings.catch_warnings(), os.fdopen(os.dup(f.fileno()), "rb") as probe:
+    try:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(probe) as img:
+            with Image.open(f) as img:
                 w, h = img.size
     except UnidentifiedImageError:
         raise ImageError(Reason.UNSUPPORTED, "not an image format Pillow can read") from None
@@ -194,6 +194,9 @@ def _refuse_by_header(path: str, f) -> None:
     except Exception:  # damaged, or a PNG text chunk past Pillow's limits: the decode tells
         w = h = 0
     finally:
+        if f.closed:  # a reader that closes the file it was given (Pillow's FTEX)
+            raise ImageError(Reason.UNSUPPORTED, "Pillow's reader of this format closes the "
+                             "file it reads: not read")
         f.seek(0)
     if w * h > MAX_PIXELS:
         raise ImageError(Reason.DECOMPRESSION_BOMB,

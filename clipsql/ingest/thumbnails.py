@@ -12,6 +12,7 @@ fresh one and an unchanged photo is never decoded twice. Files are written atomi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -27,8 +28,13 @@ BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                    "WEBP": "image/webp", "BMP": "image/bmp"}
 
 
-def render(path: str, size: int = THUMB_SIZE, quality: int = 82) -> bytes | None:
+def render(path: str, size: int = THUMB_SIZE, quality: int = 82, *, source=None,
+           places=None) -> bytes | None:
     """JPEG bytes of the oriented image scaled to fit ``size`` x ``size``, or None if unreadable.
+
+    The file is opened once: ``source``, a binary file already open (the web server's
+    hash-checked file, so the thumbnail shows exactly the bytes it checked), or ``path``
+    opened inside ``places`` (:func:`clipsql.ingest.confine.open_inside`; None: anywhere).
 
     >>> render("/nonexistent.jpg") is None
     True
@@ -36,16 +42,28 @@ def render(path: str, size: int = THUMB_SIZE, quality: int = 82) -> bytes | None
     from clipsql.ingest import decode
 
     try:
-        with decode.BUDGET.reservation() as ticket:
-            return _render(path, size, quality, ticket)
+        with decode.BUDGET.reservation() as ticket, _opened(path, source, places) as f:
+            return _render(path, f, size, quality, ticket)
     except Exception:  # a vanished, changed or hostile file: the caller answers "not found"
         return None
 
 
-def _render(path: str, size: int, quality: int, ticket) -> bytes:
-    """:func:`render` within a reservation of the decode budget: every frame's size is
-    read from its header first (none over the pixel limit), and the decoded picture with
-    its copies is taken from the budget before it is decoded."""
+@contextlib.contextmanager
+def _opened(path: str, source, places):
+    if source is not None:
+        source.seek(0)
+        yield source
+        return
+    from clipsql.ingest.confine import opened
+
+    with opened(path, places) as f:
+        yield f
+
+
+def _render(path: str, f, size: int, quality: int, ticket) -> bytes:
+    """:func:`render` of the open file ``f`` within a reservation of the decode budget:
+    every frame's size is read from its header first (none over the pixel limit), and the
+    decoded picture with its copies is taken from the budget before it is decoded."""
     import io
 
     from PIL import Image, ImageOps
@@ -56,17 +74,16 @@ def _render(path: str, size: int, quality: int, ticket) -> bytes:
     if formats.is_raw(path):
         from clipsql.ingest.raw import open_raw
 
-        with open(path, "rb") as f:
-            data = f.read(decode.MAX_BYTES + 1)
+        data = f.read(decode.MAX_BYTES + 1)
         if len(data) > decode.MAX_BYTES:
             raise ValueError("over the size limit")
         decode.BUDGET.take(ticket, len(data))
         img = open_raw(data, min_side=size, max_pixels=decode.MAX_PIXELS).image
     else:
-        with open(path, "rb") as f:
-            sizes = formats.frame_sizes(f, decode.MAX_PIXELS)
+        sizes = formats.frame_sizes(f, decode.MAX_PIXELS)
+        f.seek(0)
         decode.BUDGET.take(ticket, 8 * max(map(formats.area, sizes)))
-        with Image.open(path) as opened:
+        with Image.open(f) as opened:
             if getattr(opened, "n_frames", 1) > 1:
                 opened.seek(0)
             opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
@@ -105,12 +122,14 @@ class ThumbnailCache:
             raise ValueError("thumbnails are keyed by an integer id and a hex sha256")
         return self.root / str(size) / str(image_id // 1000) / f"{image_id}-{sha256}.jpg"
 
-    def get(self, image_id: int, sha256: str, path: str, size: int = THUMB_SIZE) -> Path | None:
-        """The cached thumbnail file, made now if missing; None if the image cannot be read."""
+    def get(self, image_id: int, sha256: str, path: str, size: int = THUMB_SIZE, *,
+            source=None, places=None) -> Path | None:
+        """The cached thumbnail file, made now if missing (:func:`render`: from ``source`` if
+        given, else ``path`` inside ``places``); None if the image cannot be read."""
         target = self.file_for(image_id, sha256, size)
         if target.is_file():
             return target
-        data = render(path, size)
+        data = render(path, size, source=source, places=places)
         if data is None:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -158,6 +158,46 @@ def test_ocr_reads_no_file_swapped_for_a_link_since_the_load(db, attack):
         "WHERE i.path = %s", (str(photos / "b.jpg"),)).fetchone()
 
 
+def test_a_thumbnail_shows_the_checked_file_even_if_swapped_during_the_render(
+        db, attack, tiny_model, tmp_path, monkeypatch):
+    """The server checks the file, renders it, and checks the name again. A writer who swaps
+    in a link to a private photo right after the first check and back before the second must
+    not get a thumbnail of the private photo: the render reads the checked file itself."""
+    import io
+
+    from PIL import Image
+
+    from clipsql.web import create_app, files, serve_in_thread
+
+    photos, private = attack
+    db.load(photos)
+    image_id = db.conn.execute("SELECT id FROM clipsql.images WHERE path = %s",
+                               (str(photos / "a.png"),)).fetchone()[0]
+    check, calls = files.still_at, []
+
+    def racing_check(f, path):  # what a writer racing the server does, at the worst time
+        if path != str(photos / "a.png"):
+            return check(f, path)
+        calls.append(path)
+        if len(calls) == 1:  # checked: now the name leads to the private photo
+            check(f, path)
+            os.replace(photos / "a.png", tmp_path / "a.kept")
+            os.symlink(private / "secret.png", photos / "a.png")
+        else:  # rendered: the name is put back before the second check
+            os.unlink(photos / "a.png")
+            os.replace(tmp_path / "a.kept", photos / "a.png")
+            check(f, path)
+
+    monkeypatch.setattr(files, "still_at", racing_check)
+    app = create_app(db.dsn, model=tiny_model, thumbnails_dir=tmp_path / "thumbs")
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        r = client.get(f"/thumbs/{image_id}")
+    assert r.status_code == 200 and len(calls) == 2
+    red, green, blue = Image.open(io.BytesIO(r.content)).convert("RGB").resize((1, 1)).getpixel(
+        (0, 0))
+    assert red > 100 and green < 100 and blue < 100, (red, green, blue)  # a.png, not the secret
+
+
 def test_rows_loaded_through_links_are_served_only_while_their_place_is_recorded(
         db, attack, tiny_model, tmp_path):
     from clipsql.web import create_app, serve_in_thread

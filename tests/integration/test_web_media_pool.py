@@ -103,10 +103,10 @@ def test_a_flood_gets_503_while_status_and_searches_answer(loaded, serve, submit
     release, made = threading.Event(), Counter()
     original = ThumbnailCache.get
 
-    def slow(self, image_id, sha256, path, size):
+    def slow(self, image_id, sha256, path, size, **kw):
         made[image_id] += 1
         assert release.wait(WAIT_S)  # a decode that takes as long as the test wants
-        return original(self, image_id, sha256, path, size)
+        return original(self, image_id, sha256, path, size, **kw)
 
     monkeypatch.setattr(ThumbnailCache, "get", slow)
     client, app = serve(media_threads=1, media_queue=2)
@@ -201,8 +201,10 @@ def test_a_video_replaced_by_a_sparse_20_gb_file_is_404_unread(loaded, serve, mo
 
 def test_requests_waiting_for_a_hash_hold_no_thread(loaded, serve, submits, monkeypatch):
     """While one job hashes a video nobody checked yet, requests for its other moments find
-    it being hashed and give their thread back (the pool takes only two jobs here, yet six
-    more requests get in); then all are served from the one hash."""
+    it being hashed and give their thread back (the pool takes only three jobs here, yet six
+    more requests get in); then all are served from the one hash. (Three, not two: once the
+    hash is done the waiters run their jobs again, one per moment, while the first job may
+    not have left the pool yet.)"""
     from collections import OrderedDict
 
     from clipsql.web import files
@@ -218,7 +220,7 @@ def test_requests_waiting_for_a_hash_hold_no_thread(loaded, serve, submits, monk
         return digest(f, limit, *args, **kwargs)
 
     monkeypatch.setattr(files, "_digest", slow)
-    client, app = serve(media_threads=2, media_queue=0)
+    client, app = serve(media_threads=2, media_queue=1)
     first, *others = ids["moments"]
     with ThreadPoolExecutor(8) as senders:
         hashing = senders.submit(client.get, f"/videos/{first}", headers={"Range": "bytes=0-9"})
