@@ -118,6 +118,7 @@ def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
     the images, loading the model's weights).
     """
     steps = steps or (lambda what: None)
+    from clipsql.ingest import roots
     from clipsql.ingest.decode import read
 
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
@@ -133,6 +134,7 @@ def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
         captioner.preprocess  # the weights load before the clock starts: the rate is captioning
         steps(f"captioning on {captioner.device}, {min(batch_size, len(todo))} images at a "
               "time (greedy decoding, token by token)")
+    places = roots.places(conn)  # only files inside the loaded folders are read again
     start = time.perf_counter()
     if progress:
         progress(0, len(todo))
@@ -142,7 +144,7 @@ def caption(conn, captioner, *, where=None, params=(), batch_size: int = BATCH,
         decoded, shas = [], []
         for image_id, path, _sha in batch:
             try:
-                item = read(path, captioner.preprocess)
+                item = read(path, captioner.preprocess, places=places)
             except ImageError as exc:
                 report.failed[path] = exc.reason
                 continue

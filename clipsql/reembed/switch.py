@@ -29,6 +29,7 @@ from clipsql import config
 from clipsql.database import binding, hnsw, migrations
 from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, LoadError, ReembedUnfinishedError
+from clipsql.ingest import roots
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.reembed import rows, texts
 
@@ -128,7 +129,9 @@ def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_S
         else:
             run_id, report.resumed = run_row["id"], True
         filler = rows.RowEmbedder(conn, model, run_id, report, batch_size, progress)
-        with Decoders(model.preprocess, 2 * model.image_size, workers or 2, processes) as pool:
+        places = roots.places(conn)  # files are read again only inside the loaded folders
+        with Decoders(model.preprocess, 2 * model.image_size, workers or 2, processes,
+                      places=places) as pool:
             filler.pool = pool
             steps(f"embedding the images with {model.spec}"
                   + (f" (resuming: {run_row['embedded']} of {run_row['total']} done)"

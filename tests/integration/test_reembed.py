@@ -301,3 +301,19 @@ def test_a_file_overwritten_with_another_photo_is_reported_never_half_updated(
         assert (sha, size, width, height) == (now.sha256, target.stat().st_size, 50, 40)
         want = model.encode_images(now.pixels[None])[0]
         assert np.abs(vector.to_numpy() - want).max() < 2e-3
+
+
+def test_a_file_swapped_for_a_link_out_of_the_folder_is_not_read_again(
+        dsn, tiny_model, wide_model, photo_folder, tmp_path):
+    """A loaded photo later replaced by a link to a private file: the reembed reads the loaded
+    folders only (clipsql.ingest.confine), so it names the file as ``link_outside``."""
+    from clipsql.errors import LoadError
+
+    with clipsql.connect(dsn, model=tiny_model) as db:
+        db.load(photo_folder)
+        target = sorted(photo_folder.rglob("img03.*"))[0]
+        make_image(tmp_path / "private" / target.name, color=(1, 2, 3), pattern=6)
+        target.unlink()
+        target.symlink_to(tmp_path / "private" / target.name)
+        with pytest.raises(LoadError, match=rf"{re.escape(str(target))}: link_outside"):
+            db.reembed(wide_model, batch_size=4)
