@@ -92,6 +92,142 @@ ON CONFLICT (path, start_s) DO UPDATE SET {updates}, updated_at = now()
 RETURNING (xmax = 0);
 
 
+-- ===== a load's accounting (clipsql/ingest/accounting.py) ================================
+
+-- name: paths_delete
+-- What is stored of these files in one table ({table}: accounting.IMAGES, FAILURES or
+-- IGNORED: a file's rows, its failure, its ignored record).
+DELETE FROM clipsql.{table} WHERE path = ANY(%s);
+
+-- name: paths_delete_under
+-- What is stored under these folders (each ending in /) in one table ({table}: as above).
+DELETE FROM clipsql.{table} WHERE path ^@ ANY(%s::text[]);
+
+-- name: walk_failures_record
+-- The walk's failures (path, reason, detail): no size or mtime, the file was not read.
+INSERT INTO clipsql.failures (path, reason, detail)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail,
+    bytes = NULL, mtime = NULL, failed_at = now();
+
+-- name: ignored_forget
+-- What an earlier load ignored under the loaded folders and this one did not (the files
+-- it ignored, the blind spots' folders aside).
+DELETE FROM clipsql.ignored WHERE path ^@ ANY(%s::text[])
+    AND NOT path = ANY(%s::text[]) AND NOT path ^@ ANY(%s::text[]);
+
+-- name: ignored_record
+INSERT INTO clipsql.ignored (path, reason) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason
+WHERE ignored.reason <> EXCLUDED.reason;
+
+-- name: known_state_paths
+-- path, size and mtime of these files' rows or failures ({table}: accounting.IMAGES or
+-- FAILURES).
+SELECT DISTINCT path, bytes, mtime FROM clipsql.{table} WHERE path = ANY(%s);
+
+-- name: known_state_under
+-- The same of these files and of everything under these folders (each ending in /).
+SELECT DISTINCT path, bytes, mtime FROM clipsql.{table}
+WHERE path = ANY(%s) OR path ^@ ANY(%s::text[]);
+
+-- name: claims_take
+-- The paths whose claim this session took: a session advisory lock in the claims' space
+-- (accounting.CLAIM_SPACE) on the path's hash, never waited for.
+SELECT p FROM unnest(%s::text[]) AS p WHERE pg_try_advisory_lock(%s::int, hashtext(p));
+
+-- name: claims_release
+SELECT pg_advisory_unlock(%s::int, hashtext(p)) FROM unnest(%s::text[]) AS p;
+
+-- name: claims_wait
+-- Waits until no other load holds the path's claim (then holds it: released at once).
+SELECT pg_advisory_lock(%s::int, hashtext(%s));
+
+
+-- ===== a load's batches (clipsql/ingest/loader.py) =======================================
+
+-- name: load_paths_stored
+-- The batch's files that already had rows (counted as updated, the others as added).
+SELECT DISTINCT path FROM clipsql.images WHERE path = ANY(%s);
+
+-- name: load_failures_record
+-- A decoding failure, with the file's size and mtime (an unchanged file is not retried).
+INSERT INTO clipsql.failures (path, reason, detail, bytes, mtime) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail,
+    bytes = EXCLUDED.bytes, mtime = EXCLUDED.mtime, failed_at = now();
+
+-- name: load_video_moments_drop
+-- The rows of the batch's videos that it did not write: the moments of an earlier version
+-- (the videos' paths, then the (path, start_s) of every moment written).
+DELETE FROM clipsql.images i WHERE i.path = ANY(%s) AND NOT EXISTS (
+    SELECT 1 FROM unnest(%s::text[], %s::float8[]) AS n(path, start_s)
+    WHERE n.path = i.path AND n.start_s = i.start_s);
+
+
+-- ===== the loaded places (clipsql/ingest/roots.py) =======================================
+
+-- name: roots_record
+-- The places a load walked (link NULL) and those its links led to (the link): a place
+-- once walked itself stays so.
+INSERT INTO clipsql.roots (path, link) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT (path) DO UPDATE SET loaded_at = now(),
+    link = CASE WHEN roots.link IS NULL THEN NULL ELSE EXCLUDED.link END;
+
+-- name: roots_places
+SELECT path FROM clipsql.roots;
+
+-- name: roots_holds
+-- Whether the resolved path %(real)s is a recorded place or lies under one (roots.HOLDS:
+-- the web server asks it too).
+SELECT EXISTS (SELECT 1 FROM clipsql.roots WHERE path = %(real)s
+    OR %(real)s ^@ (rtrim(path, '/') || '/'));
+
+
+-- ===== a watch's deletions (clipsql/ingest/watch.py) =====================================
+
+-- name: watch_known
+-- The stored paths of the deleted files and of everything under the deleted folders
+-- ({table}: accounting.IMAGES, FAILURES or IGNORED).
+SELECT path FROM clipsql.{table} WHERE path = ANY(%s) OR path ^@ ANY(%s::text[]);
+
+-- name: watch_files_under
+-- How many files under a watched folder (ending in /) have rows, or a failure ({table}:
+-- accounting.IMAGES or FAILURES).
+SELECT count(DISTINCT path) FROM clipsql.{table} WHERE path ^@ %s;
+
+
+-- ===== the web server (clipsql/web/) =====================================================
+
+-- name: web_row
+-- What the server needs to send one row's file (backend.Row).
+SELECT id, path, sha256, format, start_s, bytes FROM clipsql.images WHERE id = %s;
+
+-- name: web_image
+-- All of one row's metadata ({columns}: images.DETAILS, everything but the embedding).
+SELECT {columns} FROM clipsql.images WHERE id = %s;
+
+-- name: web_labels
+-- Each stored label with how many images carry it ({labels}: filters.LABELS_TABLE, the
+-- table the page's label filter reads).
+SELECT label, count(DISTINCT id) FROM {labels} GROUP BY label ORDER BY 2 DESC, 1 LIMIT %s;
+
+-- name: web_cameras
+SELECT camera_make, count(*) FROM clipsql.images WHERE camera_make IS NOT NULL
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200;
+
+-- name: web_dates_gps
+-- The first and last day taken, the rows with a GPS position, all rows.
+SELECT min(taken_at)::date, max(taken_at)::date,
+    count(*) FILTER (WHERE latitude IS NOT NULL AND longitude IS NOT NULL), count(*)
+FROM clipsql.images;
+
+-- name: web_words_of
+-- One row's OCR, if current ({current}: clipsql.ocr.search.CURRENT), with the image's size.
+SELECT o.text, o.engine, o.languages, o.confidence, o.words, i.width, i.height
+FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id
+WHERE o.image_id = %s AND {current};
+
+
 -- ===== search (clipsql/query/search.py) ==================================================
 
 -- name: hits

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from clipsql.database.queries import SQL
 from clipsql.errors import PruneRefusedError
 from clipsql.ingest.reasons import Ignored, Reason
 
@@ -25,6 +26,9 @@ PRUNE_MIN_ROWS = 10
 #: The first key of a file claim's advisory lock (``pg_advisory_lock(int, int)``, the second
 #: key a hash of the path): a space of its own, apart from the single-key locks.
 CLAIM_SPACE = 0x636C6970  # "clip"
+#: The tables a file's path may be stored in (the ``{table}`` of queries.sql's path blocks):
+#: its rows (a video's moments are several), its failure, or its ignored record.
+IMAGES, FAILURES, IGNORED = "images", "failures", "ignored"
 
 
 def _under(root: str) -> str:
@@ -42,32 +46,19 @@ def record(conn, found) -> list:
     folders = [_under(r) for r in found.roots if os.path.isdir(r)]
     with conn.transaction():
         if failures:
-            conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)",
-                         ([f[0] for f in failures],))
-            conn.execute(
-                "INSERT INTO clipsql.failures (path, reason, detail) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
-                "ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, "
-                "detail = EXCLUDED.detail, bytes = NULL, mtime = NULL, failed_at = now()",
-                tuple(list(col) for col in zip(*failures)))
+            conn.execute(SQL["paths_delete"].format(table=IMAGES), ([f[0] for f in failures],))
+            conn.execute(SQL["walk_failures_record"], tuple(list(col) for col in zip(*failures)))
         if folders:
-            conn.execute(
-                "DELETE FROM clipsql.ignored WHERE path ^@ ANY(%s::text[]) "
-                "AND NOT path = ANY(%s::text[]) AND NOT path ^@ ANY(%s::text[])",
-                (folders, [p for p, _ in ignored], [_under(b) for b in found.blind_spots]))
+            conn.execute(SQL["ignored_forget"], (folders, [p for p, _ in ignored],
+                                                 [_under(b) for b in found.blind_spots]))
         if ignored:  # a file is in one table: an ignored link drops what was loaded through it
             links = [_under(p) for p, r in ignored if r == Ignored.LINK_OUTSIDE]
-            for table in ("images", "failures"):
-                conn.execute(f"DELETE FROM clipsql.{table} WHERE path = ANY(%s)",
-                             ([p for p, _ in ignored],))
+            for table in (IMAGES, FAILURES):
+                conn.execute(SQL["paths_delete"].format(table=table), ([p for p, _ in ignored],))
                 if links:
-                    conn.execute(f"DELETE FROM clipsql.{table} WHERE path ^@ ANY(%s::text[])",
-                                 (links,))
-            conn.execute(
-                "INSERT INTO clipsql.ignored (path, reason) "
-                "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (path) DO UPDATE "
-                "SET reason = EXCLUDED.reason WHERE ignored.reason <> EXCLUDED.reason",
-                ([p for p, _ in ignored], [r for _, r in ignored]))
+                    conn.execute(SQL["paths_delete_under"].format(table=table), (links,))
+            conn.execute(SQL["ignored_record"],
+                         ([p for p, _ in ignored], [r for _, r in ignored]))
     return failures
 
 
@@ -76,13 +67,11 @@ def known_state(conn, roots, paths=None) -> dict:
     a root that is a file is looked up as one, not as a prefix)."""
     state = {}
     folders = [_under(r) for r in roots if os.path.isdir(r)]
-    for table in ("images", "failures"):
+    for table in (IMAGES, FAILURES):
         if paths is not None:
-            rows = conn.execute(f"SELECT DISTINCT path, bytes, mtime FROM clipsql.{table} "
-                                "WHERE path = ANY(%s)", (list(paths),))
+            rows = conn.execute(SQL["known_state_paths"].format(table=table), (list(paths),))
         else:
-            rows = conn.execute(f"SELECT DISTINCT path, bytes, mtime FROM clipsql.{table} "
-                                "WHERE path = ANY(%s) OR path ^@ ANY(%s::text[])",
+            rows = conn.execute(SQL["known_state_under"].format(table=table),
                                 (list(roots), folders))
         for path, size, mtime in rows:
             state[path] = (size, mtime)
@@ -135,8 +124,8 @@ def prune(conn, vanished) -> int:
     if not vanished:
         return 0
     with conn.transaction():
-        n = conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (vanished,)).rowcount
-        conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (vanished,))
+        n = conn.execute(SQL["paths_delete"].format(table=IMAGES), (vanished,)).rowcount
+        conn.execute(SQL["paths_delete"].format(table=FAILURES), (vanished,))
     return n
 
 
@@ -162,9 +151,7 @@ class Claims:
         """(claimed and still to embed, claimed but already done, held by another load)."""
         from clipsql.ingest.decode import mtime_of
 
-        got = {r[0] for r in self.conn.execute(
-            "SELECT p FROM unnest(%s::text[]) AS p "
-            "WHERE pg_try_advisory_lock(%s::int, hashtext(p))", (list(paths), CLAIM_SPACE))}
+        got = {r[0] for r in self.conn.execute(SQL["claims_take"], (list(paths), CLAIM_SPACE))}
         claimed = [p for p in paths if p in got]
         state = known_state(self.conn, (), claimed) if claimed else {}
         done = {p for p in claimed if state.get(p) == (stats[p].st_size, mtime_of(stats[p]))}
@@ -186,10 +173,9 @@ class Claims:
 
     def release(self, paths) -> None:
         if paths and not self.conn.closed:
-            self.conn.execute("SELECT pg_advisory_unlock(%s::int, hashtext(p)) "
-                              "FROM unnest(%s::text[]) AS p", (CLAIM_SPACE, list(paths)))
+            self.conn.execute(SQL["claims_release"], (CLAIM_SPACE, list(paths)))
 
     def wait(self, path) -> None:
         """Wait until no other load holds ``path`` (this load holds no claim meanwhile)."""
-        self.conn.execute("SELECT pg_advisory_lock(%s::int, hashtext(%s))", (CLAIM_SPACE, path))
+        self.conn.execute(SQL["claims_wait"], (CLAIM_SPACE, path))
         self.release([path])

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from clipsql import config
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
+from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, ImageError
 from clipsql.ingest import accounting, confine, roots
 from clipsql.ingest.decode import mtime_of
@@ -262,21 +263,17 @@ class Writer(threading.Thread):
         files = list(dict.fromkeys(d.path for d in rows))  # a video's moments: one file
         with conn.transaction():
             if rows:
-                before = {p for (p,) in conn.execute(
-                    "SELECT DISTINCT path FROM clipsql.images WHERE path = ANY(%s)", (files,))}
+                before = {p for (p,) in conn.execute(SQL["load_paths_stored"], (files,))}
                 upsert.upsert(conn, WRITTEN, (_row(d) for d in rows))
                 _drop_other_rows(conn, rows)
-                conn.execute("DELETE FROM clipsql.failures WHERE path = ANY(%s)", (files,))
+                conn.execute(SQL["paths_delete"].format(table=accounting.FAILURES), (files,))
             if failures:
                 paths = [f[0] for f in failures]
                 stats = [_stat_or_none(p) for p in paths]
-                conn.execute("DELETE FROM clipsql.images WHERE path = ANY(%s)", (paths,))
+                conn.execute(SQL["paths_delete"].format(table=accounting.IMAGES), (paths,))
                 with conn.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO clipsql.failures (path, reason, detail, bytes, mtime) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
-                        "reason = EXCLUDED.reason, detail = EXCLUDED.detail, bytes = EXCLUDED.bytes,"
-                        " mtime = EXCLUDED.mtime, failed_at = now()",
+                        SQL["load_failures_record"],
                         [(p, Reason.of(r).value, d[:1000], s[0] if s else None,
                           s[1] if s else None)
                          for (p, r, d), s in zip(failures, stats)])
@@ -297,9 +294,7 @@ def _drop_other_rows(conn, rows) -> None:
     moments = [(d.path, d.start_s) for d in rows if d.start_s is not None]
     if moments:
         conn.execute(
-            "DELETE FROM clipsql.images i WHERE i.path = ANY(%s) AND NOT EXISTS ("
-            "SELECT 1 FROM unnest(%s::text[], %s::float8[]) AS n(path, start_s) "
-            "WHERE n.path = i.path AND n.start_s = i.start_s)",
+            SQL["load_video_moments_drop"],
             (list({p for p, _ in moments}), [p for p, _ in moments], [s for _, s in moments]))
 
 

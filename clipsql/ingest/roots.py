@@ -19,11 +19,12 @@ sends only files of rows, checked against their hashes).
 
 from __future__ import annotations
 
+from clipsql.database.queries import SQL
 from clipsql.ingest.walk import printable
 
-#: ``SELECT`` whether the resolved path ``%(real)s`` is a recorded place or lies under one.
-HOLDS = ("SELECT EXISTS (SELECT 1 FROM clipsql.roots WHERE path = %(real)s "
-         "OR %(real)s ^@ (rtrim(path, '/') || '/'))")
+#: ``SELECT`` whether the resolved path ``%(real)s`` is a recorded place or lies under one
+#: (queries.sql's ``roots_holds``).
+HOLDS = SQL["roots_holds"]
 
 
 def record(conn, found) -> None:
@@ -33,17 +34,13 @@ def record(conn, found) -> None:
         rows.setdefault(printable(real), printable(link))
     if not rows:
         return
-    conn.execute(
-        "INSERT INTO clipsql.roots (path, link) SELECT * FROM unnest(%s::text[], %s::text[]) "
-        "ON CONFLICT (path) DO UPDATE SET loaded_at = now(), "
-        "link = CASE WHEN roots.link IS NULL THEN NULL ELSE EXCLUDED.link END",
-        (list(rows), list(rows.values())))
+    conn.execute(SQL["roots_record"], (list(rows), list(rows.values())))
 
 
 def places(conn) -> tuple[str, ...]:
     """Every recorded place: where later reads of the rows' files (OCR, a reembed, the web
     server's renditions) may open a file (:mod:`clipsql.ingest.confine`)."""
-    return tuple(p for (p,) in conn.execute("SELECT path FROM clipsql.roots").fetchall())
+    return tuple(p for (p,) in conn.execute(SQL["roots_places"]).fetchall())
 
 
 def holds(conn, real: str) -> bool:

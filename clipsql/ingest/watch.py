@@ -59,6 +59,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
+from clipsql.database.queries import SQL
 from clipsql.errors import ConfigError, DatabaseError, LoadError, PruneRefusedError
 from clipsql.ingest import accounting, loader
 from clipsql.ingest.walk import Found, ignored_reason, printable
@@ -653,13 +654,12 @@ class _Sync:
         folders = [_under(printable(p)) for p in gone_folders]
         with self.connect() as conn:
             known = {}
-            for table in ("images", "failures", "ignored"):
-                for (path,) in conn.execute(
-                        f"SELECT path FROM clipsql.{table} WHERE path = ANY(%s) "
-                        "OR path ^@ ANY(%s::text[])", (gone, folders)):
+            for table in (accounting.IMAGES, accounting.FAILURES, accounting.IGNORED):
+                for (path,) in conn.execute(SQL["watch_known"].format(table=table),
+                                            (gone, folders)):
                     known.setdefault(path, set()).add(table)
             vanished = [p for p in known if not os.path.lexists(p)]
-            rows = [p for p in vanished if known[p] - {"ignored"}]
+            rows = [p for p in vanished if known[p] - {accounting.IGNORED}]
             allowed = set(rows)
             if not self.force:
                 for root in self.roots:
@@ -670,9 +670,9 @@ class _Sync:
                             report.refused.append(problem)
                             allowed -= set(going)
             report.removed += accounting.prune(conn, sorted(allowed))
-            stale = [p for p in vanished if "ignored" in known[p]]
+            stale = [p for p in vanished if accounting.IGNORED in known[p]]
             if stale:
-                conn.execute("DELETE FROM clipsql.ignored WHERE path = ANY(%s)", (stale,))
+                conn.execute(SQL["paths_delete"].format(table=accounting.IGNORED), (stale,))
 
 
 def _refusal(conn, root: str, going: int) -> str:
@@ -680,8 +680,8 @@ def _refusal(conn, root: str, going: int) -> str:
     once (:func:`~clipsql.ingest.accounting.prune_refusal`, the rule of every prune), or ""
     where it may go on."""
     under = _under(root)
-    rows = sum(conn.execute(f"SELECT count(DISTINCT path) FROM clipsql.{t} WHERE path ^@ %s",
-                            (under,)).fetchone()[0] for t in ("images", "failures"))
+    rows = sum(conn.execute(SQL["watch_files_under"].format(table=t), (under,)).fetchone()[0]
+               for t in (accounting.IMAGES, accounting.FAILURES))
     missing = not os.path.isdir(root)
     why = accounting.prune_refusal(root, rows, going, missing or _looks_empty(root), missing)
     if why is None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsql.database import binding, connection, images
+from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, QueryError
 from clipsql.service import QueryService
 from clipsql.web import files
@@ -319,8 +320,7 @@ class Backend:
 
     def row(self, image_id: int) -> Row | None:
         """The row with this id, or None: the only way the server finds a file to send."""
-        rows = self._query("SELECT id, path, sha256, format, start_s, bytes FROM clipsql.images "
-                           "WHERE id = %s", (image_id,))
+        rows = self._query(SQL["web_row"], (image_id,))
         return Row(*rows[0]) if rows else None
 
     def places(self) -> tuple[str, ...]:
@@ -340,26 +340,19 @@ class Backend:
 
     def image(self, image_id: int) -> dict | None:
         """All of one row's metadata (no embedding), JSON-ready."""
-        rows = self._query(f"SELECT {images.select_list(images.DETAILS)} FROM {images.TABLE} "
-                           "WHERE id = %s", (image_id,))
+        rows = self._query(SQL["web_image"].format(columns=images.select_list(images.DETAILS)),
+                           (image_id,))
         return dict(zip((c.name for c in images.DETAILS), rows[0])) if rows else None
 
     def labels(self, limit: int = 500) -> list[dict]:
         """Each stored label with how many images carry it, most common first."""
-        rows = self._query(
-            f"SELECT label, count(DISTINCT id) FROM {LABELS_TABLE} "
-            "GROUP BY label ORDER BY 2 DESC, 1 LIMIT %s", (limit,))
+        rows = self._query(SQL["web_labels"].format(labels=LABELS_TABLE), (limit,))
         return [{"label": label, "images": n} for label, n in rows]
 
     def facets(self) -> dict:
         """What the page's filters can offer: cameras, the date range, GPS count, labels."""
-        cameras = self._query(
-            "SELECT camera_make, count(*) FROM clipsql.images WHERE camera_make IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200")
-        lo, hi, gps, total = self._query(
-            "SELECT min(taken_at)::date, max(taken_at)::date, "
-            "count(*) FILTER (WHERE latitude IS NOT NULL AND longitude IS NOT NULL), count(*) "
-            "FROM clipsql.images")[0]
+        cameras = self._query(SQL["web_cameras"])
+        lo, hi, gps, total = self._query(SQL["web_dates_gps"])[0]
         return {
             "images": total,
             "cameras": [{"camera_make": c, "images": n} for c, n in cameras],

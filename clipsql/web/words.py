@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
 from clipsql.ocr import search as ocr_search
 
@@ -44,11 +45,8 @@ def words_of(conn, image_id: int, query: str | None) -> dict | None:
     ``query`` (all words when it is None), or None when the row has no current OCR (none,
     or one read from content the file no longer has)."""
     query = check_words(query) if query is not None and query.strip() else None
-    found = conn.execute(
-        "SELECT o.text, o.engine, o.languages, o.confidence, o.words, i.width, i.height "
-        "FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id "
-        f"WHERE o.image_id = %s AND {ocr_search.CURRENT}",
-        (image_id,)).fetchone()
+    found = conn.execute(SQL["web_words_of"].format(current=ocr_search.CURRENT),
+                         (image_id,)).fetchone()
     if found is None:
         return None
     text, engine, languages, confidence, words, width, height = found

@@ -1,6 +1,6 @@
 """The SQL text of the Python code lives in clipsql/database/queries.sql (issue 29): every
 block is used, every block named in the code exists, and no module writes SQL naming one of
-clipsql's tables in a string of its own, but those listed in :data:`NOT_YET` (to be moved)."""
+clipsql's tables in a string of its own."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ from clipsql.database import queries
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "clipsql"
-#: Modules that still write SQL naming clipsql's tables in their own strings (their owners
-#: move it to queries.sql); a module may leave this list, never join it.
-NOT_YET = {
-    "clipsql/ingest/accounting.py", "clipsql/ingest/loader.py", "clipsql/ingest/roots.py",
-    "clipsql/ingest/watch.py", "clipsql/web/backend.py", "clipsql/web/words.py",
-}
 _KEYWORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|ALTER|LOCK|TRUNCATE|CREATE|DROP|"
                        r"FROM|JOIN|ANALYZE|INTO)\b")
 
@@ -57,8 +51,7 @@ def test_no_module_writes_sql_naming_clipsql_tables():
     assert {"images", "model", "text_embeddings", "reembed", "captions"} <= tables
     found = {str(p.relative_to(ROOT)): sql_with_tables(p, tables)
              for p in sorted(PACKAGE.rglob("*.py"))}
-    found = {p: s for p, s in found.items() if s}
-    assert not {p: s for p, s in found.items() if p not in NOT_YET}, \
+    assert not {p: s for p, s in found.items() if s}, \
         "move this SQL text to clipsql/database/queries.sql"
 
 
