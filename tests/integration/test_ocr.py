@@ -86,7 +86,7 @@ def test_words_are_found_in_three_languages_and_runs_are_incremental(db, texts_l
     first = ocr(db.conn, batch_size=4, progress=lambda done, total: seen.append((done, total)))
     assert (first.computed, first.skipped, first.failed) == (6, 0, {})
     assert seen == [(0, 6), (4, 6), (6, 6)]
-    assert first.engine.startswith("PP-OCRv6 small ") and first.languages == "eng+jpn"
+    assert first.engine.startswith("PP-OCRv6 small+v5 rec ") and first.languages == "eng+jpn"
     stored = db.conn.execute(
         "SELECT o.image_id, o.text, o.confidence, o.words, o.image_sha256 = i.sha256 "
         "FROM clipsql.ocr o JOIN clipsql.images i ON i.id = o.image_id").fetchall()
@@ -320,9 +320,9 @@ def test_cli_ocr(dsn, tiny_model, tmp_path, languages):
     run("load", str(folder), "--json")
     summary = json.loads(run("ocr", "--batch-size", "4", "--json").stdout)
     assert (summary["computed"], summary["skipped"], summary["failed"]) == (6, 0, 0)
-    assert summary["languages"] == "eng+jpn" and summary["engine"].startswith("PP-OCRv6 small")
+    assert summary["languages"] == "eng+jpn" and summary["engine"].startswith("PP-OCRv6 small+v5 rec ")
     text = run("ocr", "--languages", "eng", "--where", "format = %s", "--param", "JPEG").stdout
-    assert "read words in 1 image with PP-OCRv6 small" in text and "(eng)" in text
+    assert "read words in 1 image with PP-OCRv6 small+v5 rec " in text and "(eng)" in text
     assert "read words in 0 images" in run("ocr", "--languages", "eng", "--where",
                                            "format = 'JPEG'").stdout
     russian = run("ocr", "--languages", "eng+rus", "--where", "format = 'JPEG'").stdout

