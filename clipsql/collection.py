@@ -211,11 +211,12 @@ def connect(dsn: str | None = None, model: str | None = None, device: str | None
     return Collection(dsn, model=model, device=device, precision=precision)
 
 
-def status_of(c, url: str, model=None) -> dict:
+def status_of(c, url: str, model=None, *, filters=None) -> dict:
     """:meth:`Collection.status` for connection ``c``; ``model()`` gives the model whose backend
     is reported (nothing is loaded or measured for it); ``filters`` says how SQL filters run
-    on the server (:func:`clipsql.database.filter_login.describe`); ``sql_text`` whether the
-    server embeds any text itself (:func:`clipsql.database.native.mode`)."""
+    on the server (:func:`clipsql.database.filter_login.describe`, which logs in as the
+    filter role: a caller that asks often passes what it found before); ``sql_text`` whether
+    the server embeds any text itself (:func:`clipsql.database.native.mode`)."""
     from clipsql.database import filter_login, native
 
     rows, videos, moments = c.execute(SQL["image_status"]).fetchone()
@@ -241,6 +242,6 @@ def status_of(c, url: str, model=None) -> dict:
         "table_bytes": size,
         "backend": backend,
         "cache": {"path": str(cache.root()), "bytes": sum(e["bytes"] for e in cache.entries())},
-        "filters": filter_login.describe(c),
+        "filters": filters if filters is not None else filter_login.describe(c),
         "sql_text": native.mode(c),
     }

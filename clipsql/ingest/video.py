@@ -616,8 +616,11 @@ class _Video:
         if max_side:
             scale = min(scale, max_side / max(dw, h))
         tw, th = max(1, round(dw * scale)), max(1, round(h * scale))
-        img = frame.reformat(width=tw, height=th, format="rgb24",
-                             interpolation="AREA").to_image()
+        # to_ndarray + fromarray, not to_image: PyAV's to_image copies the picture holding
+        # the GIL (tens of ms for a 2048 px preview), stalling every other thread of the
+        # process (the web server's /api/status during a flood of moment previews)
+        img = Image.fromarray(frame.reformat(width=tw, height=th, format="rgb24",
+                                             interpolation="AREA").to_ndarray(), "RGB")
         if rotation:
             img = img.rotate(rotation, expand=True)
         return img

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ POOL_WAIT_S = 5.0
 SEARCH_CONNECTIONS = 8
 #: Connections for row look-ups, status and facets.
 LOOKUP_CONNECTIONS = 4
+#: Seconds ``/api/status`` reuses how filters run (finding it opens a connection).
+FILTERS_TTL_S = 30.0
 LOST = "the connection to the database was lost; try again"
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 8.0
 #: libpq's words for a server that is not accepting connections (yet): worth waiting for.
@@ -180,11 +183,13 @@ class Backend:
         # pgvector and the migrations, once; waiting up to connect_wait_s for the server
         connect_when_up(self.dsn, connect_wait_s, steps).close()
         self.wait_s = wait_s
+        self._filters_lock, self._filters_found = threading.Lock(), (None, 0.0)
         self.service = QueryService(model, device=device)
         self._searches = connection.pool(self.dsn, search_connections, wait_s=wait_s, name="clipsql-search")
         try:
+            # all open from the start: a look-up never waits for a connection to be made
             self._lookups = connection.pool(self.dsn, LOOKUP_CONNECTIONS, wait_s=wait_s,
-                                           name="clipsql-lookup")
+                                           name="clipsql-lookup", min_size=LOOKUP_CONNECTIONS)
         except Exception:
             self._searches.close()
             raise
@@ -310,8 +315,20 @@ class Backend:
         with self.connection() as conn:
             model = self.service.loaded  # the one in use, if any: status loads nothing
             found = status_of(conn, connection.redact(self.dsn),
-                              (lambda: model) if model else None)
+                              (lambda: model) if model else None, filters=self._filters(conn))
         return public_status(found, self.dsn)
+
+    def _filters(self, conn) -> dict:
+        """How filters run (:func:`clipsql.database.filter_login.describe`: a login as the
+        filter role, a new connection), found at most once per :data:`FILTERS_TTL_S`."""
+        from clipsql.database import filter_login
+
+        with self._filters_lock:
+            found, at = self._filters_found
+            if found is None or time.monotonic() - at > FILTERS_TTL_S:
+                found = filter_login.describe(conn)
+                self._filters_found = (found, time.monotonic())
+            return found
 
     # --- look-ups ------------------------------------------------------------------------------
     def _query(self, sql, params=()):
