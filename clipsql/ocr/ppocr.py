@@ -109,7 +109,8 @@ REC_MAX_WIDTH = 48 * 40
 #: A line whose mean character probability is lower is noise.
 MIN_LINE_CONFIDENCE = 0.5
 #: A line read with a lower mean character probability is read again by the set's
-#: ``recheck`` model (4% of the benchmark's lines; every misread Japanese sign among them).
+#: ``recheck`` model (2% of the benchmark's English and Japanese lines; every misread
+#: Japanese sign among them).
 RECHECK_BELOW = 0.9
 #: Bytes the detection needs per pixel of its input (its float input and the network's
 #: feature maps), and per pixel of the image read (its BGR copy, crops): measured peaks with
