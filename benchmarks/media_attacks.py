@@ -229,6 +229,33 @@ def moments(server: Server, name: str) -> list[int]:
             if h.get("start_s") is not None and h.get("name") == name]
 
 
+def web_attacks(code: Code, made: dict[str, Path], args, report) -> None:
+    """The flood of moment previews and the sparse video, on the web server."""
+    if "load" not in args.only:  # the web attacks need the refs16 video loaded
+        code.load(made["refs16"].parent, args.timeout)
+    server = Server(code)
+    try:
+        ids = moments(server, made["refs16"].name)
+        if not ids:
+            print(f"{code.label:>10} | web attacks  | skipped: the refs16 video has no "
+                  f"moments in this collection", flush=True)
+            return
+        urls = [f"/{'thumbs' if i % 2 else 'images'}/{ids[i % len(ids)]}"
+                for i in range(args.flood)]
+        report("web flood", flood(server, urls, args.timeout))
+        video = made["refs16"]
+        kept = video.with_name("kept.bin")
+        os.replace(video, kept)
+        try:
+            sparse(video)
+            report("web sparse", flood(server, [f"/videos/{ids[0]}"] * 45, args.timeout,
+                                       headers={"Range": "bytes=0-99"}))
+        finally:
+            os.replace(kept, video)
+    finally:
+        server.close()
+
+
 def attacks(code: Code, made: dict[str, Path], args) -> list[tuple[str, dict]]:
     print(f"--- {code.label}: clipsql from {code.where()}", flush=True)
     found = []
@@ -242,33 +269,10 @@ def attacks(code: Code, made: dict[str, Path], args) -> list[tuple[str, dict]]:
         for kind in ("refs16", "skip", "sparse"):
             if "load" in args.only:
                 report(f"load {kind}", code.load(made[kind].parent, args.timeout))
-        for corpus in args.corpus:  # any folder, e.g. Pillow's own test images
-            report(f"load {corpus.name}", code.load(corpus, args.timeout))
-        if "web" not in args.only:
-            return found
-        if "load" not in args.only:  # the web attacks need the refs16 video loaded
-            code.load(made["refs16"].parent, args.timeout)
-        server = Server(code)
-        try:
-            ids = moments(server, made["refs16"].name)
-            if not ids:
-                print(f"{code.label:>10} | web attacks  | skipped: the refs16 video has no "
-                      f"moments in this collection", flush=True)
-                return found
-            urls = [f"/{'thumbs' if i % 2 else 'images'}/{ids[i % len(ids)]}"
-                    for i in range(args.flood)]
-            report("web flood", flood(server, urls, args.timeout))
-            video = made["refs16"]
-            kept = video.with_name("kept.bin")
-            os.replace(video, kept)
-            try:
-                sparse(video)
-                report("web sparse", flood(server, [f"/videos/{ids[0]}"] * 45, args.timeout,
-                                           headers={"Range": "bytes=0-99"}))
-            finally:
-                os.replace(kept, video)
-        finally:
-            server.close()
+        if "web" in args.only:
+            web_attacks(code, made, args, report)
+        for corpus in args.corpus:  # any folder, e.g. Pillow's own test images (last: the
+            report(f"load {corpus.name}", code.load(corpus, args.timeout))  # web's rows first)
     finally:
         code.stop_database()
     return found
