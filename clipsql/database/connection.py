@@ -163,13 +163,13 @@ def _model_inside(conn) -> None:
         logging.getLogger("clipsql").warning("clipsql: no in-database model: %s", exc)
 
 
-def pool(dsn: str, size: int, *, wait_s: float, name: str, min_size: int = 1):
-    """A ``psycopg_pool.ConnectionPool`` of ``min_size`` to ``size`` connections, opened like
+def pool(dsn: str, size: int, *, wait_s: float, name: str):
+    """A ``psycopg_pool.ConnectionPool`` of up to ``size`` connections, opened like
     :func:`connect`'s (pgvector's types registered), each checked when handed out so one
     the server dropped is replaced; :class:`DatabaseError` if none can be opened."""
     from psycopg_pool import ConnectionPool
 
-    opened = ConnectionPool(dsn, min_size=min_size, max_size=size, timeout=wait_s, name=name,
+    opened = ConnectionPool(dsn, min_size=1, max_size=size, timeout=wait_s, name=name,
                             kwargs=dict(OPTIONS), configure=register_types,
                             check=ConnectionPool.check_connection, open=False)
     try:

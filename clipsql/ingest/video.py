@@ -131,8 +131,7 @@ def read_video(path: str, preprocess, draft_size: int | None = None, *,
     The decoder's memory (:func:`stream_cost`) is taken from :data:`~clipsql.ingest.decode.BUDGET`
     before a frame is decoded (a stream that cannot fit is refused), and the decode and the
     hash share the file's :class:`Deadline`; the file is hashed only once FFmpeg read it.
-    Thread-safe: each call opens the file on its own, once: ``places`` as
-    :func:`clipsql.ingest.decode.read` (:mod:`clipsql.ingest.confine`).
+    Thread-safe: each call opens the file once, inside ``places`` (:mod:`~clipsql.ingest.confine`).
     """
     decode.bound_heap()
     with decode.BUDGET.reservation() as ticket, _image_errors(), \
@@ -616,9 +615,7 @@ class _Video:
         if max_side:
             scale = min(scale, max_side / max(dw, h))
         tw, th = max(1, round(dw * scale)), max(1, round(h * scale))
-        # to_ndarray + fromarray, not to_image: PyAV's to_image copies the picture holding
-        # the GIL (tens of ms for a 2048 px preview), stalling every other thread of the
-        # process (the web server's /api/status during a flood of moment previews)
+        # not to_image: it copies holding the GIL (the web server stalled on 2048 px previews)
         img = Image.fromarray(frame.reformat(width=tw, height=th, format="rgb24",
                                              interpolation="AREA").to_ndarray(), "RGB")
         if rotation:

@@ -187,9 +187,8 @@ class Backend:
         self.service = QueryService(model, device=device)
         self._searches = connection.pool(self.dsn, search_connections, wait_s=wait_s, name="clipsql-search")
         try:
-            # all open from the start: a look-up never waits for a connection to be made
             self._lookups = connection.pool(self.dsn, LOOKUP_CONNECTIONS, wait_s=wait_s,
-                                           name="clipsql-lookup", min_size=LOOKUP_CONNECTIONS)
+                                           name="clipsql-lookup")
         except Exception:
             self._searches.close()
             raise

@@ -113,7 +113,8 @@ def test_every_request_works_after_the_backends_are_terminated(client, lib, pg_a
         assert [h["id"] for h in r.json()["results"]] == expected
         for url in ("/api/status", "/api/facets", "/api/labels", f"/images/{first.id}",
                     f"/thumbs/{first.id}", f"/api/images/{first.id}"):
-            assert client.get(url).status_code == 200, url
+            answer = client.get(url)
+            assert answer.status_code == 200, (url, answer.text)
 
 
 def test_a_database_server_restart_is_survived(tmp_path, tiny_model):
