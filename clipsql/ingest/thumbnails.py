@@ -28,13 +28,12 @@ BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                    "WEBP": "image/webp", "BMP": "image/bmp"}
 
 
-def render(path: str, size: int = THUMB_SIZE, quality: int = 82, *, source=None,
-           places=None) -> bytes | None:
+def render(path: str, size: int = THUMB_SIZE, quality: int = 82, *,
+           source=None) -> bytes | None:
     """JPEG bytes of the oriented image scaled to fit ``size`` x ``size``, or None if unreadable.
 
-    The file is opened once: ``source``, a binary file already open (the web server's
-    hash-checked file, so the thumbnail shows exactly the bytes it checked), or ``path``
-    opened inside ``places`` (:func:`clipsql.ingest.confine.open_inside`; None: anywhere).
+    The file is read once: ``source``, a binary file already open (the web server's
+    hash-checked file, so the thumbnail shows exactly the bytes it checked), else ``path``.
 
     >>> render("/nonexistent.jpg") is None
     True
@@ -42,21 +41,19 @@ def render(path: str, size: int = THUMB_SIZE, quality: int = 82, *, source=None,
     from clipsql.ingest import decode
 
     try:
-        with decode.BUDGET.reservation() as ticket, _opened(path, source, places) as f:
+        with decode.BUDGET.reservation() as ticket, _opened(path, source) as f:
             return _render(path, f, size, quality, ticket)
     except Exception:  # a vanished, changed or hostile file: the caller answers "not found"
         return None
 
 
 @contextlib.contextmanager
-def _opened(path: str, source, places):
+def _opened(path: str, source):
     if source is not None:
         source.seek(0)
         yield source
         return
-    from clipsql.ingest.confine import opened
-
-    with opened(path, places) as f:
+    with open(path, "rb") as f:
         yield f
 
 
@@ -123,13 +120,13 @@ class ThumbnailCache:
         return self.root / str(size) / str(image_id // 1000) / f"{image_id}-{sha256}.jpg"
 
     def get(self, image_id: int, sha256: str, path: str, size: int = THUMB_SIZE, *,
-            source=None, places=None) -> Path | None:
+            source=None) -> Path | None:
         """The cached thumbnail file, made now if missing (:func:`render`: from ``source`` if
-        given, else ``path`` inside ``places``); None if the image cannot be read."""
+        given, else ``path``); None if the image cannot be read."""
         target = self.file_for(image_id, sha256, size)
         if target.is_file():
             return target
-        data = render(path, size, source=source, places=places)
+        data = render(path, size, source=source)
         if data is None:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)

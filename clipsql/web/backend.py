@@ -339,14 +339,6 @@ class Backend:
         rows = self._query(SQL["web_row"], (image_id,))
         return Row(*rows[0]) if rows else None
 
-    def places(self) -> tuple[str, ...]:
-        """The loaded places (:func:`clipsql.ingest.roots.places`): decodes open files only
-        inside them."""
-        from clipsql.ingest import roots
-
-        with self.connection() as conn:
-            return roots.places(conn)
-
     def holds(self, real: str) -> bool:
         """Whether the resolved path ``real`` lies inside a place a load was given
         (:mod:`clipsql.ingest.roots`): only such files are sent."""

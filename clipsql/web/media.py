@@ -211,8 +211,8 @@ def add_file_routes(app, backend, thumbs: ThumbnailCache, pool: MediaPool) -> No
                                    size=row.bytes, wait=False)
         with f:
             files.still_at(f, row.path)
-            path = keyframe(thumbs, row, size, backend.places(),
-                            source=confine.source(f.fileno(), row.path)) if moment else \
+            path = keyframe(thumbs, row, size, confine.source(f.fileno(), row.path)) \
+                if moment else \
                 thumbs.get(row.id, row.sha256, row.path, size, source=f)
             try:  # the name still leads to the checked file: the thumbnail shows its content
                 files.still_at(f, row.path)
@@ -334,12 +334,12 @@ def moment_key(row) -> str:
     return hashlib.sha256(f"{row.sha256}@{row.start_s!r}".encode()).hexdigest()
 
 
-def keyframe(thumbs: ThumbnailCache, row, size: int, places=None, source=None) -> Path | None:
+def keyframe(thumbs: ThumbnailCache, row, size: int, source=None) -> Path | None:
     """The cached JPEG (``size`` px) of a video moment's keyframe, made now if missing
     (:func:`clipsql.ingest.video.frame_at` of ``source``, a path to the file the caller
-    checked, else the row's path; from a file inside ``places``, the loaded folders); None
-    when the frame cannot be read. Called in the media pool, which bounds how many decode
-    at once."""
+    checked against the row's hash and the loaded folders, else the row's path); None when
+    the frame cannot be read. Called in the media pool, which bounds how many decode at
+    once."""
     from PIL import Image
 
     from clipsql.ingest.video import frame_at
@@ -348,7 +348,7 @@ def keyframe(thumbs: ThumbnailCache, row, size: int, places=None, source=None) -
     if target.is_file():
         return target
     try:
-        frame = frame_at(source or row.path, row.start_s, max_side=size, places=places)
+        frame = frame_at(source or row.path, row.start_s, max_side=size)
         with frame:
             rgb = frame.convert("RGB")
         rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
