@@ -33,11 +33,24 @@ TINY_CONFIG = {
 }
 
 
+#: Tests that must share one pytest-xdist worker (``pytest`` runs ``-n auto --dist
+#: loadgroup``, pyproject.toml): those of the session's ViT-B-32 checkpoint, exported once per
+#: worker (a second worker would export it again), and those that start a local Ray runtime
+#: (one at a time on a machine).
+XDIST_GROUPS = {"vitb32": lambda item: "vitb32_model" in item.fixturenames,
+                "ray": lambda item: item.path.name == "test_ray_load.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         tier = Path(str(item.fspath)).parent.name
         if tier in ("integration", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
+        for group, member in XDIST_GROUPS.items():
+            if member(item):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 @pytest.fixture(scope="session", autouse=True)
