@@ -331,26 +331,33 @@ def searched(lang: str, word: str) -> bool:
 
 
 #: The rules a word is counted found by: its image among all the hits of
-#: ``clipsql.text_in_image`` for it, or in their first 10.
+#: ``clipsql.text_in_image`` for it; in their first 10; in the first 10 of the same search
+#: filtered to the images of its language and condition (its ``filter`` argument, as a user
+#: searches one folder: a collection of signs, of receipts), where no other condition's
+#: copies of the word compete for the ten places.
 RULES = {"hits": "image among the hits of clipsql.text_in_image",
-         "top 10": "image in the top 10 of clipsql.text_in_image"}
+         "top 10": "image in the top 10 of clipsql.text_in_image",
+         "top 10 of its condition": "image in the top 10 of clipsql.text_in_image with a "
+                                    "filter to the images of its language and condition"}
 
 
-def words_found(conn, targets) -> tuple[dict, dict, list]:
-    """``(found, found in the top 10, missed)``: (language, condition) -> [found, searched],
-    also (language, "all"), ("all", condition); missed: ``[(language, condition, word, text
-    read)]`` of the words whose image is not among the hits.
+def words_found(conn, targets) -> tuple[dict, list]:
+    """``({rule: found}, missed)``: found maps (language, condition) -> [found, searched],
+    also (language, "all"), ("all", condition), for each of :data:`RULES`; missed:
+    ``[(language, condition, word, text read)]`` of the words whose image is not among the
+    hits.
 
     A word is found when its image is among the images ``clipsql.text_in_image`` returns for
     it; the old rule, in their first 10, is counted too. The rendered words come back in many
     images (a word is drawn under each condition, 領収書 heads every Japanese receipt...): with
     a top 10, an image read right is missed whenever ten others show the word too (ties go by
-    id), so the better engine's readings count against it."""
+    id), so the better engine's readings count against it. The third rule asks the same
+    function with its ``filter`` argument, the file names of the word's language and
+    condition (``path LIKE '%/Ja-sign_on_a_photo-%'``)."""
     by_path = {Path(p).name: i for p, i in
                conn.execute("SELECT path, id FROM clipsql.images").fetchall()}
     texts = dict(conn.execute("SELECT image_id, text FROM clipsql.ocr").fetchall())
-    found = defaultdict(lambda: [0, 0])
-    top10 = defaultdict(lambda: [0, 0])
+    found = {rule: defaultdict(lambda: [0, 0]) for rule in RULES}
     missed = []
     for name, lang, condition, words in targets:
         for word in words:
@@ -360,15 +367,17 @@ def words_found(conn, targets) -> tuple[dict, dict, list]:
                                                (word, max(1, len(by_path)))).fetchall()]
             ok = by_path[name] in hits
             first = by_path[name] in hits[:10]
+            group = "path LIKE '%/" + name.rsplit("-", 1)[0] + "-%'"
+            own = by_path[name] in [h[0] for h in conn.execute(
+                "SELECT id FROM clipsql.text_in_image(%s, 10, %s)", (word, group)).fetchall()]
             if not ok:
                 missed.append((lang, condition, word,
                                " | ".join((texts.get(by_path[name]) or "").splitlines())))
             for key in ((lang, condition), (lang, "all"), ("all", condition)):
-                found[key][0] += ok
-                found[key][1] += 1
-                top10[key][0] += first
-                top10[key][1] += 1
-    return found, top10, missed
+                for rule, hit in zip(RULES, (ok, first, own)):
+                    found[rule][key][0] += hit
+                    found[rule][key][1] += 1
+    return found, missed
 
 
 def share(found, lang, condition) -> str:
@@ -488,9 +497,8 @@ def main() -> None:
                           f"{report.computed} images in {report.seconds:.1f} s = "
                           f"{report.rate:.2f} images/s (decode, read, write; "
                           f"{len(report.failed) or 'no'} failures)", flush=True)
-                found, top10, missed = words_found(db.conn, targets)
-                results.append((engine.engine, {"hits": found, "top 10": top10}, missed,
-                                pages, photos))
+                found, missed = words_found(db.conn, targets)
+                results.append((engine.engine, found, missed, pages, photos))
             beside = None
             if args.scenes and any(r[0].startswith("PP-OCR") for r in results):
                 with OcrEngine(ENGINE_LANGUAGES["ppocr"], engine="ppocr") as engine:
@@ -528,10 +536,12 @@ def main() -> None:
     print()
     for label, found, _, pages, photos in results:
         for lang in ("English", "Japanese"):
-            print(f"{label}: {lang} clean {percent(found['hits'], lang, 'clean'):.0f}% "
-                  f"(target 90%; top 10: {percent(found['top 10'], lang, 'clean'):.0f}%), "
-                  f"sign on a photo {percent(found['hits'], lang, 'sign on a photo'):.0f}% "
-                  f"(target 80%; top 10: {percent(found['top 10'], lang, 'sign on a photo'):.0f}%)")
+            shares = {(condition, target): ", ".join(
+                f"{rule} {percent(found[rule], lang, condition):.0f}%" for rule in RULES)
+                for condition, target in (("clean", 90), ("sign on a photo", 80))}
+            print(f"{label}: {lang} " + "; ".join(
+                f"{condition} (target {target}%): {cells}"
+                for (condition, target), cells in shares.items()))
         seconds = pages.seconds + photos.seconds
         rate = (pages.computed + photos.computed) / seconds if seconds else 0.0
         print(f"{label}: OCR {rate:.2f} images/s over all, camera photos {photos.rate:.2f} "

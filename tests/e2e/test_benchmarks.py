@@ -173,6 +173,9 @@ def test_ocr_quality_benchmark(tmp_path, tiny_model):
     out = bench("ocr_quality.py", "--per-condition", "1", "--scenes", "1", "--model", tiny_model,
                 tmp_path=tmp_path)
     assert "words found (image in the top 10 of clipsql.text_in_image)" in out
+    # the third rule runs text_in_image with its filter argument: accepted and counted
+    assert ("words found (image in the top 10 of clipsql.text_in_image with a filter to the "
+            "images of its language and condition)") in out
     assert "| clean | " in out and "OCR (tesseract 5." in out and "CLIP (clipsql-tiny" in out
 
 
