@@ -87,6 +87,8 @@ from common import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPSQL = Path(sys.executable).parent / "clipsql"
+#: A ``clipsql load`` that finds nothing new, whole command (issue 31).
+NOOP_TARGET_S = 1.0
 KNOWN_REPORT_KEYS = {"added", "updated", "unchanged", "removed", "failed", "ignored", "seconds",
                      "index_built", "failures", "skipped", "ignored_by_reason"}
 
@@ -493,9 +495,12 @@ def main() -> None:
           f"{med(col('rclip_import')):.2f} s)")
     print(f"  ratio rclip_time / clipsql_time:  {med(ratios):.2f}x  same-run {spread(ratios)}"
           f"  (target >= 1.5: {'met' if med(ratios) >= 1.5 else 'NOT met'})")
-    print(f"  clipsql load, nothing new:        {med(col('again')):6.2f} s  same-run "
-          f"{spread(col('again'))}  (--json 'seconds' {med(col('again_json_s')):.2f} s; "
-          f"target <= 1.5 s: {'met' if med(col('again')) <= 1.5 else 'NOT met'})")
+    noop = med(col('again'))
+    print(f"  clipsql load, nothing new:        {noop:6.2f} s  same-run "
+          f"{spread(col('again'))}  whole command, target <= {NOOP_TARGET_S:.1f} s: "
+          f"{'met' if noop <= NOOP_TARGET_S else 'NOT met'} (its --json 'seconds' "
+          f"{med(col('again_json_s')):.2f} s; the rest: Python's start, imports, the embedded "
+          f"server's start and stop)")
     print(f"  model only ({resolved}, batch 32): {mo:6.1f} img/s  same-run {spread(col('model'))}")
     print(f"  clipsql load rate / model-only:   {med(load_vs_model):.2f}x whole command "
           f"({spread(load_vs_model)}), {med(json_vs_model):.2f}x over --json seconds"

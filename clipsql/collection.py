@@ -13,21 +13,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from clipsql.collection_ingest import IngestMixin
 from clipsql.collection_labels import LabelsMixin
 from clipsql.database import binding, connection, hnsw, migrations
 from clipsql.database.queries import SQL
 from clipsql.errors import ClipsqlError
-from clipsql.models import cache
 from clipsql.query import duplicates, relevance, search, text_cache
-from clipsql.reembed import ReembedReport
 from clipsql.service import ImageRef, QueryService
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from clipsql.models.captioner import Captioner
     from clipsql.models.openclip import ClipModel
+    from clipsql.reembed import ReembedReport
 
 
 class Collection(IngestMixin, LabelsMixin):
@@ -218,6 +217,7 @@ def status_of(c, url: str, model=None, *, filters=None) -> dict:
     filter role: a caller that asks often passes what it found before); ``sql_text`` whether
     the server embeds any text itself (:func:`clipsql.database.native.mode`)."""
     from clipsql.database import filter_login, native
+    from clipsql.models import cache
 
     rows, videos, moments = c.execute(SQL["image_status"]).fetchone()
     failures = dict(c.execute(SQL["image_failures_by_reason"]).fetchall())

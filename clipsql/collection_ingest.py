@@ -77,7 +77,8 @@ class IngestMixin:
         else:
             report = loader.load(connect, self.model, paths, prune=prune, force=force,
                                  batch_size=batch_size, workers=workers, processes=processes,
-                                 progress=progress, steps=steps, follow_links=follow_links)
+                                 progress=progress, steps=steps, follow_links=follow_links,
+                                 conn=self.conn)
         return report
 
     def watch(self, *paths: str | os.PathLike, stop: threading.Event | None = None,

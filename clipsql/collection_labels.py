@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from clipsql.query import label_sets, search, zeroshot
+from clipsql.query import label_sets, search
 from clipsql.query.label_sets import DEFAULT_SET, LabelSet
 
 if TYPE_CHECKING:
     import psycopg
 
     from clipsql.models.openclip import ClipModel
+    from clipsql.query import zeroshot
 
 
 class LabelsMixin:
@@ -47,6 +48,8 @@ class LabelsMixin:
         >>> for r in db.classify(["cat", "dog"], where="format = %s", params=["PNG"]):  # doctest: +SKIP
         ...     print(r.path, r.labels)
         """
+        from clipsql.query import zeroshot
+
         chosen = label_sets.resolve(self.conn, self.model, labels_or_set, templates)
         return zeroshot.classify(self.conn, chosen, where=where, params=params, top=top,
                                  store=store)
@@ -62,6 +65,8 @@ class LabelsMixin:
              params: Sequence = ()) -> list[zeroshot.ImageLabels]:
         """Images whose probability for any label of ``label_set`` reaches ``threshold``,
         scored together with a neutral background class (``zeroshot.NEUTRAL_PROMPTS``)."""
+        from clipsql.query import zeroshot
+
         chosen = label_sets.resolve(self.conn, self.model, label_set)
         background = zeroshot.neutral_embedding(self.model, neutral or zeroshot.NEUTRAL_PROMPTS)
         return zeroshot.flag(self.conn, chosen, threshold, neutral=background, where=where,

@@ -25,8 +25,6 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from clipsql import config
 from clipsql.database import binding, connection, images
 from clipsql.database.queries import SQL
@@ -34,6 +32,8 @@ from clipsql.errors import ClipsqlError, EmptyCollectionError, ImageError, Query
 from clipsql.query import algebra, relevance, search, text_cache
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from clipsql.models.openclip import ClipModel
 
 #: An image given as a query: a row id, a stored key (a path, or an imported row's key),
@@ -198,6 +198,8 @@ class QueryService:
 
     def embed_image(self, conn, image: ImageRef, row=None) -> np.ndarray:
         """The embedding of an image: stored (a row id or key), else of the file or bytes."""
+        import numpy as np
+
         if isinstance(image, bytes):
             with tempfile.NamedTemporaryFile(prefix="clipsql-query-") as f:
                 f.write(image)
@@ -242,6 +244,8 @@ class QueryService:
 
     def _embed_parts(self, conn, parts, store, vectors, row) -> np.ndarray:
         """:meth:`embed_query` of parts already checked (:func:`algebra.as_parts`)."""
+        import numpy as np
+
         if row is text_cache.UNREAD and parts:
             row = _binding(conn)
         embedded = [(self._embed_text(conn, p.text, store, row)
@@ -336,6 +340,8 @@ def _lookups(image) -> list[tuple[str, tuple]]:
     """Where to look an image reference up (a condition and its parameters): the row id; or
     its key as given, then as an absolute local path (a video: its first moment); then, for
     ``PATH#t=SECONDS``, the moment of that video that holds that time."""
+    import numpy as np
+
     if isinstance(image, bool):
         raise QueryError(f"not an image id or path: {image!r}")
     if isinstance(image, (int, np.integer)):
@@ -358,6 +364,8 @@ def _lookup_sql(column: str, where: str) -> str:
 
 
 def _stored_vector(value, image) -> np.ndarray:
+    import numpy as np
+
     if value is None:
         what = f"id {image}" if isinstance(image, (int, np.integer)) else f"key {image}"
         raise QueryError(f"no image with {what} in {images.TABLE}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from clipsql import config
-from clipsql.query import label_sets, relevance
+from clipsql.query import relevance
 
 db_option = click.option("--db", "dsn", envvar=config.ENV_DATABASE_URL,
                          help="PostgreSQL URL; default: the embedded server.")
@@ -66,8 +66,13 @@ def search_options(f):
     return json_option("Print a JSON array of hits only.")(f)
 
 
-label_set_option = click.option("--set", "label_set", default=label_sets.DEFAULT_SET,
-                                show_default=True, help="The label set.")
+def label_set_option(f):
+    """``--set``: a label set by name (:mod:`clipsql.query.label_sets`, imported by the
+    commands that take it, not by every command)."""
+    from clipsql.query import label_sets
+
+    return click.option("--set", "label_set", default=label_sets.DEFAULT_SET,
+                        show_default=True, help="The label set.")(f)
 
 
 def relevance_options(f):

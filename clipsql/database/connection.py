@@ -135,7 +135,7 @@ def connect_ready(dsn: str):
     and the schema's migrations applied."""
     from clipsql.database import migrations
 
-    conn = connect(dsn)
+    conn = connect(dsn, register=False)  # ensure_vector registers the types, once
     try:
         ensure_vector(conn)
         migrations.apply(conn)

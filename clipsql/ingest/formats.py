@@ -89,6 +89,28 @@ def is_raw(name: str) -> bool:
     return extension(name) in RAW_EXTENSIONS
 
 
+#: Video extension -> the FFmpeg demuxer that reads it (:mod:`clipsql.ingest.video`, which
+#: a walk need not import to know a video by its name). ``.ts`` is left out: in most folders
+#: it is TypeScript source, not MPEG-TS (camcorders write ``.mts``/``.m2ts``).
+VIDEO_DEMUXERS = {
+    ".mp4": "mov", ".m4v": "mov", ".mov": "mov", ".qt": "mov", ".3gp": "mov", ".3g2": "mov",
+    ".mkv": "matroska", ".webm": "matroska",
+    ".avi": "avi",
+    ".mpg": "mpeg", ".mpeg": "mpeg", ".vob": "mpeg",
+    ".mts": "mpegts", ".m2ts": "mpegts",
+    ".wmv": "asf", ".asf": "asf",
+    ".flv": "flv",
+    ".ogv": "ogg",
+}
+#: Every extension loaded as a video.
+VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
+
+
+def is_video(name: str) -> bool:
+    """Whether a file of this name is loaded as a video (decided by its extension)."""
+    return extension(name) in VIDEO_EXTENSIONS
+
+
 # --- the frames a file holds, by their own headers ------------------------------------------
 #: Pages of a multi-page TIFF whose headers are read (pages past it are never decoded).
 PAGES_CHECKED = 1000

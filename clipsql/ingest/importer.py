@@ -27,12 +27,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import IMPORTABLE
 from clipsql.errors import EmbeddingImportError, ParameterError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _KINDS = {datetime: "timestamp", str: "text", float: "float", int: "int", dict: "json"}
 #: Metadata columns an import may set, with the kind of value each is turned into.
@@ -78,6 +80,8 @@ def add_embeddings(conn, model, keys, vectors, metadata=None, *, batch_size: int
 
 
 def _check_keys(keys) -> list:
+    import numpy as np
+
     if isinstance(keys, (str, bytes)):
         raise EmbeddingImportError("keys must be a sequence of strings (one per vector), not one string")
     out, seen = [], set()
@@ -97,6 +101,8 @@ def _check_keys(keys) -> list:
 
 
 def _check_vectors(vectors, n: int, model) -> np.ndarray:
+    import numpy as np
+
     try:
         v = np.asarray(vectors)
     except (TypeError, ValueError) as exc:
@@ -126,6 +132,8 @@ def _check_vectors(vectors, n: int, model) -> np.ndarray:
 def _normalised(chunk) -> np.ndarray:
     """Rows of unit length as float32: each divided by its largest magnitude, then by its
     norm, in float64 (no overflow, no underflow, whatever the scale of the input)."""
+    import numpy as np
+
     x = np.asarray(chunk, dtype=np.float64)
     x = x / np.abs(x).max(axis=1, keepdims=True)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -206,6 +214,8 @@ def read_files(features: str, ids_path: str, *, id_column: str | None = None,
     importable columns (:data:`METADATA`); unknown columns are an error unless
     ``ignore_extra``. ``prefix`` is prepended to every key.
     """
+    import numpy as np
+
     try:
         vectors = np.load(features, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:

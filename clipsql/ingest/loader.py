@@ -16,6 +16,7 @@ the report and kept in ``clipsql.ignored`` for ``status``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -30,10 +31,8 @@ from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, ImageError
 from clipsql.ingest import accounting, confine, roots
 from clipsql.ingest.decode import mtime_of
-from clipsql.ingest.decoder_pool import Decoders
 from clipsql.ingest.reasons import Reason
 from clipsql.ingest.walk import discover
-from clipsql.models.image import stack
 
 
 @dataclass
@@ -82,8 +81,10 @@ class LoadReport(FileCounts):
 
 def load(connect, model, paths, *, prune=False, force=False, batch_size=config.BATCH_SIZE,
          workers=None, draft=True, processes=False, progress=None, pipeline=None,
-         steps=None, follow_links=False, within=None) -> LoadReport:
+         steps=None, follow_links=False, within=None, conn=None) -> LoadReport:
     """Load ``paths`` (files or folders) with ``model``; ``connect()`` opens a DB connection.
+    ``conn``: an open (autocommit) connection for the load's own queries, left open, instead
+    of one more from ``connect()`` (the writer and the claims always open their own).
 
     The model is prepared (:meth:`~clipsql.models.openclip.ClipModel.prepare`: a new
     checkpoint is exported once, ``steps(what)`` told each step) before the collection is
@@ -111,7 +112,7 @@ def load(connect, model, paths, *, prune=False, force=False, batch_size=config.B
     for reason in found.ignored.values():
         report.ignored_by_reason[reason] = report.ignored_by_reason.get(reason, 0) + 1
     report.ignored = len(found.ignored)
-    with connect() as conn:
+    with contextlib.nullcontext(conn) if conn is not None else connect() as conn:
         identity = model.identity()
         binding.check_model(conn, identity)
         known = accounting.known_state(conn, found.roots)
@@ -174,6 +175,9 @@ def _run_pipeline(connect, model, todo, stats, report, batch_size, workers, draf
 
 def _one_pass(connect, model, items, claims, report, batch_size, workers, draft, processes,
               progress, counted, places=None):
+    # imported here: a load that finds nothing new decodes nothing (no video, no numpy)
+    from clipsql.ingest.decoder_pool import Decoders
+
     preprocess = model.preprocess
     draft_size = 2 * model.image_size if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
@@ -212,6 +216,8 @@ def _one_pass(connect, model, items, claims, report, batch_size, workers, draft,
 
 
 def _embed(model, batch):
+    from clipsql.models.image import stack
+
     if not batch:
         return []
     vectors = model.encode_images(stack([d.pixels for d in batch]))

@@ -47,6 +47,7 @@ from clipsql import config
 from clipsql.errors import ImageError
 from clipsql.ingest import confine, decode, h264
 from clipsql.ingest.decode import Decoded, mtime_of, read_error
+from clipsql.ingest.formats import VIDEO_DEMUXERS, VIDEO_EXTENSIONS, is_video
 from clipsql.ingest.reasons import Reason
 from clipsql.ingest.scenes import SCENE_THRESHOLD, THUMB, SceneCuts, picture_features
 
@@ -69,22 +70,9 @@ MAX_FRAMES = 3_000_000
 MAX_BAD_PACKETS = 50
 
 
-#: Extension -> the FFmpeg demuxer that reads it. ``.ts`` is left out: in most folders it is
-#: TypeScript source, not MPEG-TS (camcorders write ``.mts``/``.m2ts``).
-_BY_EXTENSION = {
-    ".mp4": "mov", ".m4v": "mov", ".mov": "mov", ".qt": "mov", ".3gp": "mov", ".3g2": "mov",
-    ".mkv": "matroska", ".webm": "matroska",
-    ".avi": "avi",
-    ".mpg": "mpeg", ".mpeg": "mpeg", ".vob": "mpeg",
-    ".mts": "mpegts", ".m2ts": "mpegts",
-    ".wmv": "asf", ".asf": "asf",
-    ".flv": "flv",
-    ".ogv": "ogg",
-}
-#: Every extension loaded as a video.
-VIDEO_EXTENSIONS = frozenset(_BY_EXTENSION)
-#: The demuxers allowed to open a video (whatever its name says).
-DEMUXERS = tuple(sorted(set(_BY_EXTENSION.values())))
+#: The demuxers allowed to open a video (whatever its name says); which extensions are
+#: videos is said in :mod:`clipsql.ingest.formats` (a walk asks without importing this).
+DEMUXERS = tuple(sorted(set(VIDEO_DEMUXERS.values())))
 #: Bytes read at a time for the SHA-256 of a video.
 _CHUNK = 1 << 20
 
@@ -110,11 +98,6 @@ MAX_REFS_UNKNOWN = 16
 #: One file's decode deadline grows by this share of the base deadline per MiB it holds on
 #: disk (1 s per MiB at the default 60 s): :func:`deadline_s`.
 DEADLINE_PER_MIB = 1 / 60
-
-
-def is_video(path: str) -> bool:
-    """Whether a file of this name is loaded as a video (decided by its extension)."""
-    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 
 
 def read_video(path: str, preprocess, draft_size: int | None = None, *,

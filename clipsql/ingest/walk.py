@@ -29,9 +29,8 @@ import stat
 from dataclasses import dataclass, field
 
 from clipsql.errors import ConfigError
-from clipsql.ingest.formats import is_image
+from clipsql.ingest.formats import is_image, is_video
 from clipsql.ingest.reasons import Ignored, Reason
-from clipsql.ingest.video import is_video
 
 
 @dataclass

@@ -22,13 +22,15 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsql import config
 from clipsql.errors import ConfigError, ModelError
-from clipsql.models import checkpoint, export
+from clipsql.models import checkpoint
 from clipsql.models.spec import ModelSpec, architecture_config, checkpoint_fingerprint
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ClipModel", "ModelSpec"]
 PRECISIONS = config.PRECISIONS
@@ -120,6 +122,8 @@ class ClipModel:
     @property
     def export_folder(self) -> Path | None:
         """Where this checkpoint's export lives (None: random weights, nothing to key it by)."""
+        from clipsql.models import export  # numpy and ONNX tools: not for a model only named
+
         return None if self.pretrained_id == "random" else export.folder_for(self.identity())
 
     # --- preparing: the one-time set-up ------------------------------------------------------
@@ -137,6 +141,7 @@ class ClipModel:
         return self.prepare()._engine
 
     def _make_engine(self, steps) -> Engine:
+        from clipsql.models import export
         from clipsql.models.image import OnnxImageEncoder, TorchImageEncoder, transform
         from clipsql.models.text import OnnxTextEncoder, TorchTextEncoder
 
@@ -186,6 +191,8 @@ class ClipModel:
     def _exported(self, steps) -> dict | None:
         """The export's meta, exported now (in a subprocess: :func:`export.in_subprocess`)
         if this machine has none; None for weights without a checkpoint (random)."""
+        from clipsql.models import export
+
         folder = self.export_folder
         if folder is None:
             return None
@@ -256,6 +263,8 @@ class ClipModel:
 
     def describe(self) -> dict:
         """The backend as ``status`` reports it, exporting and loading nothing."""
+        from clipsql.models import export
+
         if self._engine is not None:
             e = self._engine
             return {"backend": e.backend, "reason": e.reason, "text": e.text_backend,

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsql.database.queries import SQL
 from clipsql.errors import QueryError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def combine(conn, vectors, weights=None) -> np.ndarray:
     """``clipsql.combine(vectors, weights)`` (``normalize(sum(w * normalize(v)))``, migration
     0008) as float32, on ``conn``; its refusals (no parts, a weight count other than the part
     count, parts of different dimensions, parts that cancel out) as :class:`QueryError`."""
+    import numpy as np
     import psycopg
     from pgvector import HalfVector
 

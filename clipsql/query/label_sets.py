@@ -22,12 +22,14 @@ own (they need not sum to one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsql.database import binding
 from clipsql.database.queries import SQL
 from clipsql.errors import LabelError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_SET = "default"
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -51,6 +53,8 @@ class LabelSet:
 # --- math --------------------------------------------------------------------------------
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax along ``axis``."""
+    import numpy as np
+
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
@@ -58,6 +62,8 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """The logistic function, without overflow for large positive or negative logits."""
+    import numpy as np
+
     x = np.asarray(logits, dtype=np.float64)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -65,12 +71,16 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    import numpy as np
+
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.where(norms == 0, 1, norms)
 
 
 def average_templates(vectors: np.ndarray, n_templates: int) -> np.ndarray:
     """(L * T, dim) template embeddings, label-major, to (L, dim): normalise, mean, re-normalise."""
+    import numpy as np
+
     v = normalize(np.asarray(vectors, dtype=np.float32))
     return normalize(v.reshape(-1, n_templates, v.shape[-1]).mean(axis=1))
 
@@ -78,6 +88,8 @@ def average_templates(vectors: np.ndarray, n_templates: int) -> np.ndarray:
 def probabilities(images: np.ndarray, label_set: LabelSet) -> np.ndarray:
     """(N, L) probabilities of each label for each (not necessarily normalised) image row:
     a softmax over the labels, or with a ``logit_bias`` (SigLIP) a sigmoid per label."""
+    import numpy as np
+
     logits = label_set.logit_scale * (normalize(images.astype(np.float32)) @ label_set.embeddings.T)
     if label_set.logit_bias is None:
         return softmax(logits)
@@ -183,6 +195,8 @@ def sets(conn) -> list[dict]:
 
 def read_set(conn, label_set: str = DEFAULT_SET) -> LabelSet:
     """A stored set with its embeddings (as stored: halfvec, read back as float32)."""
+    import numpy as np
+
     name = _set_name(label_set)
     row = conn.execute(SQL["label_set"], (name,)).fetchone()
     if row is None:

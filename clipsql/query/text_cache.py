@@ -26,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsql.database import binding
 from clipsql.database.connection import database_key
 from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, EmptyCollectionError, QueryError
 from clipsql.query.algebra import check_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Texts kept in memory per process (a 512-d vector is 2 KB).
 MAXSIZE = 4096
@@ -93,6 +95,8 @@ def _savepoint_failed(exc) -> bool:
 
 
 def _vector(value) -> np.ndarray:
+    import numpy as np
+
     return value.to_numpy().astype(np.float32)
 
 

@@ -82,6 +82,31 @@ def test_embedded_server_lifecycle(tmp_path, monkeypatch, tiny_model, photo_fold
     assert not st["running"] and not st["kept_running"]
 
 
+#: What a load that finds nothing new must not import: the model's runtimes (its weights
+#: are not needed), the video decoder, numpy (nothing is decoded or embedded).
+HEAVY = ("onnxruntime", "torch", "torchvision", "open_clip", "av", "numpy", "rawpy")
+
+
+def test_a_load_that_finds_nothing_new_imports_no_model_nor_decoder(run, photo_folder, dsn,
+                                                                   tiny_model):
+    """`clipsql load` of a folder loaded before, in a process of its own: the same report as
+    ever (every file unchanged), and none of :data:`HEAVY` imported, no model opened."""
+    first = json.loads(run("load", str(photo_folder), "--json").stdout)
+    assert first["added"] == 12
+    code = ("import json, sys\n"
+            "from clipsql.cli import main\n"
+            f"main(['load', {str(photo_folder)!r}, '--json'], standalone_mode=False)\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    env = {**os.environ, "CLIPSQL_DATABASE_URL": dsn, "CLIPSQL_MODEL": tiny_model}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report, heavy = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert (report["added"], report["updated"], report["unchanged"], report["failed"],
+            report["backend"]) == (0, 0, 12, 0, "")
+    assert heavy == [], f"a load that found nothing new imported {heavy}"
+
+
 def test_a_query_image_that_does_not_exist_is_said_not_to(run, photo_folder, tmp_path,
                                                           monkeypatch):
     """The README's `clipsql search --image sunset.jpg` without a sunset.jpg: no such file,
