@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -30,6 +31,11 @@ from clipsql.ingest.formats import EXTENSIONS, is_raw
 from clipsql.ingest.reasons import Reason
 
 __all__ = ["EXTENSIONS", "MAX_BYTES", "MAX_PIXELS", "Decoded", "decode_bytes", "read"]
+#: A JPEG is decoded at a reduced scale (DCT scaling, 1/2 to 1/8) whose shorter side stays at
+#: least this many times the model's input: the load's decode cost nearly halves from twice
+#: the input, and the embedding stays within cosine 0.9999 of a full decode (docs/performance.md,
+#: "Loading").
+DRAFT_FACTOR = 1.3
 #: Refuse images above this many pixels (a 20000x20000 PNG is 400 MP): decompression bombs.
 MAX_PIXELS = 180_000_000
 #: Files above this size are not read at all.
@@ -141,11 +147,21 @@ def bound_heap() -> bool:
     return ok
 
 
+def draft_size(image_size: int) -> int:
+    """The shorter side a load decodes images and video keyframes to, for a model whose input
+    is ``image_size`` pixels (:data:`DRAFT_FACTOR`): one rule for the loader, Ray, reembeds.
+
+    >>> draft_size(224)
+    292
+    """
+    return math.ceil(DRAFT_FACTOR * image_size)
+
+
 def read(path: str, preprocess, draft_size: int | None = None, *, places=None) -> Decoded:
     """Decode ``path`` and run ``preprocess`` (open_clip's transform) on the oriented RGB image.
 
     ``draft_size`` lets JPEG decoding use DCT scaling so that both sides stay at least this
-    large; 2x the model input keeps the preprocessed tensor close to the full decode. The
+    large (:func:`draft_size` of the model input keeps the embedding close to a full decode). The
     file's bytes and decoded pixels count against :data:`BUDGET` until the pixels are
     preprocessed. ``places``: the file opened must lie inside them
     (:func:`clipsql.ingest.confine.open_inside`), else ``link_outside``.

@@ -29,7 +29,7 @@ from clipsql.database import binding, hnsw, upsert
 from clipsql.database.images import WRITTEN
 from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, ImageError
-from clipsql.ingest import accounting, confine, roots
+from clipsql.ingest import accounting, confine, decode, roots
 from clipsql.ingest.decode import mtime_of
 from clipsql.ingest.reasons import Reason
 from clipsql.ingest.walk import discover
@@ -179,7 +179,7 @@ def _one_pass(connect, model, items, claims, report, batch_size, workers, draft,
     from clipsql.ingest.decoder_pool import Decoders
 
     preprocess = model.preprocess
-    draft_size = 2 * model.image_size if draft else None
+    draft_size = decode.draft_size(model.image_size) if draft else None
     workers = workers or max(2, min(8, os.cpu_count() or 2))
     writer = Writer(connect, report, claims)
     writer.start()

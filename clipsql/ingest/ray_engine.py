@@ -39,7 +39,7 @@ import numpy as np
 
 from clipsql import config
 from clipsql.errors import ConfigError, ImageError, LoadError
-from clipsql.ingest import loader
+from clipsql.ingest import decode, loader
 from clipsql.ingest.decoder_pool import read_file
 
 INSTALL = 'pip install "clipsql[ray]"'
@@ -205,7 +205,7 @@ def _run(ray, connect, model, todo, report, batch_size, actors, draft, progress,
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     preprocess = model.preprocess
-    draft_size = 2 * model.image_size if draft else None
+    draft_size = decode.draft_size(model.image_size) if draft else None
     actors, actor_resources, decode_cpus, device = _plan(ray, actors)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     block = max(1, min(batch_size * BLOCK_BATCHES, math.ceil(len(todo) / (2 * cpus))))

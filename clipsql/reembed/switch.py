@@ -29,7 +29,7 @@ from clipsql import config
 from clipsql.database import binding, hnsw, migrations
 from clipsql.database.queries import SQL
 from clipsql.errors import DatabaseError, LoadError, ReembedUnfinishedError
-from clipsql.ingest import roots
+from clipsql.ingest import decode, roots
 from clipsql.ingest.decoder_pool import Decoders
 from clipsql.reembed import rows, texts
 
@@ -130,7 +130,7 @@ def run(conn, model, *, drop_old: bool = False, batch_size: int = config.BATCH_S
             run_id, report.resumed = run_row["id"], True
         filler = rows.RowEmbedder(conn, model, run_id, report, batch_size, progress)
         places = roots.places(conn)  # files are read again only inside the loaded folders
-        with Decoders(model.preprocess, 2 * model.image_size, workers or 2, processes,
+        with Decoders(model.preprocess, decode.draft_size(model.image_size), workers or 2, processes,
                       places=places) as pool:
             filler.pool = pool
             steps(f"embedding the images with {model.spec}"

@@ -179,6 +179,15 @@ def test_ocr_quality_benchmark(tmp_path, tiny_model):
     assert "| clean | " in out and "OCR (tesseract 5." in out and "CLIP (clipsql-tiny" in out
 
 
+def test_draft_benchmark(tmp_path, tiny_model):
+    out = bench("draft.py", "--count", "2", "--samples", "2", "--repeats", "1", "--model",
+                tiny_model, tmp_path=tmp_path)
+    for row in ("full decode: ", "twice the input (>= 128 px, before): ",
+                "draft_size (>= 84 px, now): ", "entropy decoding alone"):
+        assert row in out, row
+    assert "cosine to a full decode over 4 images: worst" in out
+
+
 def test_watch_latency_benchmark(tmp_path, tiny_model):
     out = bench("watch_latency.py", "--model", tiny_model, "--files", "3", "--burst", "40",
                 tmp_path=tmp_path)

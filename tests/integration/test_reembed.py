@@ -205,9 +205,9 @@ def test_a_killed_reembed_resumes_without_loss_or_duplicates(dsn, tiny_model, wi
 
 
 def _pixels(model, path):
-    from clipsql.ingest.decode import read
+    from clipsql.ingest.decode import draft_size, read
 
-    return read(path, model.preprocess, 2 * model.image_size).pixels[None]
+    return read(path, model.preprocess, draft_size(model.image_size)).pixels[None]
 
 
 def test_old_vectors_are_kept_until_dropped(dsn, tiny_model, wide_model, photo_folder):
@@ -269,7 +269,7 @@ def test_a_file_overwritten_with_another_photo_is_reported_never_half_updated(
     photo's vector under the old hash and metadata. It names the file and stays unfinished;
     a load re-reads the file (hash, size, vector), and the reembed run again embeds it."""
     from clipsql.errors import LoadError
-    from clipsql.ingest.decode import read
+    from clipsql.ingest.decode import draft_size, read
 
     columns = "sha256, bytes, width, height, embedding"
     with clipsql.connect(dsn, model=tiny_model) as db:
@@ -297,7 +297,7 @@ def test_a_file_overwritten_with_another_photo_is_reported_never_half_updated(
         sha, size, width, height, vector = db.conn.execute(
             f"SELECT {columns} FROM clipsql.images WHERE path = %s", (str(target),)).fetchone()
         model = db.model
-        now = read(str(target), model.preprocess, 2 * model.image_size)
+        now = read(str(target), model.preprocess, draft_size(model.image_size))
         assert (sha, size, width, height) == (now.sha256, target.stat().st_size, 50, 40)
         want = model.encode_images(now.pixels[None])[0]
         assert np.abs(vector.to_numpy() - want).max() < 2e-3
