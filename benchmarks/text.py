@@ -1,27 +1,34 @@
 """Text queries: clipsql's text engine (ONNX Runtime) against open_clip's encode_text, one new
 query at a time, and this export's text tower against the one it replaced (before/after).
 
-    python benchmarks/text.py [--model ARCH/CHECKPOINT] [--repeats 5] [--check 300]
+    python benchmarks/text.py [--model ARCH/CHECKPOINT] [--repeats 5] [--check 300] [--pause 2]
 
 Default model: ViT-B-32 with seeded random weights (``$CLIPSQL_BENCH_CHECKPOINT``: an existing
 ViT-B-32 state_dict instead; speed does not depend on the weights). Its export is made first
 if the cache has none (timed, once per checkpoint and machine). Then the text tower is also
 exported as export format 2 made it ("before": plain attention ops, 862 nodes for ViT-B-32,
-the output projections of the attentions in fp32) into a scratch folder. Per short query
-(2 to 9 words), tokenizer included, the median over ``QUERIES x --repeats``; the ONNX
-Runtime rows interleaved query by query, in an order rotated from one query to the next, so
-a busy machine slows them alike:
+the output projections of the attentions in fp32) and as format 3 made it ("format 3":
+fused attention, every block on every token; issue 31's starting point) into scratch
+folders; "after" is this export (format 4: the last block past its attention on the
+end-of-text token only). Per short query (2 to 9 words), tokenizer included, the median over
+``QUERIES x --repeats``, ``--pause`` ms between two queries (queries come one at a time;
+back to back, 0, the benchmark itself keeps a core busy, which decides where the public API
+runs: see ``runtime.text_session``); the ONNX Runtime rows interleaved query by query, in an
+order rotated from one query to the next, so a busy machine slows them alike:
 
 - open_clip ``encode_text`` (77 padded tokens, torch fp32), with torch's default threads and
   with one, each in a block of its own (between ONNX Runtime calls torch's OpenMP threads
   fall asleep, and changing its thread count rebuilds its pool: interleaving would slow the
   baseline unfairly); the faster of the two is the baseline the ratios are taken to;
-- the public API, before and after: ``OnnxTextEncoder.encode`` on format 2's tower, and
+- the public API: ``OnnxTextEncoder.encode`` on format 2's and on format 3's tower (with
+  format 3's setting: :data:`FORMAT3_THREADS` intra-op threads that do not spin), and
   ``ClipModel.encode_text`` of a fresh, prepared model on this export (int8 where the
-  export's check kept cosine >= 0.999, else fp32), and ``fp32=True`` (fp32, what is stored);
-- ONNX Runtime sessions alone on each int8 tower with 1 and 2 intra-op threads (clipsql's
-  setting: ``runtime.TEXT_THREADS``), this export's with its attentions' output projections
-  in fp32 (what each of the two changes gives) and through ONNX Runtime's transformer
+  export's check kept cosine >= 0.999, else fp32; each query on the session
+  ``runtime.text_session`` picks: two spinning threads when a core is idle at that moment,
+  else one; how many took which is printed), and ``fp32=True`` (fp32, what is stored);
+- ONNX Runtime sessions alone on each int8 tower with 1 and 2 intra-op threads, on this
+  export's with 2 spinning threads (``session.intra_op.spin_duration_us``: :data:`SPIN_US`),
+  with its attentions' output projections in fp32 and through ONNX Runtime's transformer
   optimizer (what it fuses is printed), and this export's fp32 tower.
 
 Each row's worst cosine to open_clip fp32 over ``--check`` generated queries of 3 to 12 words
@@ -54,8 +61,14 @@ WORDS = ["dog", "cat", "red", "blue", "old", "young", "photo", "of", "a", "the",
          "street", "car", "bicycle", "mountain", "lake", "forest", "child", "woman", "man",
          "café", "naïve", "sunset", "rain", "portrait", "screenshot", "invoice", "1999", "#tag",
          "U.S.A.", "don't", "❤️", "emoji's", "雪", "Ünïcödé"]
+#: intra-op threads a text query ran on with format 3 (runtime.TEXT_THREADS then)
+FORMAT3_THREADS = 2
+#: how long the spinning rows' idle threads spin before they sleep (microseconds; clipsql's
+#: when a core is idle: runtime.TEXT_SPIN_US)
+SPIN_US = (100,)
 BASELINE = "open_clip encode_text (77 tokens, torch fp32)"
 BASELINE_1 = "open_clip encode_text, torch 1 thread"
+FORMAT3_PUBLIC = f"format 3: public API, its tower (onnx-int8, {FORMAT3_THREADS} threads)"
 
 #: What a new process does to answer a text query from the cache: does it import torch?
 NEW_PROCESS = r"""
@@ -74,10 +87,11 @@ def random_queries(n, seed=0):
     return [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 12))) for _ in range(n)]
 
 
-def p50s(paths: dict, repeats: int) -> dict:
+def p50s(paths: dict, repeats: int, pause: float = 0.0) -> dict:
     """Median ms per query of each path, interleaved: each query through every path in turn,
     the order rotated from one query to the next, so that each path follows each other one
-    as often (a path that reads 150 MB of fp32 weights evicts the caches of the next)."""
+    as often (a path that reads 150 MB of fp32 weights evicts the caches of the next);
+    ``pause`` seconds between two queries (none: the benchmark keeps a core busy itself)."""
     times = {name: [] for name in paths}
     for encode in paths.values():
         encode(["warm-up"])
@@ -90,6 +104,8 @@ def p50s(paths: dict, repeats: int) -> dict:
                 t = time.perf_counter()
                 paths[name]([q])
                 times[name].append(1000 * (time.perf_counter() - t))
+                if pause:
+                    time.sleep(pause)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -104,6 +120,8 @@ def main() -> None:
     ap.add_argument("--model", help="ARCH/CHECKPOINT (default: ViT-B-32, seeded random weights)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--check", type=int, default=300, help="queries the cosines are taken over")
+    ap.add_argument("--pause", type=float, default=2.0,
+                    help="ms between two queries, as queries come one at a time (0: back to back)")
     args = ap.parse_args()
     print_machine()
     tmp = scratch_dir("clipsql-text-")
@@ -136,10 +154,19 @@ def main() -> None:
     paths = {BASELINE: full}
     folder = fresh.export_folder
     tower = (export.read(folder) or {}).get("text") or {}
+    if "int8" in tower and fresh.engine.text_backend == "onnx-int8":
+        # the session a query takes when a core is idle, opened now (a process opens it in
+        # the background at its first such query): the rows time the steady state
+        runtime.session(folder / tower["int8"]["file"], runtime.TEXT_THREADS,
+                        runtime.TEXT_SPIN_US)
     before_folder = tmp / "before"
     before_folder.mkdir()
     before = export._text(net, tok, before_folder, lambda what: None, {}, fused=False)
-    towers = {"before": (before_folder, before), "after": (folder, tower)}
+    format3_folder = tmp / "format3"
+    format3_folder.mkdir()
+    format3 = export._text(net, tok, format3_folder, lambda what: None, {}, last_token=False)
+    towers = {"before": (before_folder, before), "format 3": (format3_folder, format3),
+              "after": (folder, tower)}
     if "int8" in tower and tower.get("graph") == "fused":
         optimised = transformer_optimised(folder, tower, tmp / "optimised", arch)
         if optimised:
@@ -163,6 +190,9 @@ def main() -> None:
     if "int8" in before:
         old = OnnxTextEncoder(before_folder, before, arch, int8=True)
         paths["before: public API, format 2's tower (onnx-int8)"] = old.encode
+    if "int8" in format3:
+        old3 = OnnxTextEncoder(format3_folder, format3, arch, int8=True, threads=FORMAT3_THREADS)
+        paths[FORMAT3_PUBLIC] = old3.encode
     public = f"after: public API, ClipModel.encode_text ({fresh.engine.text_backend})"
     paths[public] = fresh.encode_text
     paths["after: encode_text(fp32=True) (fp32)"] = \
@@ -178,6 +208,11 @@ def main() -> None:
             session = runtime.open_session(where / t["int8"]["file"], n)
             paths[f"{when}: ONNX Runtime int8, {n} thread{'s' if n > 1 else ''}"] = \
                 lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
+        if when == "after" and len(threads) > 1:
+            for us in SPIN_US:
+                session = runtime.open_session(where / t["int8"]["file"], 2, us)
+                paths[f"after: ONNX Runtime int8, 2 threads spinning {us} us"] = \
+                    lambda texts, s=session: s.run(None, {"input": tokens.tokenize(texts)})[0]
     if tokens is not None:
         session = runtime.open_session(folder / tower["fp32"]["file"], threads[-1])
         paths[f"after: ONNX Runtime fp32, {threads[-1]} threads"] = \
@@ -186,15 +221,28 @@ def main() -> None:
     # open_clip in blocks of its own (torch's default threads, then one thread): interleaved
     # with ONNX Runtime calls, torch's OpenMP threads fall asleep between its calls (and
     # switching its thread count rebuilds its pool), which would slow the baseline unfairly
-    ms = p50s({BASELINE: full}, args.repeats)
+    pause = args.pause / 1000
+    ms = p50s({BASELINE: full}, args.repeats, pause)
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ms[BASELINE_1] = p50s({BASELINE_1: full}, args.repeats)[BASELINE_1]
+        ms[BASELINE_1] = p50s({BASELINE_1: full}, args.repeats, pause)[BASELINE_1]
     finally:
         torch.set_num_threads(saved)
     onnx = {name: f for name, f in paths.items() if name != BASELINE}
-    ms.update(p50s(onnx, args.repeats))
+    picks = {"spinning": 0, "one": 0}
+    runnable = runtime.runnable
+
+    def counted():  # how many of the public API's queries found a core idle
+        n = runnable()
+        picks["spinning" if n is not None and n < runtime.cores() else "one"] += 1
+        return n
+
+    runtime.runnable = counted
+    try:
+        ms.update(p50s(onnx, args.repeats, pause))
+    finally:
+        runtime.runnable = runnable
     checks = random_queries(args.check)  # after the timings: a big torch batch slows later calls
     reference = full(checks)
     cos = {name: worst_cosine(f, reference, checks) for name, f in paths.items()}
@@ -214,6 +262,12 @@ def main() -> None:
     if old_public in ms:
         print(f"public API, after / before: {ms[old_public] / ms[public]:.2f}x faster per query "
               f"({ms[public]:.2f} ms vs {ms[old_public]:.2f} ms, same run, interleaved)")
+    if FORMAT3_PUBLIC in ms:
+        print(f"public API, after / format 3: {ms[FORMAT3_PUBLIC] / ms[public]:.2f}x faster per "
+              f"query ({ms[public]:.2f} ms vs {ms[FORMAT3_PUBLIC]:.2f} ms, same run, "
+              f"interleaved)")
+    print(f"the public API's queries (after): {picks['spinning']} found a core idle (two "
+          f"spinning threads), {picks['one']} did not (one thread)")
     print(f"public API / open_clip: {base / ms[public]:.1f}x faster per query "
           f"({ms[public]:.2f} ms vs {base:.2f} ms)")
     print(f"(a fresh model's prepare + first query on the cached export, sessions opened: "

@@ -85,6 +85,11 @@ def quantize(src: Path, dst: Path, out_proj: bool = False) -> None:
     onnx.shape_inference.infer_shapes_path(str(dst), str(dst))  # as ONNX Runtime's quantiser
 
 
+#: Ops that only select or reshape a tensor's values (between an attention and its output
+#: projection in the last block of a fused text tower, which runs on one token).
+RESHAPING = {"Flatten", "Gather", "Reshape", "Unsqueeze", "Squeeze"}
+
+
 def weight_matmuls(graph, out_proj: bool = False) -> list[str]:
     """The MatMul nodes to quantise: those with a weight operand, except the final projection
     and (unless ``out_proj``) each attention's output projection. Quantising the activation
@@ -96,7 +101,8 @@ def weight_matmuls(graph, out_proj: bool = False) -> list[str]:
     reads) and keeps it only where its check keeps the bar (:mod:`clipsql.models.export`).
 
     An output projection is a MatMul named ``out_proj`` (the plain graph) or one that reads
-    an ``Attention`` node's output (the fused one).
+    an ``Attention`` node's output (the fused one), directly or through the ops that pick
+    the end-of-text token's row (:data:`RESHAPING`: the last block).
     """
     weights = {i.name for i in graph.initializer}
     made_by = {out: n for n in graph.node for out in n.output}
@@ -109,6 +115,8 @@ def weight_matmuls(graph, out_proj: bool = False) -> list[str]:
 
     def projects_attention(node) -> bool:
         source = made_by.get(node.input[0])
+        while source is not None and source.op_type in RESHAPING:  # the last block's token
+            source = made_by.get(source.input[0])
         return "out_proj" in node.name or (source is not None and source.op_type == "Attention")
 
     matmuls = [n for n in graph.node

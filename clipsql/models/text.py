@@ -41,8 +41,14 @@ class OnnxTextEncoder:
     """``encode(texts, fp32)`` on the exported text tower of one checkpoint (``tower``: the
     export's ``meta["text"]``); queries on int8 when ``int8``, stored embeddings on fp32."""
 
-    def __init__(self, folder: Path, tower: dict, arch: str, int8: bool):
+    def __init__(self, folder: Path, tower: dict, arch: str, int8: bool,
+                 threads: int | None = None):
         self.tower, self.arch = tower, arch
+        #: None: a query runs where :func:`runtime.text_session` says (one thread on a busy
+        #: machine, two spinning ones when a core is idle); a number: on that many threads
+        #: that do not spin (``benchmarks/text.py``: format 3's setting). Batches of texts
+        #: run on :data:`runtime.TEXT_THREADS`.
+        self.threads = threads
         self._fp32_path = folder / tower["fp32"]["file"]
         self._int8_path = folder / tower["int8"]["file"] if int8 else None
         self._tokenizer = None
@@ -50,7 +56,7 @@ class OnnxTextEncoder:
         self.precision = "int8" if int8 else "fp32"
         # the query session now (a prepared model answers its first query at full speed);
         # the fp32 one, for stored embeddings, on first use
-        runtime.session(self._int8_path or self._fp32_path, runtime.TEXT_THREADS)
+        self._query_session(self._int8_path or self._fp32_path)
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         if self._tokenizer is None:
@@ -62,12 +68,20 @@ class OnnxTextEncoder:
         if not texts:
             return np.zeros((0, self.tower["dim"]), np.float32)
         path = self._fp32_path if fp32 or self._int8_path is None else self._int8_path
-        session = runtime.session(path, runtime.TEXT_THREADS)
         int8 = path == self._int8_path
+        if int8 or (len(texts) == 1 and self._int8_path is None):  # queries, one at a time
+            session = self._query_session(path)
+        else:  # texts to store: a batch on fp32
+            session = runtime.session(path, self.threads or runtime.TEXT_THREADS)
         if int8:  # one text at a time: its activation scale is its own (see image.py)
             return runtime.normalised(np.concatenate(
                 [session.run(None, {"input": self.tokenize([t])})[0] for t in texts]))
         return runtime.normalised(session.run(None, {"input": self.tokenize(list(texts))})[0])
+
+    def _query_session(self, path: Path):
+        if self.threads:
+            return runtime.session(path, self.threads)
+        return runtime.text_session(path)
 
 
 def tokenizer_for(tower: dict, arch: str):

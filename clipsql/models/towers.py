@@ -9,7 +9,9 @@ A trimmable tower is exported with each block's attention as one ONNX Runtime ``
 node (``fused=True``: the input projection, the causal mask, the softmax and the heads in
 one kernel, :class:`_CausalAttention`) instead of about thirty shape, transpose and matmul
 nodes: 122 nodes instead of 862 for ViT-B-32 once :func:`clipsql.models.export` has fused
-its LayerNorms and GELUs, so a query's threads meet at far fewer barriers. The export is
+its LayerNorms and GELUs, so a query's threads meet at far fewer barriers. Only the
+end-of-text token's output is pooled, so the last block runs its attention on every token
+and the rest (output projection, MLP) on that token alone (export format 4). The export is
 checked against open_clip like any other, and made with plain ops if that fails.
 """
 
@@ -60,19 +62,33 @@ def padded_text_tower(net):
     return _module(net, lambda n, tokens: n.encode_text(tokens))
 
 
-def trimmed_text_tower(net, fused: bool = False):
+def trimmed_text_tower(net, fused: bool = False, last_token: bool = True):
     """open_clip's text tower written with shape-generic ops, so one export serves every
     token count (nn.MultiheadAttention traces its shapes as constants); ``fused``: each
-    attention exported as one ``com.microsoft`` ``Attention`` node (causal)."""
+    attention exported as one ``com.microsoft`` ``Attention`` node (causal), and (unless
+    ``last_token`` is False: format 3's graph) the last block past its attention run on
+    the end-of-text token only (:func:`_fused_last_block`)."""
     import torch
 
     def forward(n, tokens):
         length = tokens.shape[1]
         x = n.token_embedding(tokens) + n.positional_embedding[:length]
-        mask = None if fused else torch.triu(torch.full((length, length), float("-inf")), 1)
-        for block in n.transformer.resblocks:
-            x = _fused_block(block, x) if fused else _block(block, x, mask)
-        x = n.ln_final(x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)])
+        rows, eot = torch.arange(x.shape[0]), tokens.argmax(dim=-1)
+        if fused and last_token:
+            *blocks, last = n.transformer.resblocks
+            for block in blocks:
+                x = _fused_block(block, x)
+            x = _fused_last_block(last, x, rows, eot)
+        elif fused:
+            for block in n.transformer.resblocks:
+                x = _fused_block(block, x)
+            x = x[rows, eot]
+        else:
+            mask = torch.triu(torch.full((length, length), float("-inf")), 1)
+            for block in n.transformer.resblocks:
+                x = _block(block, x, mask)
+            x = x[rows, eot]
+        x = n.ln_final(x)
         proj = n.text_projection
         if proj is None:
             return x
@@ -105,6 +121,19 @@ def _fused_block(block, x):
                                   attn.in_proj_bias, attn.num_heads)
     x = x + block.ls_1(attn.out_proj(a))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _fused_last_block(block, x, rows, eot):
+    """:func:`_fused_block` for the last block, whose output is read at the end-of-text token
+    only: the attention runs on every token (their keys and values), then the output
+    projection, the residuals, the LayerNorm and the MLP on that one token (``[n, 1, width]``,
+    so each Linear is exported as a MatMul the quantiser finds, not a Gemm): the same
+    numbers, for a twelfth of the MLP's work."""
+    attn = block.attn
+    a = _causal_attention().apply(block.ln_1(x), attn.in_proj_weight.t(),
+                                  attn.in_proj_bias, attn.num_heads)
+    x = x[rows, eot].unsqueeze(1) + block.ls_1(attn.out_proj(a[rows, eot].unsqueeze(1)))
+    return (x + block.ls_2(block.mlp(block.ln_2(x))))[:, 0]
 
 
 @functools.cache

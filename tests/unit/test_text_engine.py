@@ -1,6 +1,7 @@
-"""The text tower as export format 3 writes it: each attention one fused, causal ONNX Runtime
+"""The text tower as export format 4 writes it: each attention one fused, causal ONNX Runtime
 ``Attention`` node (``QAttention`` in int8), the attentions' output projections quantised
-only where the check keeps the bar, one export for every token count. A tiny open_clip CLIP
+only where the check keeps the bar, the last block past its attention on the end-of-text
+token only, one export for every token count. A tiny open_clip CLIP
 (random weights), real torch exporter, real ONNX Runtime; behaviour only, nothing timed."""
 
 from __future__ import annotations
@@ -75,6 +76,43 @@ def test_the_fused_graph_is_open_clips_text_tower_for_every_token_count(tiny, tm
         assert export.cosines(got, expected[:1])[0] > 0.9  # a tiny random net: behaviour only
 
 
+def test_the_last_block_on_the_end_of_text_token_gives_format_3s_embeddings(tiny, tmp_path):
+    """Format 4 runs the last block's output projection and MLP on the pooled token only:
+    the same embeddings as format 3's graph (every token through every block), one text at
+    a time and as a zero-padded batch; the last block's fc reads one row a text."""
+    import onnxruntime as ort
+
+    net, tokenizer = tiny
+    padded = tokenizer(TEXTS)
+    longest = padded[:, :int(padded.argmax(-1).max()) + 1]
+    got = {}
+    for last_token in (False, True):
+        path = tmp_path / f"{last_token}.onnx"
+        with torch.enable_grad():
+            torch.onnx.export(trimmed_text_tower(net, fused=True, last_token=last_token),
+                              (longest,), str(path), input_names=["input"],
+                              output_names=["embedding"], dynamo=False,
+                              opset_version=export.OPSET,
+                              dynamic_axes={"input": {0: "batch", 1: "tokens"},
+                                            "embedding": {0: "batch"}})
+        session = runtime.open_session(path, 1)
+        got[last_token] = [session.run(None, {"input": longest.numpy()})[0],
+                           *[session.run(None, {"input": r})[0] for r in rows_of(padded)]]
+        if last_token:  # what the last fc MatMul reads: [batch, 1, width]
+            import onnx
+
+            model = onnx.load(str(path))
+            fc = [n for n in model.graph.node if n.op_type == "MatMul" and "c_fc" in n.name][-1]
+            model.graph.output.append(onnx.helper.make_tensor_value_info(fc.input[0], 1, None))
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            probe = ort.InferenceSession(model.SerializeToString(), options,
+                                         providers=["CPUExecutionProvider"])
+            assert probe.run(None, {"input": longest.numpy()})[1].shape[:2] == (len(TEXTS), 1)
+    for before, after in zip(got[False], got[True]):
+        assert np.abs(before - after).max() <= 1e-5
+
+
 def test_output_projections_are_found_in_both_graphs(tiny, tmp_path):
     """By name in the plain graph (format 2), by what they read in the fused one."""
     import onnx
@@ -123,3 +161,49 @@ def test_format_2_text_tower_is_still_made_on_request(tiny, tmp_path):
     tower = export._text(net, tokenizer, tmp_path, lambda what: None, {}, fused=False)
     assert tower["graph"] == "plain" and tower["int8"]["out_proj"] is False
     assert "Attention" not in ops(tmp_path / tower["fp32"]["file"])
+
+
+def test_a_text_query_takes_two_spinning_threads_only_when_a_core_is_idle(tmp_path, monkeypatch):
+    """runtime.text_session: one thread while every core is busy; when one is idle, the
+    spinning session, opened in the background (the query meanwhile takes the one-thread
+    session and never waits for it); where the count is unknown, the non-spinning default."""
+    import threading
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = tmp_path / "identity.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["embedding"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    monkeypatch.setattr(runtime, "_opening", set())
+    monkeypatch.setattr(runtime, "cores", lambda: 2)
+    one = runtime.session(path, 1)
+
+    monkeypatch.setattr(runtime, "runnable", lambda: 2)  # both cores busy (the caller's one)
+    assert runtime.text_session(path) is one
+    assert not runtime._opening
+
+    monkeypatch.setattr(runtime, "runnable", lambda: 1)  # only the caller: a core is idle
+    first = runtime.text_session(path)
+    for thread in threading.enumerate():
+        if thread.name == "clipsql-text-session":
+            thread.join()
+    spinning = runtime.text_session(path)
+    assert first is one and spinning is not one
+    assert spinning is runtime.session(path, runtime.TEXT_THREADS, runtime.TEXT_SPIN_US)
+    assert spinning.get_session_options().intra_op_num_threads == runtime.TEXT_THREADS
+    assert spinning.run(None, {"input": np.ones(1, np.float32)})[0].tolist() == [1.0]
+
+    monkeypatch.setattr(runtime, "runnable", lambda: None)  # not Linux
+    assert runtime.text_session(path) is runtime.session(path, runtime.TEXT_THREADS)
+    monkeypatch.setattr(runtime, "cores", lambda: 1)
+    assert runtime.text_session(path) is one
+
+
+def test_runnable_counts_at_least_the_caller():
+    count = runtime.runnable()
+    assert count is None or count >= 1
