@@ -25,7 +25,8 @@ order rotated from one query to the next, so a busy machine slows them alike:
   ``ClipModel.encode_text`` of a fresh, prepared model on this export (int8 where the
   export's check kept cosine >= 0.999, else fp32; each query on the session
   ``runtime.text_session`` picks: two spinning threads when a core is idle at that moment,
-  else one; how many took which is printed), and ``fp32=True`` (fp32, what is stored);
+  else one; how many took which is printed), the same export with format 3's threads (what
+  the export alone gives), and ``fp32=True`` (fp32, what is stored);
 - ONNX Runtime sessions alone on each int8 tower with 1 and 2 intra-op threads, on this
   export's with 2 spinning threads (``session.intra_op.spin_duration_us``: :data:`SPIN_US`),
   with its attentions' output projections in fp32 and through ONNX Runtime's transformer
@@ -195,6 +196,10 @@ def main() -> None:
         paths[FORMAT3_PUBLIC] = old3.encode
     public = f"after: public API, ClipModel.encode_text ({fresh.engine.text_backend})"
     paths[public] = fresh.encode_text
+    if "int8" in tower and fresh.engine.text_backend == "onnx-int8":  # the export's share
+        same_threads = OnnxTextEncoder(folder, tower, arch, int8=True, threads=FORMAT3_THREADS)
+        paths[f"after: public API, format 3's threads (onnx-int8, {FORMAT3_THREADS} threads)"] = \
+            same_threads.encode
     paths["after: encode_text(fp32=True) (fp32)"] = \
         lambda texts: fresh.encode_text(texts, fp32=True)
     if "fp32" not in tower:
