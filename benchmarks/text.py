@@ -121,6 +121,9 @@ def main() -> None:
     ap.add_argument("--model", help="ARCH/CHECKPOINT (default: ViT-B-32, seeded random weights)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--check", type=int, default=300, help="queries the cosines are taken over")
+    ap.add_argument("--after-only", action="store_true",
+                    help="this export's rows only: no format 2 or format 3 towers, no optimizer "
+                         "(the tests' ViT-B-32 run; the tiny model's run covers the rest)")
     ap.add_argument("--pause", type=float, default=2.0,
                     help="ms between two queries, as queries come one at a time (0: back to back)")
     args = ap.parse_args()
@@ -160,15 +163,16 @@ def main() -> None:
         # the background at its first such query): the rows time the steady state
         runtime.session(folder / tower["int8"]["file"], runtime.TEXT_THREADS,
                         runtime.TEXT_SPIN_US)
-    before_folder = tmp / "before"
-    before_folder.mkdir()
-    before = export._text(net, tok, before_folder, lambda what: None, {}, fused=False)
-    format3_folder = tmp / "format3"
-    format3_folder.mkdir()
-    format3 = export._text(net, tok, format3_folder, lambda what: None, {}, last_token=False)
-    towers = {"before": (before_folder, before), "format 3": (format3_folder, format3),
-              "after": (folder, tower)}
-    if "int8" in tower and tower.get("graph") == "fused":
+    before_folder, format3_folder = tmp / "before", tmp / "format3"
+    before, format3, towers = {}, {}, {"after": (folder, tower)}
+    if not args.after_only:
+        before_folder.mkdir()
+        before = export._text(net, tok, before_folder, lambda what: None, {}, fused=False)
+        format3_folder.mkdir()
+        format3 = export._text(net, tok, format3_folder, lambda what: None, {}, last_token=False)
+        towers = {"before": (before_folder, before), "format 3": (format3_folder, format3),
+                  "after": (folder, tower)}
+    if "int8" in tower and tower.get("graph") == "fused" and not args.after_only:
         optimised = transformer_optimised(folder, tower, tmp / "optimised", arch)
         if optimised:
             towers["after + ORT transformer optimizer"] = (tmp / "optimised", optimised)

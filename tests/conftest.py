@@ -41,16 +41,36 @@ XDIST_GROUPS = {"vitb32": lambda item: "vitb32_model" in item.fixturenames,
                 "ray": lambda item: item.path.name == "test_ray_load.py"}
 
 
+def xdist_group(item) -> str | None:
+    """The worker group of ``item``: :data:`XDIST_GROUPS`; else the tests sharing a session
+    fixture of a test module or tier conftest (the checkpoints of test_multilingual, the
+    managed cluster...); else the tests of a module with a fixture of module scope (each made
+    once, not once per worker); None: any worker."""
+    for group, member in XDIST_GROUPS.items():
+        if member(item):
+            return group
+    info = getattr(item, "_fixtureinfo", None)  # none on a doctest item
+    defs = [d for ds in info.name2fixturedefs.values() for d in ds] if info else []
+    shared = sorted(d.argname for d in defs if d.scope == "session"
+                    and d.baseid not in ("", Path(__file__).parent.name))
+    if shared:
+        return shared[0]
+    return item.path.name if any(d.scope == "module" for d in defs) else None
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
+    groups = {}
     for item in items:
         tier = Path(str(item.fspath)).parent.name
         if tier in ("integration", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
-        for group, member in XDIST_GROUPS.items():
-            if member(item):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+        groups[item.nodeid] = xdist_group(item)
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    # the groups first, the single tests after them: the workers end on short tests, not
+    # one of them on a long group while the other waits
+    items.sort(key=lambda item: groups[item.nodeid] is None)
 
 
 @pytest.fixture(scope="session", autouse=True)
