@@ -30,8 +30,9 @@ from concurrent.futures.process import BrokenProcessPool
 from clipsql.errors import ImageError, LoadError
 from clipsql.ingest import decode
 from clipsql.ingest.decode import read
+from clipsql.ingest.formats import is_video
 from clipsql.ingest.reasons import Reason
-from clipsql.ingest.video import is_video, read_moment, read_video
+from clipsql.ingest.video import read_moment, read_video
 
 _state: dict = {}
 

@@ -52,12 +52,18 @@ def limit_threads(n: int) -> None:
 def session(path: Path, threads: int | None = None, spin_us: int = 0):
     """The process's session for ``path`` with ``threads`` intra-op threads (default: all),
     spinning ``spin_us`` when idle (0: never)."""
-    threads = min(threads or cores(), cores())
-    key = (str(path), threads, spin_us if threads > 1 else 0)
+    key = _key(path, threads, spin_us)
     with _lock:
         if key not in _SESSIONS:
-            _SESSIONS[key] = open_session(path, threads, key[2])
+            _SESSIONS[key] = open_session(path, key[1], key[2])
         return _SESSIONS[key]
+
+
+def _key(path: Path, threads: int | None, spin_us: int) -> tuple:
+    """A shared session's key: the file, its threads (at most :func:`cores`), its spin (none
+    with one thread)."""
+    threads = min(threads or cores(), cores())
+    return str(path), threads, spin_us if threads > 1 else 0
 
 
 def open_session(path: Path, threads: int | None = None, spin_us: int = 0):
@@ -99,7 +105,7 @@ def text_session(path: Path):
         return session(path, TEXT_THREADS)
     if now >= cores():
         return session(path, 1)
-    key = (str(path), min(TEXT_THREADS, cores()), TEXT_SPIN_US)
+    key = _key(path, TEXT_THREADS, TEXT_SPIN_US)
     ready = _SESSIONS.get(key)
     if ready is None:
         with _background_lock:
